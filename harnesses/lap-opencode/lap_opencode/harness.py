@@ -1,0 +1,95 @@
+"""`OpencodeHarness`: one `opencode run` process per turn, resumed with `--session`."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from lap_core.events import Error, TurnEnd
+from lap_core.harness import Harness
+from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, HydratePayload, StartProcess, text_file
+from lap_opencode.events import OpencodeEventMapper
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from lap_core.events import SessionEvent
+    from lap_core.harness import LLMAccess
+    from lap_core.models import Agent, Turn
+    from lap_core.sandbox import SandboxClient
+
+OPENCODE_VERSION = "1.18.33"
+PROVIDER = "lap"
+CONFIG_PATH = f"{HOME_DIR}/.config/opencode/opencode.json"
+STDERR_TAIL = 20
+
+
+def opencode_config(agent: Agent, llm: LLMAccess) -> dict[str, Any]:
+    """Return opencode's config: one provider (LAP's LLM proxy) serving the agent's model, offline."""
+    return {
+        "$schema": "https://opencode.ai/config.json",
+        "autoupdate": False,
+        "share": "disabled",
+        "provider": {
+            PROVIDER: {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "LAP gateway",
+                # opencode substitutes {env:...}: the file holds no key, the sandbox env holds a stub.
+                "options": {"baseURL": f"{llm.base_url}/v1", "apiKey": "{env:LITELLM_API_KEY}"},
+                "models": {agent.model: {"name": agent.model, "tool_call": True}},
+            }
+        },
+        "model": f"{PROVIDER}/{agent.model}",
+        "small_model": f"{PROVIDER}/{agent.model}",
+        # The sandbox is the boundary; inside it a headless agent must never stop to ask.
+        "permission": {"bash": "allow", "edit": "allow", "webfetch": "allow"},
+    }
+
+
+class OpencodeHarness(Harness):
+    """Runs opencode headless (`opencode run --format json`) inside the sandbox."""
+
+    npm_packages: ClassVar[tuple[str, ...]] = (f"opencode-ai@{OPENCODE_VERSION}",)
+
+    def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
+        """Write opencode's config (and the agent's prompt as global AGENTS.md) into the harness home."""
+        files = [text_file(CONFIG_PATH, json.dumps(opencode_config(agent, llm), indent=2))]
+        if agent.prompt:
+            files.append(text_file(f"{HOME_DIR}/.config/opencode/AGENTS.md", agent.prompt))
+        env = {"LITELLM_API_BASE": llm.base_url, "LITELLM_API_KEY": llm.api_key, "OPENCODE_DISABLE_AUTOUPDATE": "1"}
+        return HydratePayload(env=env, files=files, workdir=WORKSPACE_DIR)
+
+    def argv(self, turn: Turn) -> list[str]:
+        """Return the command line of one turn."""
+        argv = [
+            f"{HARNESS_ROOT}/node_modules/.bin/opencode",
+            "run",
+            "--format",
+            "json",
+            "--model",
+            f"{PROVIDER}/{turn.agent.model}",
+        ]
+        if turn.native_session_id:
+            argv += ["--session", turn.native_session_id]
+        return [*argv, "--", turn.text]
+
+    async def run_turn(self, sandbox: SandboxClient, turn: Turn) -> AsyncIterator[SessionEvent]:
+        """Start the turn's process (idempotent by turn id) and map its output as it arrives."""
+        await sandbox.start_process(StartProcess(id=turn.id, argv=self.argv(turn), cwd=WORKSPACE_DIR))
+        mapper = OpencodeEventMapper(turn.native_session_id)
+        stderr: list[str] = []
+        failed = False
+        async for record in sandbox.output(turn.id):
+            if record.stream == "stdout":
+                for event in mapper.map_line(record.data):
+                    failed = failed or isinstance(event, Error)
+                    yield event
+            elif record.stream == "stderr":
+                stderr = [*stderr[-STDERR_TAIL + 1 :], record.data]
+            elif record.stream == "exit":
+                code = int(record.data)
+                if code != 0 and not failed:
+                    tail = " | ".join(line for line in stderr if line.strip())[-2000:]
+                    yield Error(code="harness_error", message=f"opencode exited with code {code}: {tail}")
+                    failed = True
+        yield TurnEnd(status="failed" if failed else "completed", reason="opencode reported an error" if failed else "")

@@ -1,0 +1,112 @@
+"""LAP's core: run AI coding agents in isolated sandboxes, from Python or through the bundled server.
+
+Embedding looks like this::
+
+    async with Lap() as lap:
+        agent = await lap.agents.create("demo", harness="opencode", model="gpt-4o-mini")
+        session = await lap.sessions.create(agent.id)
+        async for record in lap.sessions.stream(session.id, "write hello.txt"):
+            print(record.event)
+
+Plugins add sandbox backends, harnesses, stores and integrations through the hooks in
+`lap_core.hookspecs`. Everything public is importable from here; modules starting with `_`
+are private.
+"""
+
+from lap_core._runtime import Lap
+from lap_core.errors import (
+    ConfigError,
+    Conflict,
+    HarnessError,
+    InvalidInput,
+    LapError,
+    NotFound,
+    NotSupported,
+    PluginError,
+    SandboxError,
+    StoreError,
+)
+from lap_core.events import (
+    Error,
+    EventRecord,
+    HarnessSession,
+    ReasoningDelta,
+    SessionEvent,
+    Status,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    TurnEnd,
+    Usage,
+    UserMessage,
+    decode_event,
+    encode_event,
+)
+from lap_core.harness import Harness, LLMAccess
+from lap_core.hookspecs import hookimpl
+from lap_core.integration import Integration
+from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Session, Team, Turn, TurnRecord
+from lap_core.sandbox import (
+    FileSpec,
+    HydratePayload,
+    SandboxBackend,
+    SandboxClient,
+    SandboxContext,
+    SandboxdError,
+    SandboxRef,
+    SandboxSpec,
+)
+from lap_core.specs import HarnessSpec, IntegrationSpec, SandboxBackendSpec, SessionStoreSpec
+from lap_core.store import SessionStore
+
+__all__ = [
+    "DEFAULT_TEAM_ID",
+    "Agent",
+    "ApiKey",
+    "ConfigError",
+    "Conflict",
+    "Error",
+    "EventRecord",
+    "FileSpec",
+    "Harness",
+    "HarnessError",
+    "HarnessSession",
+    "HarnessSpec",
+    "HydratePayload",
+    "Integration",
+    "IntegrationSpec",
+    "InvalidInput",
+    "LLMAccess",
+    "Lap",
+    "LapError",
+    "NotFound",
+    "NotSupported",
+    "PluginError",
+    "ReasoningDelta",
+    "SandboxBackend",
+    "SandboxBackendSpec",
+    "SandboxClient",
+    "SandboxContext",
+    "SandboxError",
+    "SandboxRef",
+    "SandboxSpec",
+    "SandboxdError",
+    "Session",
+    "SessionEvent",
+    "SessionStore",
+    "SessionStoreSpec",
+    "Status",
+    "StoreError",
+    "Team",
+    "TextDelta",
+    "ToolCall",
+    "ToolResult",
+    "Turn",
+    "TurnEnd",
+    "TurnRecord",
+    "Usage",
+    "UserMessage",
+    "decode_event",
+    "encode_event",
+    "hookimpl",
+]

@@ -1,0 +1,45 @@
+"""The `lap` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import click
+
+from lap_core._cli._logging import configure
+from lap_core.errors import LapError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+
+def run(main: Callable[[], Awaitable[Any]]) -> Any:
+    """Run an async command; turn LAP's errors into a message and exit code 1 (never a traceback)."""
+    try:
+        return anyio.run(main)
+    except LapError as error:
+        click.secho(f"error: {error.message}", fg="red", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.option("--log-json", is_flag=True, envvar="LAP_LOG_JSON", help="Log JSON lines (for production).")
+def main(verbose: int, log_json: bool) -> None:
+    """LAP: run AI coding agents in isolated sandboxes."""
+    configure(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)], json=log_json)
+
+
+def _register() -> None:
+    from lap_core._cli import admin, agents, chat, sessions
+
+    for command in (*admin.COMMANDS, agents.agents, sessions.sessions, chat.chat):
+        main.add_command(command)
+
+
+_register()

@@ -1,0 +1,96 @@
+"""`lap chat`: talk to an agent in the terminal, its replies streaming as they are produced."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+import anyio
+import click
+
+from lap_core._cli import run
+from lap_core._cli.admin import ensure_installed
+from lap_core._cli.render import EventPrinter
+from lap_core._runtime import Lap
+from lap_core.errors import NotFound
+
+if TYPE_CHECKING:
+    from lap_core.models import Agent
+
+DEFAULT_AGENT = "default"
+
+
+async def _agent(lap: Lap, name: str | None) -> Agent:
+    if name is not None:
+        return await lap.agents.get(name)
+    try:
+        return await lap.agents.get(DEFAULT_AGENT)
+    except NotFound:
+        click.secho(f"creating agent {DEFAULT_AGENT!r} (opencode, model {lap.settings.lap_default_model})", dim=True)
+        return await lap.agents.create(DEFAULT_AGENT, harness="opencode", model=lap.settings.lap_default_model)
+
+
+async def _turn(lap: Lap, session_id: str, text: str, printer: EventPrinter) -> None:
+    """Stream one turn; Ctrl-C aborts the turn (not the chat)."""
+    async with anyio.create_task_group() as tasks:
+
+        async def abort_on_interrupt() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    click.secho("\n(aborting the turn …)", fg="yellow", err=True)
+                    lap.sessions.abort(session_id)
+
+        tasks.start_soon(abort_on_interrupt)
+        async for record in lap.sessions.stream(session_id, text):
+            if record.event.type != "user_message":
+                printer.print(record)
+        tasks.cancel_scope.cancel()
+
+
+@click.command()
+@click.argument("agent", required=False)
+@click.option("--session", "session_id", default=None, help="Continue this session instead of starting one.")
+@click.option(
+    "-m", "--message", "messages", multiple=True, help="Send this message, print the reply, exit (repeatable)."
+)
+def chat(agent: str | None, session_id: str | None, messages: tuple[str, ...]) -> None:
+    """Chat with AGENT (by default the agent named 'default', created on first use).
+
+    Reads messages from the terminal (or from standard input, one per line, when it is not one).
+    Ctrl-C aborts the running turn; Ctrl-D or /exit leaves. The session, its sandbox and its
+    workspace remain: continue it later with --session.
+    """
+
+    async def main() -> None:
+        async with Lap() as lap:
+            found = await _agent(lap, agent)
+            await ensure_installed(lap, found.harness)
+            session = await lap.sessions.get(session_id) if session_id else await lap.sessions.create(found.id)
+            interactive = not messages and sys.stdin.isatty()
+            if interactive:
+                click.secho(
+                    f"session {session.id} with {found.name} ({found.harness}, {found.model}). "
+                    "Ctrl-C aborts a turn, Ctrl-D or /exit leaves.",
+                    dim=True,
+                )
+            queue = list(messages)
+            printer = EventPrinter()
+            while True:
+                if messages:
+                    if not queue:
+                        break
+                    text = queue.pop(0)
+                else:
+                    try:
+                        text = await anyio.to_thread.run_sync(input, "you> " if interactive else "")
+                    except EOFError:
+                        break
+                if text.strip() in ("/exit", "/quit"):
+                    break
+                if text.strip():
+                    await _turn(lap, session.id, text, printer)
+            if interactive:
+                click.secho(f"\nbye. continue with: lap chat {found.name} --session {session.id}", dim=True)
+
+    run(main)

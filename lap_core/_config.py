@@ -1,0 +1,106 @@
+"""Configuration from the environment (and a `.env` file), validated all at once.
+
+Each settings struct names its fields after the environment variables they read
+(`rename="upper"`: the field `litellm_api_base` reads `LITELLM_API_BASE`). `load_settings`
+validates every struct of the selected components together and raises one `ConfigError`
+that lists every failing key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
+
+import msgspec
+from dotenv import dotenv_values
+
+from lap_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+(/\S*)?$", description="an http(s) URL")]
+
+
+class CoreSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
+    """Settings of the core runtime (see docs/configuration.md)."""
+
+    database_url: str | None = None
+    lap_data_dir: str | None = None
+    lap_harness_dir: str | None = None
+    lap_sandbox_backend: str = "local"
+    litellm_api_base: HttpUrl | None = None
+    litellm_api_key: str | None = None
+    lap_default_model: str = "gpt-4o-mini"
+    lap_log_format: Literal["console", "json"] = "console"
+    lap_turn_timeout: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
+    lap_sandbox_start_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+
+
+def read_environment(env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> dict[str, str]:
+    """Return the variables LAP reads: `.env` in the working directory, overridden by the process env."""
+    if env is not None:
+        return dict(env)
+    path = dotenv or Path.cwd() / ".env"
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    values.update(os.environ)
+    return values
+
+
+def _problem(error: msgspec.ValidationError) -> str:
+    message = str(error)
+    # msgspec appends " - at `$...`" for nested paths; one value has no path worth showing.
+    return message.split(" - at `", 1)[0]
+
+
+def load_settings(
+    types: Mapping[str, type[msgspec.Struct]], env: Mapping[str, str]
+) -> tuple[dict[str, msgspec.Struct], dict[str, str]]:
+    """Validate each settings struct of `types` from `env`.
+
+    Returns the settings by key and the problems by variable name (empty when all is valid);
+    callers add problems of their own and raise `ConfigError` once.
+    """
+    settings: dict[str, msgspec.Struct] = {}
+    problems: dict[str, str] = {}
+    for key, struct_type in types.items():
+        values: dict[str, object] = {}
+        for field in msgspec.structs.fields(struct_type):
+            name = field.encode_name
+            raw = env.get(name)
+            if raw is None or raw == "":
+                if field.required:
+                    problems[name] = "required but not set"
+                continue
+            try:
+                values[name] = msgspec.convert(raw, field.type, strict=False)
+            except msgspec.ValidationError as error:
+                problems[name] = f"{_problem(error)} (got {raw!r})"
+        if not any(f.encode_name in problems for f in msgspec.structs.fields(struct_type)):
+            settings[key] = msgspec.convert(values, struct_type)
+    return settings, problems
+
+
+def settings_from_env(struct_type: type[S], env: Mapping[str, str] | None = None) -> S:
+    """Return one settings struct from the environment, or raise `ConfigError` listing every problem."""
+    settings, problems = load_settings({"settings": struct_type}, read_environment(env))
+    if problems:
+        raise ConfigError(problems)
+    result = settings["settings"]
+    assert isinstance(result, struct_type)
+    return result
+
+
+def default_data_dir() -> Path:
+    """Return where LAP keeps its files when `LAP_DATA_DIR` is unset.
+
+    `/var/lib/lap` for root (sandboxes then run as an unprivileged user, who must be able to
+    reach the directory, which rules out /root), else `$XDG_DATA_HOME/lap`.
+    """
+    if os.geteuid() == 0:
+        return Path("/var/lib/lap")
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "lap"

@@ -1,0 +1,84 @@
+"""Agents: create, find, list and delete them, with their harness options validated."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from msgspec.structs import replace
+
+from lap_core.errors import InvalidInput, NotFound
+from lap_core.models import DEFAULT_TEAM_ID, Agent, new_id, utcnow
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from lap_core.harness import Harness
+    from lap_core.store import SessionStore
+
+MAX_NAME = 64
+
+
+class Agents:
+    """The agent operations of a running `Lap` (`lap.agents`)."""
+
+    def __init__(self, store: SessionStore, harnesses: Mapping[str, Harness]) -> None:
+        self._store = store
+        self._harnesses = harnesses
+
+    def _check(self, name: str, harness: str, model: str, options: dict[str, Any]) -> None:
+        problems: dict[str, str] = {}
+        if not name or len(name) > MAX_NAME or not all(c.isalnum() or c in "-_." for c in name):
+            problems["name"] = f"1 to {MAX_NAME} letters, digits, '-', '_' or '.'"
+        if harness not in self._harnesses:
+            known = ", ".join(sorted(self._harnesses)) or "none installed"
+            problems["harness"] = f"unknown harness {harness!r} (known: {known})"
+        else:
+            for key, problem in self._harnesses[harness].validate_options(options).items():
+                problems[f"options.{key}"] = problem
+        if not model.strip():
+            problems["model"] = "must not be empty"
+        if problems:
+            raise InvalidInput(
+                "invalid agent: " + "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())), details=problems
+            )
+
+    async def create(
+        self,
+        name: str,
+        *,
+        harness: str,
+        model: str,
+        prompt: str = "",
+        options: dict[str, Any] | None = None,
+        team_id: str = DEFAULT_TEAM_ID,
+    ) -> Agent:
+        """Create an agent; raise `InvalidInput` (unknown harness, bad options) or `Conflict` (name taken)."""
+        options = dict(options or {})
+        self._check(name, harness, model, options)
+        agent = Agent(
+            id=new_id("agt"), team_id=team_id, name=name, harness=harness, model=model, prompt=prompt, options=options
+        )
+        return await self._store.create_agent(agent)
+
+    async def get(self, ref: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> Agent:
+        """Return an agent by id, or by name within `team_id`; raise `NotFound`."""
+        try:
+            return await self._store.get_agent(ref, team_id=team_id)
+        except NotFound:
+            if team_id is None:
+                raise
+            return await self._store.find_agent(ref, team_id=team_id)
+
+    async def list(self, *, team_id: str | None = DEFAULT_TEAM_ID, search: str | None = None) -> list[Agent]:
+        """Return the team's agents (every team's with `team_id=None`)."""
+        return await self._store.list_agents(team_id=team_id, search=search)
+
+    async def update(self, agent: Agent) -> Agent:
+        """Store changes to an agent, validated like `create`."""
+        self._check(agent.name, agent.harness, agent.model, agent.options)
+        return await self._store.update_agent(replace(agent, updated_at=utcnow()))
+
+    async def delete(self, ref: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> None:
+        """Delete an agent (by id or name); raise `Conflict` while it has sessions."""
+        agent = await self.get(ref, team_id=team_id)
+        await self._store.delete_agent(agent.id, team_id=agent.team_id)

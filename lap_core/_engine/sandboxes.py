@@ -1,0 +1,83 @@
+"""Bringing up a session's sandbox: find it, or create it, and hydrate it for the agent."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from lap_core._install import harness_dir, is_installed
+from lap_core.errors import HarnessError, SandboxError
+from lap_core.events import Status
+from lap_core.harness import LLMAccess
+from lap_core.sandbox import LLM_BASE_URL, SandboxSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+    from lap_core._vault import StubKeys
+    from lap_core.events import SessionEvent
+    from lap_core.harness import Harness
+    from lap_core.models import Agent, Session
+    from lap_core.sandbox import SandboxBackend, SandboxClient
+
+log = structlog.get_logger("lap.engine")
+
+
+def sandbox_name(session_id: str) -> str:
+    """Return the sandbox name of a session (DNS-label safe, as Kubernetes needs)."""
+    return "lap-" + session_id.replace("_", "-").lower()
+
+
+def sandbox_labels(session: Session) -> dict[str, str]:
+    """Return the labels every sandbox of a session carries (the reconciler finds them by these)."""
+    return {"lap.team": session.team_id, "lap.agent": session.agent_id, "lap.session": session.id}
+
+
+class SandboxProvider:
+    """Gets a session a ready, hydrated sandbox through the selected backend."""
+
+    def __init__(self, backend: SandboxBackend, keys: StubKeys, harness_root: Path, *, start_timeout: float) -> None:
+        self._backend = backend
+        self._keys = keys
+        self._harness_root = harness_root
+        self._start_timeout = start_timeout
+
+    async def get(
+        self, session: Session, agent: Agent, harness: Harness, emit: Callable[[SessionEvent], Awaitable[None]]
+    ) -> SandboxClient:
+        """Return a client of the session's sandbox, creating the sandbox if it is missing or dead."""
+        name = session.sandbox_name or sandbox_name(session.id)
+        ref = await self._backend.status(name)
+        if ref is not None and ref.state in ("stopped", "failed"):
+            log.info("sandbox.replacing", sandbox=name, state=ref.state, detail=ref.detail)
+            await self._backend.delete(name)
+            ref = None
+        if ref is None:
+            if harness.npm_packages and not is_installed(self._harness_root, agent.harness, harness):
+                raise HarnessError(
+                    f"harness {agent.harness!r} is not installed: run `lap harness install {agent.harness}`"
+                )
+            await emit(Status(phase="sandbox_creating", detail=name))
+            spec = SandboxSpec(
+                name=name,
+                harness=agent.harness,
+                volume=session.id,
+                labels=sandbox_labels(session),
+                harness_root=str(harness_dir(self._harness_root, agent.harness, harness)),
+            )
+            await self._backend.create(spec)
+        ref = await self._backend.wait_ready(name, timeout=self._start_timeout)
+        if ref.state != "ready":
+            raise SandboxError(f"sandbox {name} is {ref.state}: {ref.detail}")
+        client = await self._backend.connect(name)
+        try:
+            llm = LLMAccess(base_url=LLM_BASE_URL, api_key=self._keys.issue(session.id))
+            # Hydrating every turn is cheap and makes a restarted sandboxd whole again.
+            await client.hydrate(harness.hydrate(agent, llm))
+        except BaseException:
+            await client.aclose()
+            raise
+        await emit(Status(phase="sandbox_ready", detail=name))
+        return client

@@ -1,0 +1,156 @@
+"""Running one turn: bring up the sandbox, drive the harness, append every event to the log.
+
+Clients never get events from here directly: they follow the session's log (see
+`Sessions.follow`). The contract (tests/unit/test_engine.py): a turn's events start with its
+`user_message` and end with exactly one `turn_end`; a failure in between becomes an `error`
+event and `turn_end(status="failed")`, and the session stays usable for the next message.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import anyio
+import structlog
+
+from lap_core._engine.sandboxes import sandbox_name
+from lap_core._sandbox_client import SandboxdError
+from lap_core.errors import HarnessError, LapError
+from lap_core.events import Error, HarnessSession, SessionEvent, TurnEnd
+from lap_core.models import Turn
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from lap_core._engine.bus import EventBus
+    from lap_core._engine.sandboxes import SandboxProvider
+    from lap_core.harness import Harness
+    from lap_core.models import Agent, TurnRecord, TurnStatus
+    from lap_core.sandbox import SandboxClient
+    from lap_core.store import SessionStore
+
+log = structlog.get_logger("lap.engine")
+
+
+def error_event(error: BaseException) -> Error:
+    """Return the `error` event that tells a user what went wrong (no traceback)."""
+    if isinstance(error, LapError):
+        return Error(code=error.code, message=error.message)
+    if isinstance(error, SandboxdError):
+        return Error(code="sandbox_error", message=f"sandboxd: {error}")
+    if isinstance(error, TimeoutError):
+        return Error(code="turn_timeout", message="the turn took longer than LAP_TURN_TIMEOUT")
+    return Error(code="internal_error", message=f"{type(error).__name__}: {error}")
+
+
+class TurnRunner:
+    """Runs turns one at a time per session, in the order their messages arrived."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        sandboxes: SandboxProvider,
+        harnesses: Mapping[str, Harness],
+        bus: EventBus,
+        *,
+        turn_timeout: float,
+    ) -> None:
+        self._store = store
+        self._sandboxes = sandboxes
+        self._harnesses = harnesses
+        self._bus = bus
+        self._turn_timeout = turn_timeout
+        self._locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
+        self._running: dict[str, anyio.CancelScope] = {}
+
+    def abort(self, session_id: str) -> bool:
+        """Cancel the session's running turn; return whether one was running."""
+        scope = self._running.get(session_id)
+        if scope is not None:
+            scope.cancel()
+        return scope is not None
+
+    async def _append(self, turn: TurnRecord, *events: SessionEvent) -> None:
+        await self._store.append_events(turn.session_id, events, turn_id=turn.id)
+        self._bus.notify(turn.session_id)
+
+    async def run(self, agent: Agent, turn: TurnRecord, text: str) -> TurnStatus:
+        """Run a stored turn to its end (after the turns queued before it); return how it ended."""
+        async with self._locks[turn.session_id]:
+            with structlog.contextvars.bound_contextvars(session_id=turn.session_id, turn_id=turn.id):
+                with anyio.CancelScope() as scope:
+                    self._running[turn.session_id] = scope
+                    try:
+                        return await self._run(agent, turn, text)
+                    finally:
+                        del self._running[turn.session_id]
+                with anyio.CancelScope(shield=True):
+                    await self._end(turn, "aborted", TurnEnd(status="aborted", reason="aborted by the user"))
+                return "aborted"
+
+    async def _run(self, agent: Agent, turn: TurnRecord, text: str) -> TurnStatus:
+        await self._store.finish_turn(turn.id, "running")
+        harness = self._harnesses.get(agent.harness)
+        sandbox: SandboxClient | None = None
+        native: Turn | None = None
+        try:
+            if harness is None:
+                raise HarnessError(f"harness {agent.harness!r} is not installed in this LAP (see `lap plugins`)")
+            # Read the session now: the turn before may have set the harness's native session id.
+            session = await self._store.update_session(turn.session_id, status="starting", status_detail="")
+            with anyio.fail_after(self._turn_timeout):
+                sandbox = await self._sandboxes.get(session, agent, harness, lambda e: self._append(turn, e))
+                await self._store.update_session(session.id, status="running", sandbox_name=sandbox_name(session.id))
+                native = Turn(
+                    id=turn.id,
+                    session_id=session.id,
+                    text=text,
+                    agent=agent,
+                    native_session_id=session.native_session_id,
+                )
+                async for event in harness.run_turn(sandbox, native):
+                    if isinstance(event, HarnessSession):
+                        await self._store.update_session(session.id, native_session_id=event.native_session_id)
+                    if isinstance(event, TurnEnd):
+                        await self._end(turn, event.status, event)
+                        return event.status
+                    await self._append(turn, event)
+            await self._end(turn, "completed", TurnEnd(status="completed"))
+            return "completed"
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._abort_in_sandbox(harness, sandbox, native)
+            raise
+        except Exception as error:
+            problem = error_event(error)
+            log.warning(
+                "turn.failed", code=problem.code, error=problem.message, exc_info=problem.code == "internal_error"
+            )
+            with anyio.CancelScope(shield=True):
+                await self._abort_in_sandbox(harness, sandbox, native)
+                await self._append(turn, problem)
+                await self._end(turn, "failed", TurnEnd(status="failed", reason=problem.message))
+            return "failed"
+        finally:
+            if sandbox is not None:
+                with anyio.CancelScope(shield=True):
+                    await sandbox.aclose()
+
+    async def _abort_in_sandbox(
+        self, harness: Harness | None, sandbox: SandboxClient | None, turn: Turn | None
+    ) -> None:
+        if harness is None or sandbox is None or turn is None:
+            return
+        with anyio.move_on_after(5):
+            try:
+                await harness.abort(sandbox, turn)
+            except Exception as error:  # the sandbox may be the thing that failed
+                log.info("turn.abort_in_sandbox_failed", error=repr(error))
+
+    async def _end(self, turn: TurnRecord, status: TurnStatus, event: TurnEnd) -> None:
+        await self._append(turn, event)
+        await self._store.finish_turn(turn.id, status)
+        # The session stays usable after a failed turn; the detail says why the last one failed.
+        detail = event.reason if status == "failed" else ""
+        await self._store.update_session(turn.session_id, status="ready", status_detail=detail)

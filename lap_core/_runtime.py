@@ -1,0 +1,168 @@
+"""`Lap`: the runtime that loads plugins, validates configuration and owns every component's lifetime."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
+
+import anyio
+import structlog
+
+from lap_core._config import CoreSettings, default_data_dir, load_settings, read_environment
+from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRunner
+from lap_core._plugins import PluginRegistry
+from lap_core._vault import LLMProxy, StubKeys
+from lap_core.errors import ConfigError, Conflict, NotFound
+from lap_core.models import DEFAULT_TEAM_ID, Team
+from lap_core.sandbox import SandboxContext
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from types import TracebackType
+
+    import msgspec
+
+    from lap_core.harness import Harness
+    from lap_core.sandbox import SandboxBackend
+    from lap_core.specs import SessionStoreSpec
+    from lap_core.store import SessionStore
+
+log = structlog.get_logger("lap")
+
+
+def _build(spec: Any, settings: msgspec.Struct | None, **context: Any) -> Any:
+    return spec.factory(settings, **context) if spec.settings is not None else spec.factory(**context)
+
+
+class Lap:
+    """A running LAP: `async with Lap() as lap: ...`.
+
+    Loads the plugins given here and (with `load_entry_points`) every installed plugin of the
+    `lap` entry point group, validates the whole configuration at once (raising `ConfigError`
+    listing every failing key), then opens the store (migrating it when `migrate` is true, or
+    by default for the embedded SQLite file; else checking it is migrated), the sandbox backend, the harnesses and
+    the LLM proxy. With `run_turns=False` (admin tools) the gateway settings are not required
+    and no proxy runs.
+
+    Attributes available inside the `async with`: `agents`, `sessions`, `store`, `backend`,
+    `harnesses`, `settings`, `data_dir`, `plugins`.
+    """
+
+    def __init__(
+        self,
+        *,
+        plugins: Iterable[object] = (),
+        load_entry_points: bool = True,
+        env: Mapping[str, str] | None = None,
+        run_turns: bool = True,
+        migrate: bool | None = None,
+    ) -> None:
+        self._env = read_environment(env)
+        self.plugins = PluginRegistry(plugins, load_entry_points=load_entry_points, env=self._env)
+        self._run_turns = run_turns
+        self._migrate = migrate
+        self.migrations_applied: list[str] = []
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    def _configure(self) -> tuple[CoreSettings, SessionStoreSpec, str, Any, dict[str, msgspec.Struct | None]]:
+        backends, stores, harness_specs = (
+            self.plugins.sandbox_backends(),
+            self.plugins.session_stores(),
+            self.plugins.harnesses(),
+        )
+        core_settings, problems = load_settings({"core": CoreSettings}, self._env)
+        core = core_settings.get("core")
+        if not isinstance(core, CoreSettings):
+            raise ConfigError(problems)
+        backend_spec = backends.get(core.lap_sandbox_backend)
+        if backend_spec is None:
+            problems["LAP_SANDBOX_BACKEND"] = (
+                f"unknown backend {core.lap_sandbox_backend!r} (installed: {', '.join(backends) or 'none'})"
+            )
+        data_dir = Path(core.lap_data_dir) if core.lap_data_dir else default_data_dir()
+        url = core.database_url or f"sqlite:///{data_dir / 'lap.db'}"
+        scheme = urlsplit(url).scheme.split("+")[0]
+        store_spec = next((spec for spec in stores.values() if scheme in spec.schemes), None)
+        if store_spec is None:
+            problems["DATABASE_URL"] = (
+                f"no installed store serves {scheme!r} URLs (installed: {', '.join(stores) or 'none'})"
+            )
+        if self._run_turns:
+            for key in ("litellm_api_base", "litellm_api_key"):
+                if getattr(core, key) is None:
+                    problems[key.upper()] = "required to run agents (the LiteLLM gateway and its key)"
+        component_types = {f"harness:{name}": spec.settings for name, spec in harness_specs.items() if spec.settings}
+        if backend_spec is not None and backend_spec.settings is not None:
+            component_types["backend"] = backend_spec.settings
+        component_settings, component_problems = load_settings(component_types, self._env)
+        problems.update(component_problems)
+        if problems:
+            raise ConfigError(problems)
+        assert store_spec is not None
+        assert backend_spec is not None
+        self.data_dir = data_dir
+        self.harness_root = Path(core.lap_harness_dir) if core.lap_harness_dir else data_dir / "harnesses"
+        return core, store_spec, url, backend_spec, {**component_settings}
+
+    async def _start(self) -> None:
+        core, store_spec, url, backend_spec, component_settings = self._configure()
+        self.settings = core
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        stack = self._stack
+        self.store: SessionStore = await stack.enter_async_context(store_spec.factory(url))
+        # The embedded default keeps itself migrated; a shared database is migrated by `lap migrate`.
+        if self._migrate or (self._migrate is None and core.database_url is None):
+            self.migrations_applied = await self.store.migrate()
+        else:
+            await self.store.check()
+        await self._ensure_default_team()
+
+        keys = StubKeys.from_file(self.data_dir / "secrets" / "vault.key")
+        vault_socket = self.data_dir / "run" / "vault" / "llm.sock"
+        context = SandboxContext(data_dir=self.data_dir, vault_socket=vault_socket)
+        self.backend: SandboxBackend = await stack.enter_async_context(
+            _build(backend_spec, component_settings.get("backend"), context=context)
+        )
+        self.harnesses: dict[str, Harness] = {
+            name: _build(spec, component_settings.get(f"harness:{name}"))
+            for name, spec in self.plugins.harnesses().items()
+        }
+        tasks = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tasks.cancel_scope.cancel)  # runs first on exit: stop turns before closing the store
+        if self._run_turns:
+            assert core.litellm_api_base is not None
+            assert core.litellm_api_key is not None
+            proxy = LLMProxy(
+                socket_path=vault_socket, upstream=core.litellm_api_base, api_key=core.litellm_api_key, keys=keys
+            )
+            await tasks.start(proxy.serve)
+        bus = EventBus()
+        provider = SandboxProvider(self.backend, keys, self.harness_root, start_timeout=core.lap_sandbox_start_timeout)
+        runner = TurnRunner(self.store, provider, self.harnesses, bus, turn_timeout=core.lap_turn_timeout)
+        self.agents = Agents(self.store, self.harnesses)
+        self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, tasks)
+        log.debug("lap.started", data_dir=str(self.data_dir), store=store_spec.name, backend=backend_spec.name)
+
+    async def _ensure_default_team(self) -> None:
+        try:
+            await self.store.get_team(DEFAULT_TEAM_ID)
+        except NotFound:
+            try:
+                await self.store.create_team(Team(id=DEFAULT_TEAM_ID, name="default"))
+            except Conflict:
+                pass  # another process created it first

@@ -1,0 +1,77 @@
+"""Errors raised by LAP's public API.
+
+Every error a user can cause derives from `LapError` and carries a stable `code`
+(used by the HTTP API's error body and the CLI) and a human message.
+"""
+
+from __future__ import annotations
+
+
+class LapError(Exception):
+    """Base class of LAP's errors: a stable `code` and a message meant for people."""
+
+    code = "lap_error"
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class ConfigError(LapError):
+    """The configuration is invalid. `problems` maps each failing key to what is wrong with it."""
+
+    code = "config_invalid"
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        lines = "\n".join(f"  - {key}: {problem}" for key, problem in sorted(problems.items()))
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}", details=dict(problems))
+        self.problems = problems
+
+
+class PluginError(LapError):
+    """A plugin failed to load or registered something invalid; the message names the plugin."""
+
+    code = "plugin_error"
+
+
+class NotFound(LapError):
+    """The named object does not exist (or is not visible to the caller's team)."""
+
+    code = "not_found"
+
+
+class Conflict(LapError):
+    """The request conflicts with the current state (a duplicate name, a busy session)."""
+
+    code = "conflict"
+
+
+class InvalidInput(LapError):
+    """The request is malformed or names an unknown option."""
+
+    code = "invalid_input"
+
+
+class NotSupported(LapError):
+    """The component does not implement this optional capability."""
+
+    code = "not_supported"
+
+
+class SandboxError(LapError):
+    """A sandbox could not be created, reached or used."""
+
+    code = "sandbox_error"
+
+
+class HarnessError(LapError):
+    """The harness failed to run a turn or is not installed."""
+
+    code = "harness_error"
+
+
+class StoreError(LapError):
+    """The session store failed (unreachable database, missing migrations)."""
+
+    code = "store_error"

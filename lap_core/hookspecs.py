@@ -1,0 +1,62 @@
+"""LAP's hook specifications (pluggy project `lap`).
+
+Hooks are called once at start-up to collect typed records; all runtime work happens on the
+objects those records build. Hook implementations are plain `def` functions: pluggy is
+synchronous, and LAP rejects `async def` implementations when a plugin is registered.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from lap_core.specs import HarnessSpec, IntegrationSpec, SandboxBackendSpec, SessionStoreSpec
+
+PROJECT = "lap"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def lap_sandbox_backends() -> Iterable[SandboxBackendSpec]:  # type: ignore[empty-body]
+    """Return the sandbox backends this plugin provides.
+
+    Called once when a `Lap` starts. Example: `yield SandboxBackendSpec(name="local", factory=LocalBackend)`.
+    """
+
+
+@hookspec
+def lap_harnesses() -> Iterable[HarnessSpec]:  # type: ignore[empty-body]
+    """Return the harnesses (agent CLIs) this plugin provides.
+
+    Called once when a `Lap` starts. Example: `yield HarnessSpec(name="opencode", factory=OpencodeHarness)`.
+    """
+
+
+@hookspec
+def lap_session_stores() -> Iterable[SessionStoreSpec]:  # type: ignore[empty-body]
+    """Return the session stores this plugin provides, each with the `DATABASE_URL` schemes it serves.
+
+    Called once when a `Lap` starts.
+    Example: `yield SessionStoreSpec(name="sql", factory=SqlStore, schemes=("sqlite",))`.
+    """
+
+
+@hookspec
+def lap_integrations() -> Iterable[IntegrationSpec]:  # type: ignore[empty-body]
+    """Return the integrations this plugin provides.
+
+    Called once when a `Lap` starts. Example: `yield IntegrationSpec(name="linear", factory=LinearIntegration)`.
+    """
+
+
+@hookspec(historic=True)
+def lap_addhooks(plugin_manager: pluggy.PluginManager) -> None:
+    """Add hook specifications of your own (lap-server adds `lap_server_routes` this way).
+
+    Called for every plugin as it is registered. Example: `plugin_manager.add_hookspecs(my_hookspecs)`.
+    """

@@ -1,0 +1,111 @@
+"""The records LAP stores and passes between its components.
+
+All are `msgspec.Struct`s, frozen: change one with `msgspec.structs.replace`.
+Timestamps are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+SessionStatus = Literal["new", "starting", "ready", "running", "failed"]
+"""Where a session is in its life: `new` until its sandbox is first brought up."""
+
+TurnStatus = Literal["queued", "running", "completed", "failed", "aborted"]
+
+
+def utcnow() -> datetime:
+    """Return the current time in UTC (the only clock LAP's records use)."""
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """Return a new random id such as `ses_3kq9...`: a type prefix and 20 url-safe characters."""
+    return f"{prefix}_{secrets.token_urlsafe(15)}".replace("-", "x").lower()
+
+
+class Team(msgspec.Struct, frozen=True, kw_only=True):
+    """A tenant: agents, sessions and keys belong to exactly one team."""
+
+    id: str
+    name: str
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+DEFAULT_TEAM_ID = "team_default"
+"""The team that owns everything created without one (embedded use and the CLI)."""
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A team's API key. Only a hash of the secret is ever stored."""
+
+    id: str
+    team_id: str
+    name: str
+    prefix: str
+    secret_hash: str
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class Agent(msgspec.Struct, frozen=True, kw_only=True):
+    """What to run: a harness, a model and their settings. Sessions are started from an agent."""
+
+    id: str
+    team_id: str
+    name: str
+    harness: str
+    model: str
+    prompt: str = ""
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+    updated_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class Session(msgspec.Struct, frozen=True, kw_only=True):
+    """One conversation with an agent, in its own sandbox and workspace.
+
+    `last_seq` is the seq of the newest event in the session's log. `native_session_id` is the
+    harness's own id for the conversation (opencode's session id, Claude's, Codex's thread id),
+    kept so the next turn continues it.
+    """
+
+    id: str
+    team_id: str
+    agent_id: str
+    title: str = ""
+    status: SessionStatus = "new"
+    status_detail: str = ""
+    sandbox_name: str | None = None
+    native_session_id: str | None = None
+    last_seq: int = 0
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+    updated_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class TurnRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored turn: one user message and the work done to answer it."""
+
+    id: str
+    session_id: str
+    status: TurnStatus = "queued"
+    user_seq: int = 0
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class Turn(msgspec.Struct, frozen=True, kw_only=True):
+    """What a harness needs to run one turn.
+
+    `native_session_id` is None on the first turn of a session; afterwards it is the id the
+    harness reported (see `HarnessSession`), so the harness resumes its own conversation.
+    """
+
+    id: str
+    session_id: str
+    text: str
+    agent: Agent
+    native_session_id: str | None = None

@@ -1,0 +1,172 @@
+"""The SandboxBackend contract and what a sandbox looks like from inside.
+
+A backend creates, finds and deletes sandboxes; the platform talks to the `lap_sandboxd` daemon
+running in each one through a `SandboxClient`. Conformance: `lap_core.testing.BackendConformance`.
+"""
+
+from __future__ import annotations
+
+import base64
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal, Self
+
+import msgspec
+from lap_sandboxd.protocol import ExecResult, FileSpec, HydrateRequest, OutputRecord, ProcessInfo, StartProcess
+
+from lap_core._sandbox_client import SandboxClient, SandboxdError
+from lap_core.errors import NotSupported
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = [
+    "HARNESS_ROOT",
+    "HOME_DIR",
+    "LLM_BASE_URL",
+    "WORKSPACE_DIR",
+    "Check",
+    "ExecResult",
+    "FileSpec",
+    "HydratePayload",
+    "OutputRecord",
+    "ProcessInfo",
+    "SandboxBackend",
+    "SandboxClient",
+    "SandboxContext",
+    "SandboxRef",
+    "SandboxSpec",
+    "SandboxdError",
+    "StartProcess",
+    "text_file",
+]
+
+# The layout every backend gives a sandbox, so harnesses work the same on all of them.
+WORKSPACE_DIR = "/workspace"
+"""The session's workspace (persistent: it survives the sandbox)."""
+HOME_DIR = "/home/agent"
+"""The harness's home, where it keeps its own sessions and config (persistent)."""
+HARNESS_ROOT = "/opt/lap/harness"
+"""Where the harness's installed files are (read-only); npm packages under `node_modules/`."""
+LLM_BASE_URL = "http://127.0.0.1:4000"
+"""The sandbox's only way out: the platform's LLM proxy, reached through sandboxd's forwarder."""
+
+HydratePayload = HydrateRequest
+"""What the platform pushes into a fresh sandbox: env (stub secrets only), files, workdir."""
+
+
+def text_file(path: str, content: str, mode: int = 0o644) -> FileSpec:
+    """Return a file for a `HydratePayload` from text."""
+    return FileSpec(path=path, content_b64=base64.b64encode(content.encode()).decode(), mode=mode)
+
+
+SandboxState = Literal["starting", "ready", "suspended", "stopped", "failed"]
+
+
+class SandboxSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What to create. `name` is the identity: creating the same name twice yields one sandbox.
+
+    `volume` names the persistent workspace + harness home: a new sandbox with the same volume
+    sees the same files. `harness_root` is a host directory with the installed harness, for
+    backends that mount it (image-based backends use `image` instead).
+    """
+
+    name: str
+    harness: str
+    volume: str
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    harness_root: str | None = None
+    image: str | None = None
+    memory_mb: int | None = None
+    max_pids: int | None = None
+
+
+class SandboxRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A sandbox as its backend sees it now."""
+
+    name: str
+    state: SandboxState
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    detail: str = ""
+
+
+class SandboxContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What LAP gives a backend: its data directory and where the LLM proxy listens.
+
+    `vault_socket` is a unix socket path (for backends on this host), `vault_url` an HTTP URL
+    (for backends elsewhere); sandboxd forwards `LLM_BASE_URL` to one of them.
+    """
+
+    data_dir: Path
+    vault_socket: Path | None = None
+    vault_url: str | None = None
+
+
+class Check(msgspec.Struct, frozen=True, kw_only=True):
+    """One result of `lap doctor`: what was checked, whether it passed, and how to fix it."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    fix: str = ""
+
+
+class SandboxBackend(ABC):
+    """Creates and manages sandboxes. Subclass it to run sandboxes somewhere new.
+
+    Optional capabilities are listed in `capabilities` (e.g. `"suspend"`); the default
+    implementations of their methods raise `NotSupported`.
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Release the backend's own resources; sandboxes keep running."""
+
+    @abstractmethod
+    async def create(self, spec: SandboxSpec) -> SandboxRef:
+        """Create the sandbox, or return the existing one of that name (idempotent); do not wait."""
+
+    @abstractmethod
+    async def wait_ready(self, name: str, *, timeout: float) -> SandboxRef:
+        """Wait until sandboxd answers; raise `SandboxError` with the reason on failure or timeout."""
+
+    @abstractmethod
+    async def status(self, name: str) -> SandboxRef | None:
+        """Return the sandbox, or None if it does not exist."""
+
+    @abstractmethod
+    async def connect(self, name: str) -> SandboxClient:
+        """Return a client of the sandbox's sandboxd (the caller closes it)."""
+
+    @abstractmethod
+    async def delete(self, name: str) -> None:
+        """Delete the sandbox (not its volume); deleting a missing sandbox is not an error."""
+
+    @abstractmethod
+    async def list(self, labels: dict[str, str] | None = None) -> list[SandboxRef]:
+        """Return the sandboxes whose labels include all of `labels`."""
+
+    async def diagnose(self) -> list[Check]:
+        """Check what the backend needs on this host (for `lap doctor`); the default checks nothing."""
+        return []
+
+    async def delete_volume(self, volume: str) -> None:
+        """Delete a volume's workspace and harness home for good."""
+        raise NotSupported(f"{type(self).__name__} cannot delete volumes")
+
+    async def suspend(self, name: str) -> None:
+        """Stop the sandbox's processes, keeping its volume (capability `suspend`)."""
+        raise NotSupported(f"{type(self).__name__} cannot suspend sandboxes")
+
+    async def resume(self, name: str) -> SandboxRef:
+        """Start a suspended sandbox again (capability `suspend`)."""
+        raise NotSupported(f"{type(self).__name__} cannot resume sandboxes")

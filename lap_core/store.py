@@ -1,0 +1,144 @@
+"""The SessionStore contract: where LAP keeps teams, agents, sessions and their event logs.
+
+A store is selected by the scheme of `DATABASE_URL` (see `SessionStoreSpec.schemes`). Every
+method is async and safe to call from several tasks at once. Conformance:
+`lap_core.testing.StoreConformance`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
+    from lap_core.events import EventRecord, SessionEvent
+    from lap_core.models import Agent, Session, Team, TurnRecord
+
+
+class SessionStore(ABC):
+    """Persistent state of a LAP installation. Subclass it to store LAP somewhere new."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Connect (open pools); called once before any other method."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Release connections; the store is unusable afterwards."""
+
+    @abstractmethod
+    async def migrate(self) -> list[str]:
+        """Bring the schema up to date; return the names of the migrations applied now (may be none)."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise `StoreError` unless the store is reachable and fully migrated."""
+
+    # teams
+    @abstractmethod
+    async def create_team(self, team: Team) -> Team:
+        """Insert a team; raise `Conflict` if its id or name exists."""
+
+    @abstractmethod
+    async def get_team(self, team_id: str) -> Team:
+        """Return a team; raise `NotFound`."""
+
+    @abstractmethod
+    async def list_teams(self) -> list[Team]:
+        """Return every team, oldest first."""
+
+    # agents
+    @abstractmethod
+    async def create_agent(self, agent: Agent) -> Agent:
+        """Insert an agent; raise `Conflict` if the team has an agent of that name."""
+
+    @abstractmethod
+    async def get_agent(self, agent_id: str, *, team_id: str | None = None) -> Agent:
+        """Return an agent by id (only if it is in `team_id`, when given); raise `NotFound`."""
+
+    @abstractmethod
+    async def find_agent(self, name: str, *, team_id: str) -> Agent:
+        """Return the team's agent of that name; raise `NotFound`."""
+
+    @abstractmethod
+    async def list_agents(
+        self, *, team_id: str | None = None, search: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Agent]:
+        """Return agents by name, optionally of one team and whose name contains `search`."""
+
+    @abstractmethod
+    async def update_agent(self, agent: Agent) -> Agent:
+        """Replace a stored agent (same id); raise `NotFound` or `Conflict` (name taken)."""
+
+    @abstractmethod
+    async def delete_agent(self, agent_id: str, *, team_id: str | None = None) -> None:
+        """Delete an agent; raise `NotFound`, or `Conflict` while it still has sessions."""
+
+    # sessions
+    @abstractmethod
+    async def create_session(self, session: Session) -> Session:
+        """Insert a session; raise `NotFound` if its agent does not exist."""
+
+    @abstractmethod
+    async def get_session(self, session_id: str, *, team_id: str | None = None) -> Session:
+        """Return a session (only if it is in `team_id`, when given); raise `NotFound`."""
+
+    @abstractmethod
+    async def list_sessions(
+        self, *, team_id: str | None = None, agent_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Session]:
+        """Return sessions, newest first."""
+
+    @abstractmethod
+    async def update_session(self, session_id: str, **changes: Any) -> Session:
+        """Set the given fields (`status`, `status_detail`, `sandbox_name`, `native_session_id`, `title`).
+
+        Bumps `updated_at`; raise `NotFound`; `InvalidInput` for any other field.
+        """
+
+    @abstractmethod
+    async def delete_session(self, session_id: str, *, team_id: str | None = None) -> None:
+        """Delete a session with its turns and events; raise `NotFound`."""
+
+    # the event log and turns
+    @abstractmethod
+    async def start_turn(self, turn: TurnRecord, message: SessionEvent) -> tuple[TurnRecord, EventRecord]:
+        """Insert a turn and append its user message to the log, in one transaction.
+
+        Returns the turn (with `user_seq` set) and the message's record. Raise `NotFound`.
+        """
+
+    @abstractmethod
+    async def get_turn(self, turn_id: str) -> TurnRecord:
+        """Return a turn; raise `NotFound`."""
+
+    @abstractmethod
+    async def list_turns(self, session_id: str) -> list[TurnRecord]:
+        """Return a session's turns, oldest first."""
+
+    @abstractmethod
+    async def finish_turn(self, turn_id: str, status: str) -> TurnRecord:
+        """Set a turn's status (`running`, `completed`, `failed`, `aborted`); end states set `finished_at`."""
+
+    @abstractmethod
+    async def append_events(
+        self, session_id: str, events: Sequence[SessionEvent], *, turn_id: str | None = None
+    ) -> list[EventRecord]:
+        """Append events to the session's log with the next seqs, atomically; raise `NotFound`.
+
+        Concurrent appends to one session never share or skip a seq.
+        """
+
+    @abstractmethod
+    async def read_events(self, session_id: str, *, after: int = 0, limit: int = 1000) -> list[EventRecord]:
+        """Return the session's records with `seq > after`, in order, at most `limit`."""

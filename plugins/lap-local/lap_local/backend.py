@@ -1,0 +1,349 @@
+"""`LocalBackend`: sandboxes as bubblewrap namespaces, detached from the process that made them.
+
+Layout under the data directory:
+  volumes/<volume>/{workspace,home}   what survives a sandbox (bind-mounted read-write)
+  sandboxes/<name>/meta.json          labels, token, pids (0600)
+  sandboxes/<name>/run/               sandboxd's socket and turn output (/run/lap inside)
+  runtime/<hash>/                     lap_sandboxd + msgspec for the sandbox's Python
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, ClassVar
+
+import anyio
+import msgspec
+import structlog
+
+import lap_sandboxd
+from lap_core.errors import SandboxError
+from lap_core.sandbox import Check, SandboxBackend, SandboxClient, SandboxContext, SandboxRef, SandboxSpec
+from lap_local import cgroups
+from lap_local.bwrap import SOCKET, bwrap_argv, sandbox_env, write_etc
+
+log = structlog.get_logger("lap.local")
+DEFAULT_SANDBOX_UID = 64000
+
+
+class LocalSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
+    """Settings of the local backend (environment variables)."""
+
+    lap_bwrap: str = "bwrap"
+    lap_sandbox_uid: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    lap_sandbox_python: str | None = None
+    lap_sandbox_memory_mb: Annotated[int, msgspec.Meta(ge=64)] | None = 4096
+    lap_sandbox_pids: Annotated[int, msgspec.Meta(ge=16)] | None = 1024
+
+
+class _Meta(msgspec.Struct, kw_only=True):
+    name: str
+    labels: dict[str, str]
+    volume: str
+    token: str
+    pid: int = 0
+    child_pid: int = 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+class LocalBackend(SandboxBackend):
+    """Sandboxes on this host with bubblewrap (`--unshare-all`), run as an unprivileged user."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"delete_volume"})
+
+    def __init__(self, settings: LocalSettings, *, context: SandboxContext) -> None:
+        if context.vault_socket is None:
+            raise SandboxError("the local backend needs the LLM proxy's unix socket")
+        self._settings = settings
+        self._root = context.data_dir
+        self._vault_dir = context.vault_socket.parent
+        # Root never runs sandboxes as itself: an escape would be an escape to root.
+        self._uid = settings.lap_sandbox_uid or (DEFAULT_SANDBOX_UID if os.geteuid() == 0 else os.geteuid())
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._python = settings.lap_sandbox_python or (
+            "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+        )
+
+    def _dir(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise SandboxError(f"invalid sandbox name {name!r}")
+        return self._root / "sandboxes" / name
+
+    def _volume(self, volume: str) -> Path:
+        if not volume or "/" in volume or volume.startswith("."):
+            raise SandboxError(f"invalid volume name {volume!r}")
+        return self._root / "volumes" / volume
+
+    def _read_meta(self, name: str) -> _Meta | None:
+        try:
+            return msgspec.json.decode((self._dir(name) / "meta.json").read_bytes(), type=_Meta)
+        except FileNotFoundError:
+            return None
+
+    def _write_meta(self, meta: _Meta) -> None:
+        path = self._dir(meta.name) / "meta.json"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(msgspec.json.encode(meta))
+        tmp.replace(path)
+
+    def _python_lib(self) -> Path:
+        """Copy sandboxd and msgspec where the sandbox's user can read them (once per version)."""
+        sources = [Path(lap_sandboxd.__file__).parent, Path(msgspec.__file__).parent]
+        digest = hashlib.sha256()
+        for source in sources:
+            for file in sorted(source.rglob("*")):
+                if file.is_file() and "__pycache__" not in file.parts:
+                    digest.update(str(file.relative_to(source.parent)).encode() + file.read_bytes())
+        target = self._root / "runtime" / digest.hexdigest()[:12]
+        if not target.exists():
+            staging = target.with_name(target.name + f".{os.getpid()}")
+            for source in sources:
+                shutil.copytree(source, staging / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+            staging.rename(target)
+        return target
+
+    def _chown(self, *paths: Path) -> None:
+        if os.geteuid() == 0:
+            for path in paths:
+                os.chown(path, self._uid, self._uid)
+
+    def _launch(self, spec: SandboxSpec, meta: _Meta) -> None:
+        directory = self._dir(spec.name)
+        volume = self._volume(spec.volume)
+        workspace, home, run = volume / "workspace", volume / "home", directory / "run"
+        for path in (workspace, home, run):
+            path.mkdir(parents=True, exist_ok=True)
+        self._chown(workspace, home, run)
+        # The sandbox user must reach the mounts' sources (bwrap opens them as that user).
+        for path in (self._root, self._root / "volumes", self._root / "sandboxes", directory, volume):
+            path.chmod(0o711)
+        write_etc(directory / "etc")
+        harness_root = Path(spec.harness_root) if spec.harness_root else None
+        info = directory / "info.json"
+        info.unlink(missing_ok=True)
+        with open(info, "wb") as info_file, open(directory / "sandbox.log", "ab") as log_file:
+            argv = bwrap_argv(
+                bwrap=self._settings.lap_bwrap,
+                python=self._python,
+                workspace=workspace,
+                home=home,
+                run=run,
+                etc=directory / "etc",
+                vault_dir=self._vault_dir,
+                python_lib=self._python_lib(),
+                harness_root=harness_root,
+                info_fd=info_file.fileno(),
+            )
+            procs: list[Path] = []
+            if cgroups.available():
+                procs = cgroups.create(
+                    spec.name,
+                    memory_mb=spec.memory_mb or self._settings.lap_sandbox_memory_mb,
+                    max_pids=spec.max_pids or self._settings.lap_sandbox_pids,
+                    owner=self._uid,
+                )
+            # Join the cgroups first, so every process of the sandbox is counted from its start.
+            script = 'for f in $LAP_CGROUPS; do echo $$ > "$f" || exit 97; done; unset LAP_CGROUPS; exec "$@"'
+            as_user = {"user": self._uid, "group": self._uid, "extra_groups": []} if os.geteuid() == 0 else {}
+            child = subprocess.Popen(
+                ["/bin/sh", "-c", script, "sh", *argv],
+                env=sandbox_env(meta.token) | {"LAP_CGROUPS": " ".join(map(str, procs))},
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                pass_fds=(info_file.fileno(),),
+                start_new_session=True,
+                **as_user,  # type: ignore[arg-type]
+            )
+        self._children[spec.name] = child
+        meta.pid = child.pid
+        self._write_meta(meta)
+        log.info("sandbox.launched", sandbox=spec.name, pid=child.pid, uid=self._uid)
+
+    async def create(self, spec: SandboxSpec) -> SandboxRef:
+        """Start the sandbox unless one of that name is running (idempotent)."""
+        existing = await self.status(spec.name)
+        if existing is not None and existing.state in ("starting", "ready"):
+            return existing
+        self._dir(spec.name).mkdir(parents=True, exist_ok=True)
+        meta = _Meta(name=spec.name, labels=dict(spec.labels), volume=spec.volume, token=secrets.token_urlsafe(32))
+        try:
+            await anyio.to_thread.run_sync(self._launch, spec, meta)
+        except OSError as error:
+            raise SandboxError(f"could not start sandbox {spec.name}: {error}") from error
+        return SandboxRef(name=spec.name, state="starting", labels=meta.labels)
+
+    def _pids(self, meta: _Meta) -> tuple[int, int]:
+        child_pid = meta.child_pid
+        if not child_pid:
+            try:
+                child_pid = int(msgspec.json.decode((self._dir(meta.name) / "info.json").read_bytes())["child-pid"])
+            except (FileNotFoundError, ValueError, KeyError, msgspec.DecodeError):
+                child_pid = 0
+        return meta.pid, child_pid
+
+    def _running(self, meta: _Meta) -> bool:
+        child = self._children.get(meta.name)
+        if child is not None and child.pid == meta.pid:
+            return child.poll() is None
+        return _alive(meta.pid)
+
+    def _log_tail(self, name: str) -> str:
+        try:
+            lines = (self._dir(name) / "sandbox.log").read_text(errors="replace").strip().splitlines()
+        except FileNotFoundError:
+            return ""
+        return " | ".join(lines[-5:])
+
+    async def status(self, name: str) -> SandboxRef | None:
+        """Return the sandbox's state: `ready` when sandboxd answers, `stopped` when its processes are gone."""
+        meta = self._read_meta(name)
+        if meta is None:
+            return None
+        if not self._running(meta):
+            return SandboxRef(name=name, state="stopped", labels=meta.labels, detail=self._log_tail(name))
+        async with await self.connect(name) as client:
+            try:
+                with anyio.fail_after(2):
+                    await client.health()
+            except Exception:
+                return SandboxRef(name=name, state="starting", labels=meta.labels)
+        return SandboxRef(name=name, state="ready", labels=meta.labels)
+
+    async def wait_ready(self, name: str, *, timeout: float) -> SandboxRef:
+        """Poll until sandboxd answers; fail at once, with its log, if the sandbox dies."""
+        with anyio.move_on_after(timeout):
+            while True:
+                ref = await self.status(name)
+                if ref is None:
+                    raise SandboxError(f"sandbox {name} does not exist")
+                if ref.state == "ready":
+                    return ref
+                if ref.state == "stopped":
+                    raise SandboxError(f"sandbox {name} exited while starting: {ref.detail or 'no output'}")
+                await anyio.sleep(0.02)
+        raise SandboxError(f"sandbox {name} was not ready within {timeout:.0f} s: {self._log_tail(name)}")
+
+    async def connect(self, name: str) -> SandboxClient:
+        """Return a client of the sandbox's sandboxd, over its unix socket."""
+        meta = self._read_meta(name)
+        if meta is None:
+            raise SandboxError(f"sandbox {name} does not exist")
+        return SandboxClient(token=meta.token, uds=str(self._dir(name) / "run" / Path(SOCKET).name))
+
+    async def delete(self, name: str) -> None:
+        """Kill every process of the sandbox and remove its run directory (volumes stay)."""
+        meta = self._read_meta(name)
+        if meta is not None:
+            pid, child_pid = self._pids(meta)
+            # Killing the namespace's first process kills all others in it; then bwrap itself.
+            for target in (child_pid, pid):
+                if target and (self._running(meta) or _alive(target)):
+                    try:
+                        os.kill(target, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            with anyio.move_on_after(5):
+                while self._running(meta):  # noqa: ASYNC110 - no event tells us a foreign process exited
+                    await anyio.sleep(0.01)
+            self._children.pop(name, None)
+        if cgroups.available():
+            cgroups.remove(name)
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(self._dir(name), ignore_errors=True))
+
+    async def diagnose(self) -> list[Check]:
+        """Check bwrap (with user namespaces, as the sandbox user), the sandbox's Python and cgroups."""
+        checks = []
+        bwrap = shutil.which(self._settings.lap_bwrap)
+        if bwrap is None:
+            checks.append(
+                Check(
+                    name="bwrap",
+                    ok=False,
+                    detail=f"{self._settings.lap_bwrap} not found",
+                    fix="apt-get install bubblewrap",
+                )
+            )
+        else:
+            as_user = {"user": self._uid, "group": self._uid, "extra_groups": []} if os.geteuid() == 0 else {}
+            probe = [
+                bwrap,
+                "--unshare-all",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "/usr/bin/true",
+            ]
+            result = await anyio.run_process(probe, check=False, **as_user)  # type: ignore[arg-type]
+            checks.append(
+                Check(
+                    name="bwrap",
+                    ok=result.returncode == 0,
+                    detail=f"{bwrap} runs sandboxes as uid {self._uid}"
+                    if result.returncode == 0
+                    else result.stderr.decode(errors="replace").strip(),
+                    fix="enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)",
+                )
+            )
+        python_ok = os.access(self._python, os.X_OK)
+        checks.append(
+            Check(
+                name="sandbox python",
+                ok=python_ok,
+                detail=self._python,
+                fix="apt-get install python3, or set LAP_SANDBOX_PYTHON",
+            )
+        )
+        checks.append(
+            Check(
+                name="cgroup limits",
+                ok=True,
+                detail="memory and pids limits (cgroup v1)"
+                if cgroups.available()
+                else "not available here: sandboxes run without memory/pids limits",
+            )
+        )
+        return checks
+
+    async def delete_volume(self, volume: str) -> None:
+        """Delete a volume's workspace and harness home."""
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(self._volume(volume), ignore_errors=True))
+
+    async def list(self, labels: dict[str, str] | None = None) -> list[SandboxRef]:
+        """Return this host's sandboxes whose labels include `labels`."""
+        wanted = (labels or {}).items()
+        refs = []
+        root = self._root / "sandboxes"
+        for directory in sorted(root.iterdir()) if root.exists() else []:
+            meta = self._read_meta(directory.name)
+            if meta is not None and wanted <= meta.labels.items():
+                ref = await self.status(directory.name)
+                if ref is not None:
+                    refs.append(ref)
+        return refs

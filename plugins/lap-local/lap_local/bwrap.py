@@ -1,0 +1,140 @@
+"""The bubblewrap command line of a sandbox, and the files it needs.
+
+Mount order matters to bwrap: later mounts go on top of earlier ones (so /tmp comes before
+anything mounted under it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+UID_INSIDE = 1000
+RUN_DIR = "/run/lap"
+VAULT_DIR = "/run/lap-vault"
+PYTHON_DIR = "/opt/lap/python"
+SOCKET = f"{RUN_DIR}/sandboxd.sock"
+LLM_PORT = 4000
+# The parts of the host's /etc that programs need (TLS roots, library cache, time zone); never all of it.
+ETC_FILES = ("ssl", "ca-certificates", "alternatives", "ld.so.cache", "nsswitch.conf", "localtime", "mime.types")
+# sandboxd runs from a directory of its own code and msgspec; -I keeps the host's env and site out.
+BOOTSTRAP = (
+    f"import sys; sys.path.insert(0, {PYTHON_DIR!r}); "
+    "import runpy; runpy.run_module('lap_sandboxd', run_name='__main__')"
+)
+
+
+def write_etc(etc: Path) -> None:
+    """Write the sandbox's own passwd, group and hosts files into `etc`."""
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "passwd").write_text(
+        f"root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:{UID_INSIDE}:{UID_INSIDE}:agent:{HOME_DIR}:/bin/bash\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    (etc / "group").write_text(f"root:x:0:\nagent:x:{UID_INSIDE}:\nnogroup:x:65534:\n")
+    (etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
+    (etc / "hostname").write_text("sandbox\n")
+
+
+def bwrap_argv(
+    *,
+    bwrap: str,
+    python: str,
+    workspace: Path,
+    home: Path,
+    run: Path,
+    etc: Path,
+    vault_dir: Path,
+    python_lib: Path,
+    harness_root: Path | None,
+    info_fd: int,
+) -> list[str]:
+    """Return the argv that starts sandboxd in a new sandbox; run it with `sandbox_env`."""
+    argv = [
+        bwrap,
+        "--unshare-all",
+        "--new-session",
+        "--uid",
+        str(UID_INSIDE),
+        "--gid",
+        str(UID_INSIDE),
+        "--hostname",
+        "sandbox",
+        "--info-fd",
+        str(info_fd),
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]
+    for link in ("bin", "lib", "lib64", "sbin"):
+        if os.path.islink(f"/{link}"):
+            argv += ["--symlink", f"usr/{link}", f"/{link}"]
+    argv += ["--dir", "/etc"]
+    for name in ETC_FILES:
+        if os.path.exists(f"/etc/{name}"):
+            argv += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    for name in ("passwd", "group", "hosts", "hostname"):
+        argv += ["--ro-bind", str(etc / name), f"/etc/{name}"]
+    argv += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--dir",
+        "/var/tmp",
+        "--bind",
+        str(workspace),
+        WORKSPACE_DIR,
+        "--bind",
+        str(home),
+        HOME_DIR,
+        "--bind",
+        str(run),
+        RUN_DIR,
+        "--ro-bind",
+        str(vault_dir),
+        VAULT_DIR,
+        "--ro-bind",
+        str(python_lib),
+        PYTHON_DIR,
+    ]
+    if harness_root is not None:
+        argv += ["--ro-bind", str(harness_root), HARNESS_ROOT]
+    argv += [
+        "--chdir",
+        WORKSPACE_DIR,
+        python,
+        "-I",
+        "-B",
+        "-c",
+        BOOTSTRAP,
+        "--socket",
+        SOCKET,
+        "--state",
+        f"{RUN_DIR}/state",
+        "--egress",
+        f"127.0.0.1:{LLM_PORT}={VAULT_DIR}/llm.sock",
+    ]
+    return argv
+
+
+def sandbox_env(token: str) -> dict[str, str]:
+    """Return the whole environment of a sandbox's first process (nothing of the host's leaks in).
+
+    The token travels in the environment, not in argv, where any host user could read it.
+    """
+    return {
+        "HOME": HOME_DIR,
+        "USER": "agent",
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",
+        "PATH": f"{HARNESS_ROOT}/node_modules/.bin:/usr/local/bin:/usr/bin:/bin",
+        "LAP_SANDBOXD_TOKEN": token,
+    }

@@ -1,0 +1,1 @@
+"""SessionStore for LAP on piccolo: SQLite and PostgreSQL."""

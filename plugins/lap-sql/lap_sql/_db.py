@@ -1,0 +1,180 @@
+"""Connecting to the database: URL parsing, piccolo engines, and the translation of driver errors.
+
+Piccolo's engines are built per store (never from a global `piccolo_conf`), so several stores
+with different databases can live in one process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.sqlite import SQLiteEngine
+
+from lap_core.errors import Conflict, InvalidInput, LapError, NotFound, StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+Dialect = Literal["sqlite", "postgres"]
+Failure = Literal["unique", "foreign_key", "not_migrated", "unreachable", "busy", "other"]
+
+NOT_MIGRATED = "database is not migrated: run `lap migrate`"
+SQLITE_BUSY_TIMEOUT = 30.0
+"""Seconds a SQLite connection waits for another process's write lock before giving up."""
+PG_CONNECT_TIMEOUT = 10.0
+PG_COMMAND_TIMEOUT = 120.0
+"""Seconds any one PostgreSQL statement may take (writes are shielded from cancellation, so bound them)."""
+
+# SQLite extended result codes (https://www.sqlite.org/rescode.html).
+_SQLITE_UNIQUE = {1555, 2067}  # SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
+_SQLITE_FOREIGN_KEY = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
+
+
+class _SQLite(SQLiteEngine):
+    """A SQLite engine without piccolo's start-up round trips."""
+
+    async def check_version(self) -> None:
+        """Skip piccolo's version check (the stdlib's SQLite is 3.35+ on every supported Python)."""
+
+
+class _Postgres(PostgresEngine):
+    """A PostgreSQL engine that does no I/O when it is built.
+
+    Piccolo's `Engine.__init__` runs `check_version()` synchronously, which connects to the server
+    (blocking, from a constructor) and only warns when it cannot.
+    """
+
+    async def check_version(self) -> None:
+        """Skip piccolo's blocking version check; `SqlStore.open` connects instead."""
+
+    async def prep_database(self) -> None:
+        """Create no extensions (LAP needs none)."""
+
+
+def redact(url: str) -> str:
+    """Return `url` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def dialect_of(url: str) -> Dialect:
+    """Return the dialect a URL names; raise `InvalidInput` for anything but SQLite and PostgreSQL."""
+    scheme = urlsplit(url).scheme.split("+")[0].lower()
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in ("postgres", "postgresql"):
+        return "postgres"
+    raise InvalidInput(f"unsupported database URL {redact(url)!r}: use sqlite:/// or postgresql://")
+
+
+def sqlite_path(url: str) -> Path:
+    """Return the file a `sqlite:` URL names.
+
+    As in SQLAlchemy: `sqlite:///relative/lap.db` is relative to the working directory and
+    `sqlite:////absolute/lap.db` (which is what `f"sqlite:///{path}"` gives for an absolute
+    path) is absolute. In-memory databases are refused: every query opens its own connection.
+    """
+    rest = url.split(":", 1)[1]
+    if not rest.startswith("///"):
+        raise InvalidInput(f"invalid SQLite URL {url!r}: expected sqlite:///path/to/lap.db")
+    path = rest[3:].split("?", 1)[0]
+    if not path or path == ":memory:":
+        raise InvalidInput(f"invalid SQLite URL {url!r}: LAP needs a database file, not an in-memory database")
+    return Path(path)
+
+
+def build_engine(url: str) -> SQLiteEngine | PostgresEngine:
+    """Return a piccolo engine for `url`, doing no I/O."""
+    if dialect_of(url) == "sqlite":
+        return _SQLite(path=str(sqlite_path(url)), timeout=SQLITE_BUSY_TIMEOUT)
+    dsn = url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url
+    return _Postgres(config={"dsn": dsn, "timeout": PG_CONNECT_TIMEOUT, "command_timeout": PG_COMMAND_TIMEOUT})
+
+
+def classify(exc: BaseException) -> Failure | None:
+    """Say what kind of database failure `exc` is, or None if it is not a database error."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return "unique"
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return "foreign_key"
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return "not_migrated"
+    if isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InvalidCatalogNameError
+        | asyncpg.InvalidAuthorizationSpecificationError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError
+        | asyncpg.InterfaceError
+        | OSError,
+    ):
+        return "unreachable"
+    if isinstance(exc, sqlite3.IntegrityError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code in _SQLITE_UNIQUE:
+            return "unique"
+        if code == _SQLITE_FOREIGN_KEY:
+            return "foreign_key"
+        return "other"
+    if isinstance(exc, sqlite3.OperationalError):
+        message = str(exc)
+        if message.startswith("no such table"):
+            return "not_migrated"
+        if "unable to open database" in message:
+            return "unreachable"
+        if "locked" in message or "busy" in message:
+            return "busy"
+        return "other"
+    if isinstance(exc, asyncpg.PostgresError | sqlite3.Error):
+        return "other"
+    return None
+
+
+@contextmanager
+def translate_errors(url: str, *, conflict: str = "", foreign_key: LapError | None = None) -> Iterator[None]:
+    """Turn driver errors into LAP's: unique violations into `Conflict(conflict)`, the rest into `StoreError`.
+
+    A foreign-key violation becomes `foreign_key` when given (a row that vanished under us).
+    """
+    try:
+        yield
+    except LapError:
+        raise
+    except Exception as exc:
+        failure = classify(exc)
+        if failure is None:
+            raise
+        if failure == "unique":
+            raise Conflict(conflict or f"already exists: {exc}") from exc
+        if failure == "foreign_key" and foreign_key is not None:
+            raise foreign_key from exc
+        if failure == "not_migrated":
+            raise StoreError(NOT_MIGRATED) from exc
+        if failure == "unreachable":
+            raise StoreError(f"cannot reach the database at {redact(url)}: {_describe(exc)}") from exc
+        if failure == "busy":
+            raise StoreError(f"the database at {redact(url)} is busy (locked by another process): {exc}") from exc
+        raise StoreError(f"database error ({redact(url)}): {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def not_found(kind: str, key: str) -> NotFound:
+    """Return the `NotFound` error of a missing (or invisible) object."""
+    return NotFound(f"{kind} {key!r} not found", details={"kind": kind, "id": key})

@@ -1,0 +1,179 @@
+"""The tables (as piccolo `Table` classes bound per store) and the migrations that create them.
+
+The classes below are templates with no engine: `Tables(engine)` subclasses each one bound to
+that engine, so stores on different databases never share piccolo state. They describe the
+latest schema for queries only; the schema itself comes from `MIGRATIONS`, plain SQL that never
+changes once released (add a migration instead).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeVar, cast
+
+from piccolo.columns import Integer, Text, Timestamptz
+from piccolo.table import Table, create_table_class
+
+if TYPE_CHECKING:
+    from piccolo.engine.base import Engine
+
+    from lap_sql._db import Dialect
+
+
+class TeamRow(Table, tablename="teams"):
+    """A row of `teams`."""
+
+    id = Text(primary_key=True)
+    name = Text()
+    created_at = Timestamptz()
+
+
+class AgentRow(Table, tablename="agents"):
+    """A row of `agents` (unique `team_id` + `name`); `options` is JSON text."""
+
+    id = Text(primary_key=True)
+    team_id = Text()
+    name = Text()
+    harness = Text()
+    model = Text()
+    prompt = Text()
+    options = Text()
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class SessionRow(Table, tablename="sessions"):
+    """A row of `sessions`; `last_seq` is the counter that hands out event seqs."""
+
+    id = Text(primary_key=True)
+    team_id = Text()
+    agent_id = Text()
+    title = Text()
+    status = Text()
+    status_detail = Text()
+    sandbox_name = Text(null=True, default=None)
+    native_session_id = Text(null=True, default=None)
+    last_seq = Integer()
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class TurnRow(Table, tablename="turns"):
+    """A row of `turns`."""
+
+    id = Text(primary_key=True)
+    session_id = Text()
+    status = Text()
+    user_seq = Integer()
+    created_at = Timestamptz()
+    finished_at = Timestamptz(null=True, default=None)
+
+
+class EventRow(Table, tablename="events"):
+    """A row of `events`; `data` is the event encoded by `lap_core.events.encode_event`.
+
+    The real primary key is (`session_id`, `seq`); piccolo models single-column keys only, and
+    uses this one just for the `RETURNING` clause of its inserts.
+    """
+
+    session_id = Text(primary_key=True)
+    seq = Integer()
+    turn_id = Text(null=True, default=None)
+    type = Text()
+    at = Timestamptz()
+    data = Text()
+
+
+class MigrationRow(Table, tablename="lap_migrations"):
+    """A row of `lap_migrations`: one per migration applied."""
+
+    name = Text(primary_key=True)
+    applied_at = Timestamptz()
+
+
+_T = TypeVar("_T", bound=Table)
+
+
+def _bind(template: type[_T], engine: Engine) -> type[_T]:
+    table = create_table_class(
+        template.__name__,
+        bases=(template,),
+        class_kwargs={"tablename": template._meta.tablename, "db": engine},
+    )
+    return cast("type[_T]", table)
+
+
+class Tables:
+    """The table classes of one store, bound to its engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.teams = _bind(TeamRow, engine)
+        self.agents = _bind(AgentRow, engine)
+        self.sessions = _bind(SessionRow, engine)
+        self.turns = _bind(TurnRow, engine)
+        self.events = _bind(EventRow, engine)
+        self.migrations = _bind(MigrationRow, engine)
+
+
+MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS lap_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+
+# Each migration is a list of statements run in one transaction. SQLite takes the column types
+# literally: TIMESTAMPTZ makes piccolo's converter return aware datetimes.
+_INITIAL = [
+    """CREATE TABLE teams (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        harness TEXT NOT NULL,
+        model TEXT NOT NULL,
+        prompt TEXT NOT NULL DEFAULT '',
+        options TEXT NOT NULL DEFAULT '{}',
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX agents_team_name ON agents (team_id, name)",
+    """CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        agent_id TEXT NOT NULL REFERENCES agents (id),
+        title TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'new',
+        status_detail TEXT NOT NULL DEFAULT '',
+        sandbox_name TEXT,
+        native_session_id TEXT,
+        last_seq BIGINT NOT NULL DEFAULT 0,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    "CREATE INDEX sessions_team_created ON sessions (team_id, created_at)",
+    "CREATE INDEX sessions_agent_created ON sessions (agent_id, created_at)",
+    """CREATE TABLE turns (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        status TEXT NOT NULL,
+        user_seq BIGINT NOT NULL DEFAULT 0,
+        created_at TIMESTAMPTZ NOT NULL,
+        finished_at TIMESTAMPTZ
+    )""",
+    "CREATE INDEX turns_session_created ON turns (session_id, created_at)",
+    # The primary key is the index of reads by (session_id, seq).
+    """CREATE TABLE events (
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        turn_id TEXT,
+        type TEXT NOT NULL,
+        at TIMESTAMPTZ NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    )""",
+]
+
+
+def migrations(dialect: Dialect) -> list[tuple[str, list[str]]]:
+    """Return every migration for `dialect`, oldest first, as (name, statements)."""
+    del dialect  # the first migration is the same SQL on SQLite and PostgreSQL
+    return [("0001_initial", _INITIAL)]

@@ -1,0 +1,75 @@
+"""Guards on the code's boundaries (design.md, "Layout"): they fail when a boundary is crossed."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lap_core
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCT = [ROOT / "lap_core", ROOT / "lap_sandboxd", *ROOT.glob("plugins/*/lap_*"), *ROOT.glob("harnesses/*/lap_*")]
+PLUGINS = [*ROOT.glob("plugins/*/lap_*"), *ROOT.glob("harnesses/*/lap_*")]
+MAX_LINES = 400
+
+
+def _modules(*roots: Path) -> list[Path]:
+    return sorted(path for root in roots for path in root.rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_guards_see_the_code() -> None:
+    assert len(PLUGINS) >= 3
+    assert len(_modules(*PRODUCT)) > 30
+
+
+@pytest.mark.parametrize("path", _modules(*PLUGINS), ids=lambda p: str(p.relative_to(ROOT)))
+def test_plugins_use_only_the_public_core(path: Path) -> None:
+    private = sorted(name for name in _imports(path) if name.startswith("lap_core._") or ".lap_core._" in name)
+    assert not private, f"{path.relative_to(ROOT)} imports private core modules: {private}"
+
+
+@pytest.mark.parametrize("path", _modules(ROOT / "lap_sandboxd"), ids=lambda p: p.name)
+def test_sandboxd_never_imports_the_core(path: Path) -> None:
+    assert not {name for name in _imports(path) if name.split(".")[0] == "lap_core"}
+
+
+def test_importing_the_core_loads_no_heavy_dependency() -> None:
+    code = "import sys, lap_core; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    for heavy in ("litestar", "piccolo", "kubernetes_asyncio", "asyncpg", "aiosqlite", "litellm"):
+        assert f"'{heavy}'" not in loaded, f"import lap_core loaded {heavy}"
+
+
+@pytest.mark.parametrize("path", _modules(*PRODUCT, ROOT / "tests", ROOT / "bench"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_modules_stay_small(path: Path) -> None:
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines (max {MAX_LINES}): split it"
+
+
+def test_public_names_are_sorted_and_exist() -> None:
+    assert lap_core.__all__ == sorted(lap_core.__all__)
+    missing = [name for name in lap_core.__all__ if not hasattr(lap_core, name)]
+    assert not missing
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    undocumented = [
+        name for name in lap_core.__all__
+        if callable(getattr(lap_core, name)) and not (getattr(lap_core, name).__doc__ or "").strip()
+    ]
+    assert not undocumented, f"public names without a docstring: {undocumented}"
