@@ -62,7 +62,8 @@ def load_settings(
     """Validate each settings struct of `types` from `env`.
 
     Returns the settings by key and the problems by variable name (empty when all is valid);
-    callers add problems of their own and raise `ConfigError` once.
+    callers add problems of their own and raise `ConfigError` once. A struct whose optional fields
+    failed is still returned, with defaults in their place.
     """
     settings: dict[str, msgspec.Struct] = {}
     problems: dict[str, str] = {}
@@ -79,8 +80,12 @@ def load_settings(
                 values[name] = msgspec.convert(raw, field.type, strict=False)
             except msgspec.ValidationError as error:
                 problems[name] = f"{_problem(error)} (got {raw!r})"
-        if not any(f.encode_name in problems for f in msgspec.structs.fields(struct_type)):
+        # Build the struct even when some fields failed (with their defaults), so that later checks
+        # that depend on it can still run and report their own problems in the same error.
+        try:
             settings[key] = msgspec.convert(values, struct_type)
+        except msgspec.ValidationError:
+            pass  # a required field is missing: reported above
     return settings, problems
 
 

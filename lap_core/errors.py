@@ -6,16 +6,21 @@ Every error a user can cause derives from `LapError` and carries a stable `code`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 class LapError(Exception):
     """Base class of LAP's errors: a stable `code` and a message meant for people."""
 
     code = "lap_error"
 
-    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+    def __init__(self, message: str, *, details: Mapping[str, object] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.details = details or {}
+        self.details = dict(details or {})
 
 
 class ConfigError(LapError):

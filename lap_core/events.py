@@ -19,25 +19,25 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     pass
 
 
-class UserMessage(_Event, tag="user_message"):
+class UserMessage(_Event, frozen=True, tag="user_message"):
     """The user's message that starts a turn."""
 
     text: str
 
 
-class TextDelta(_Event, tag="text_delta"):
+class TextDelta(_Event, frozen=True, tag="text_delta"):
     """A piece of the assistant's reply text; concatenate the deltas of a turn in order."""
 
     text: str
 
 
-class ReasoningDelta(_Event, tag="reasoning_delta"):
+class ReasoningDelta(_Event, frozen=True, tag="reasoning_delta"):
     """A piece of the model's visible reasoning."""
 
     text: str
 
 
-class ToolCall(_Event, tag="tool_call"):
+class ToolCall(_Event, frozen=True, tag="tool_call"):
     """The agent called a tool (`input` is the tool's own argument object)."""
 
     call_id: str
@@ -45,7 +45,7 @@ class ToolCall(_Event, tag="tool_call"):
     input: Any = None
 
 
-class ToolResult(_Event, tag="tool_result"):
+class ToolResult(_Event, frozen=True, tag="tool_result"):
     """The result of the tool call with the same `call_id`."""
 
     call_id: str
@@ -53,7 +53,7 @@ class ToolResult(_Event, tag="tool_result"):
     is_error: bool = False
 
 
-class Usage(_Event, tag="usage"):
+class Usage(_Event, frozen=True, tag="usage"):
     """Tokens used by one model step of the turn."""
 
     input_tokens: int = 0
@@ -61,27 +61,27 @@ class Usage(_Event, tag="usage"):
     cost: float | None = None
 
 
-class Status(_Event, tag="status"):
+class Status(_Event, frozen=True, tag="status"):
     """A progress note: sandbox bring-up phases, harness start, recovery."""
 
     phase: str
     detail: str = ""
 
 
-class Error(_Event, tag="error"):
+class Error(_Event, frozen=True, tag="error"):
     """Something went wrong; `code` is stable (e.g. `gateway_error`, `sandbox_error`)."""
 
     code: str
     message: str
 
 
-class HarnessSession(_Event, tag="harness_session"):
+class HarnessSession(_Event, frozen=True, tag="harness_session"):
     """The harness's own id for this conversation, used to resume it on the next turn."""
 
     native_session_id: str
 
 
-class TurnEnd(_Event, tag="turn_end"):
+class TurnEnd(_Event, frozen=True, tag="turn_end"):
     """The last event of every turn."""
 
     status: Literal["completed", "failed", "aborted"] = "completed"
@@ -115,4 +115,5 @@ def encode_event(event: SessionEvent) -> bytes:
 
 def decode_event(data: bytes | str) -> SessionEvent:
     """Decode an event encoded by `encode_event`."""
-    return _decoder.decode(data)
+    event: SessionEvent = _decoder.decode(data)
+    return event

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
 import msgspec
-from lap_sandboxd.protocol import ExecResult, FileSpec, HydrateRequest, OutputRecord, ProcessInfo, StartProcess
 
 from lap_core._sandbox_client import SandboxClient, SandboxdError
 from lap_core.errors import NotSupported
+from lap_sandboxd.protocol import ExecResult, FileSpec, HydrateRequest, OutputRecord, ProcessInfo, StartProcess
 
 if TYPE_CHECKING:
+    import builtins
     from types import TracebackType
 
 __all__ = [
@@ -152,10 +153,10 @@ class SandboxBackend(ABC):
         """Delete the sandbox (not its volume); deleting a missing sandbox is not an error."""
 
     @abstractmethod
-    async def list(self, labels: dict[str, str] | None = None) -> list[SandboxRef]:
+    async def list(self, labels: dict[str, str] | None = None) -> builtins.list[SandboxRef]:
         """Return the sandboxes whose labels include all of `labels`."""
 
-    async def diagnose(self) -> list[Check]:
+    async def diagnose(self) -> builtins.list[Check]:
         """Check what the backend needs on this host (for `lap doctor`); the default checks nothing."""
         return []
 

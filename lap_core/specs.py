@@ -24,15 +24,15 @@ class _Spec(msgspec.Struct, frozen=True, kw_only=True):
     description: str = ""
 
 
-class SandboxBackendSpec(_Spec):
+class SandboxBackendSpec(_Spec, frozen=True):
     """A sandbox backend. `factory([settings,] context=SandboxContext)` returns a `SandboxBackend`."""
 
 
-class HarnessSpec(_Spec):
+class HarnessSpec(_Spec, frozen=True):
     """A harness. `factory([settings])` returns a `Harness`."""
 
 
-class SessionStoreSpec(_Spec):
+class SessionStoreSpec(_Spec, frozen=True):
     """A session store, chosen when `DATABASE_URL`'s scheme is one of `schemes`.
 
     `factory(url)` returns a `SessionStore`. When `DATABASE_URL` is unset LAP passes
@@ -42,5 +42,5 @@ class SessionStoreSpec(_Spec):
     schemes: tuple[str, ...] = ()
 
 
-class IntegrationSpec(_Spec):
+class IntegrationSpec(_Spec, frozen=True):
     """An integration (e.g. Linear). `factory([settings])` returns an `Integration`."""

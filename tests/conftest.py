@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.fakes.fixtures", "tests.fixtures"]
+pytest_plugins = ["tests.fixtures"]
 
 
 @pytest.fixture

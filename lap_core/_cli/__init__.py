@@ -20,10 +20,11 @@ def run(main: Callable[[], Awaitable[Any]]) -> Any:
     """Run an async command; turn LAP's errors into a message and exit code 1 (never a traceback)."""
     try:
         return anyio.run(main)
-    except LapError as error:
-        click.secho(f"error: {error.message}", fg="red", err=True)
+    except* LapError as group:
+        for error in group.exceptions:
+            click.secho(f"error: {error.message}", fg="red", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:
         sys.exit(130)
 
 

@@ -26,7 +26,9 @@ async def ensure_installed(lap: Lap, name: str) -> None:
         raise HarnessError(f"unknown harness {name!r} (installed: {', '.join(lap.harnesses) or 'none'})")
     if not is_installed(lap.harness_root, name, harness):
         click.secho(f"installing harness {name} ({', '.join(harness.npm_packages)}) …", dim=True, err=True)
-        await install_harness(lap.harness_root, name, harness, lambda line: click.secho(f"  {line}", dim=True, err=True))
+        await install_harness(
+            lap.harness_root, name, harness, lambda line: click.secho(f"  {line}", dim=True, err=True)
+        )
 
 
 @click.command()

@@ -14,6 +14,7 @@ from lap_core._cli.admin import ensure_installed
 from lap_core._cli.render import EventPrinter
 from lap_core._runtime import Lap
 from lap_core.errors import NotFound
+from lap_core.events import UserMessage
 
 if TYPE_CHECKING:
     from lap_core.models import Agent
@@ -43,7 +44,7 @@ async def _turn(lap: Lap, session_id: str, text: str, printer: EventPrinter) -> 
 
         tasks.start_soon(abort_on_interrupt)
         async for record in lap.sessions.stream(session_id, text):
-            if record.event.type != "user_message":
+            if not isinstance(record.event, UserMessage):
                 printer.print(record)
         tasks.cancel_scope.cancel()
 

@@ -13,6 +13,7 @@ from lap_core.events import EventRecord, TurnEnd, UserMessage
 from lap_core.models import DEFAULT_TEAM_ID, Session, TurnRecord, new_id
 
 if TYPE_CHECKING:
+    import builtins
     from collections.abc import AsyncIterator
 
     from anyio.abc import TaskGroup
@@ -98,10 +99,10 @@ class Sessions:
 
     async def history(
         self, session_id: str, *, after: int = 0, team_id: str | None = DEFAULT_TEAM_ID
-    ) -> list[EventRecord]:
+    ) -> builtins.list[EventRecord]:
         """Return the session's whole event log after `after`."""
         session = await self.get(session_id, team_id=team_id)
-        records: list[EventRecord] = []
+        records: builtins.list[EventRecord] = []
         while batch := await self._store.read_events(session.id, after=after):
             records += batch
             after = batch[-1].seq

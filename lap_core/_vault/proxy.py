@@ -83,7 +83,7 @@ class LLMProxy:
             except h11.RemoteProtocolError as error:
                 log.warning("vault.bad_request", error=str(error))
 
-    async def _next_event(self, conn: h11.Connection, stream: SocketStream) -> h11.Event | type[h11.PAUSED]:
+    async def _next_event(self, conn: h11.Connection, stream: SocketStream) -> object:
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:

@@ -1,1 +1,5 @@
 """Test kit for LAP plugin authors: conformance suites and fixtures (opt-in pytest plugin)."""
+
+from lap_core.testing.store import StoreConformance
+
+__all__ = ["StoreConformance"]

@@ -23,12 +23,17 @@ async def test_all_problems_are_listed_in_one_error(tmp_path: object) -> None:
             pass
     problems = caught.value.problems
     assert set(problems) == {
-        "LITELLM_API_BASE", "LITELLM_API_KEY", "LAP_TURN_TIMEOUT", "LAP_SANDBOX_BACKEND", "DATABASE_URL",
+        "LITELLM_API_BASE",
+        "LITELLM_API_KEY",
+        "LAP_TURN_TIMEOUT",
+        "LAP_SANDBOX_BACKEND",
+        "DATABASE_URL",
     }
     message = caught.value.message
     for key in problems:
         assert key in message
-    assert "nowhere" in problems["LAP_SANDBOX_BACKEND"] and "local" in problems["LAP_SANDBOX_BACKEND"]
+    assert "nowhere" in problems["LAP_SANDBOX_BACKEND"]
+    assert "local" in problems["LAP_SANDBOX_BACKEND"]
 
 
 async def test_component_settings_are_validated_with_the_core(tmp_path: object) -> None:

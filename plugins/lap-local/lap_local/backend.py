@@ -160,7 +160,7 @@ class LocalBackend(SandboxBackend):
                 )
             # Join the cgroups first, so every process of the sandbox is counted from its start.
             script = 'for f in $LAP_CGROUPS; do echo $$ > "$f" || exit 97; done; unset LAP_CGROUPS; exec "$@"'
-            as_user = {"user": self._uid, "group": self._uid, "extra_groups": []} if os.geteuid() == 0 else {}
+            root = os.geteuid() == 0
             child = subprocess.Popen(
                 ["/bin/sh", "-c", script, "sh", *argv],
                 env=sandbox_env(meta.token) | {"LAP_CGROUPS": " ".join(map(str, procs))},
@@ -169,7 +169,9 @@ class LocalBackend(SandboxBackend):
                 stderr=log_file,
                 pass_fds=(info_file.fileno(),),
                 start_new_session=True,
-                **as_user,  # type: ignore[arg-type]
+                user=self._uid if root else None,
+                group=self._uid if root else None,
+                extra_groups=[] if root else None,
             )
         self._children[spec.name] = child
         meta.pid = child.pid

@@ -10,9 +10,9 @@ import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
 
@@ -36,11 +36,22 @@ _SQLITE_UNIQUE = {1555, 2067}  # SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT
 _SQLITE_FOREIGN_KEY = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
 
 
+SQLITE_MIN_VERSION = (3, 35)
+"""`UPDATE ... RETURNING`, which hands out event seqs, arrived in SQLite 3.35."""
+
+
 class _SQLite(SQLiteEngine):
-    """A SQLite engine without piccolo's start-up round trips."""
+    """A SQLite engine without piccolo's start-up version check (which only warns); see `check_sqlite_version`."""
 
     async def check_version(self) -> None:
-        """Skip piccolo's version check (the stdlib's SQLite is 3.35+ on every supported Python)."""
+        """Skip piccolo's version check."""
+
+
+def check_sqlite_version() -> None:
+    """Raise `StoreError` if Python's SQLite library is too old for LAP."""
+    if sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
+        wanted = ".".join(map(str, SQLITE_MIN_VERSION))
+        raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: LAP needs {wanted} or later")
 
 
 class _Postgres(PostgresEngine):
@@ -58,15 +69,17 @@ class _Postgres(PostgresEngine):
 
 
 def redact(url: str) -> str:
-    """Return `url` without its password, for messages and logs."""
+    """Return `url` with its password (in the user info or a `password=` parameter) masked, for messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is None and "password=" not in parts.query:
+        return url  # untouched: urlunsplit() would also drop the empty host of `sqlite:////abs/path`
+    if parts.password is not None:
+        user_info, _, host = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=f"{user_info.split(':', 1)[0]}:***@{host}")
+    if "password=" in parts.query:
+        query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
 
 
 def dialect_of(url: str) -> Dialect:
@@ -99,7 +112,7 @@ def build_engine(url: str) -> SQLiteEngine | PostgresEngine:
     """Return a piccolo engine for `url`, doing no I/O."""
     if dialect_of(url) == "sqlite":
         return _SQLite(path=str(sqlite_path(url)), timeout=SQLITE_BUSY_TIMEOUT)
-    dsn = url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url
+    dsn = "postgresql" + url[url.index(":") :]  # asyncpg knows neither `postgres+driver:` nor all aliases
     return _Postgres(config={"dsn": dsn, "timeout": PG_CONNECT_TIMEOUT, "command_timeout": PG_COMMAND_TIMEOUT})
 
 

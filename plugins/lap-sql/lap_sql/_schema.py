@@ -8,7 +8,7 @@ changes once released (add a migration instead).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from piccolo.columns import Integer, Text, Timestamptz
 from piccolo.table import Table, create_table_class
@@ -93,7 +93,7 @@ class MigrationRow(Table, tablename="lap_migrations"):
 _T = TypeVar("_T", bound=Table)
 
 
-def _bind(template: type[_T], engine: Engine) -> type[_T]:
+def _bind(template: type[_T], engine: Engine[Any]) -> type[_T]:
     table = create_table_class(
         template.__name__,
         bases=(template,),
@@ -105,7 +105,7 @@ def _bind(template: type[_T], engine: Engine) -> type[_T]:
 class Tables:
     """The table classes of one store, bound to its engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine[Any]) -> None:
         self.teams = _bind(TeamRow, engine)
         self.agents = _bind(AgentRow, engine)
         self.sessions = _bind(SessionRow, engine)
@@ -159,7 +159,7 @@ _INITIAL = [
         created_at TIMESTAMPTZ NOT NULL,
         finished_at TIMESTAMPTZ
     )""",
-    "CREATE INDEX turns_session_created ON turns (session_id, created_at)",
+    "CREATE INDEX turns_session_seq ON turns (session_id, user_seq)",
     # The primary key is the index of reads by (session_id, seq).
     """CREATE TABLE events (
         session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,

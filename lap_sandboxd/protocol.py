@@ -1,0 +1,133 @@
+"""The wire types of sandboxd's HTTP API, shared by the daemon and the platform's `SandboxClient`.
+
+Every body is JSON. Routes (all but `GET /healthz` need `Authorization: Bearer <token>`):
+
+    GET  /healthz                        -> Health
+    POST /hydrate        HydrateRequest  -> {"ok": true}
+    POST /exec           ExecRequest     -> ExecResult
+    POST /processes      StartProcess    -> ProcessInfo   (idempotent by id)
+    GET  /processes/{id}                 -> ProcessInfo
+    GET  /processes/{id}/output?after=N&follow=0|1 -> NDJSON stream of OutputRecord (chunked)
+    POST /processes/{id}/signal Signal   -> ProcessInfo
+
+Errors are `ErrorBody` with a 4xx/5xx status. This module imports only msgspec and the stdlib:
+it runs inside the sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "VERSION",
+    "ErrorBody",
+    "ExecRequest",
+    "ExecResult",
+    "FileSpec",
+    "Health",
+    "HydrateRequest",
+    "OutputRecord",
+    "ProcessInfo",
+    "ProcessState",
+    "Signal",
+    "SignalName",
+    "StartProcess",
+    "Stream",
+]
+
+VERSION = "1"
+"""The protocol's version, reported by `/healthz`; bumped on incompatible wire changes."""
+
+ProcessState = Literal["running", "exited"]
+Stream = Literal["stdout", "stderr", "exit"]
+SignalName = Literal["TERM", "INT", "KILL"]
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer of `GET /healthz`: protocol version, daemon pid, start time (epoch seconds)."""
+
+    version: str
+    pid: int
+    started_at: float
+
+
+class FileSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A file to write: `path` is absolute or relative to the hydrate's workdir; content in base64."""
+
+    path: str
+    content_b64: str
+    mode: int = 0o644
+
+
+class HydrateRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Env merged into every later exec/process (their own env wins), files to write, default cwd."""
+
+    workdir: str
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    files: list[FileSpec] = msgspec.field(default_factory=list)
+
+
+class ExecRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A command run to completion; `timeout` (seconds) kills its whole process group."""
+
+    argv: list[str]
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    cwd: str | None = None
+    stdin: str | None = None
+    timeout: float = 60.0
+
+
+class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
+    """How an exec ended; a negative `exit_code` is the signal that killed it (e.g. -9 on timeout)."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+
+class StartProcess(msgspec.Struct, frozen=True, kw_only=True):
+    """A long-running process, identified by `id` (`[A-Za-z0-9._-]`, at most 128 characters)."""
+
+    id: str
+    argv: list[str]
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    cwd: str | None = None
+    stdin: str | None = None
+
+
+class ProcessInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A process's state; `last_seq` is the seq of its newest output record (0 before any)."""
+
+    id: str
+    pid: int
+    state: ProcessState
+    exit_code: int | None = None
+    last_seq: int = 0
+
+
+class OutputRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a process's output (without its newline), or its end.
+
+    Records of a process are numbered from 1. The last one has `stream="exit"` and the exit
+    code as text in `data` (negative: killed by that signal).
+    """
+
+    seq: int
+    stream: Stream
+    data: str
+    ts: float
+
+
+class Signal(msgspec.Struct, frozen=True, kw_only=True):
+    """A signal for a process's whole process group."""
+
+    signal: SignalName
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    """The body of every error response."""
+
+    error: str

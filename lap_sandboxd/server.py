@@ -1,0 +1,338 @@
+"""sandboxd's HTTP server: the API the platform drives a sandbox through (see `protocol`).
+
+Threaded HTTP/1.1 on a unix socket (mode 0600) and optionally on TCP. Every route but
+`GET /healthz` needs the bearer token from `LAP_SANDBOXD_TOKEN`, which is removed from the
+environment at start so no process started here inherits it. Stdlib + msgspec only: this runs
+on the sandbox's own Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hmac
+import os
+import re
+import select
+import signal
+import socket
+import socketserver
+import stat
+import sys
+import threading
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+
+from lap_sandboxd.egress import EgressServer, parse_egress
+from lap_sandboxd.processes import run_exec
+from lap_sandboxd.protocol import (
+    VERSION,
+    ErrorBody,
+    ExecRequest,
+    Health,
+    HydrateRequest,
+    Signal,
+    StartProcess,
+)
+from lap_sandboxd.state import HTTPError, Sandboxd
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Handler", "log", "main", "parse_args"]
+
+TOKEN_ENV = "LAP_SANDBOXD_TOKEN"
+MAX_BODY = 256 * 1024 * 1024
+# An idle keep-alive connection holds a thread; drop it after this long.
+IDLE_SECONDS = 300
+SHUTDOWN_GRACE = 5.0
+
+_T = TypeVar("_T")
+_PROCESS_PATH = re.compile(r"/processes/([^/]+)(/output|/signal)?")
+_encode = msgspec.json.Encoder().encode
+
+
+def log(message: str) -> None:
+    """Write one line to sandboxd's log (stderr)."""
+    print(f"lap_sandboxd: {message}", file=sys.stderr, flush=True)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection; routes each request of it (HTTP/1.1 keep-alive)."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "lap_sandboxd"
+    timeout = IDLE_SECONDS
+
+    def __init__(self, sandboxd: Sandboxd, request: Any, client_address: Any, server: socketserver.BaseServer) -> None:
+        self.sandboxd = sandboxd
+        self._body_read = False
+        super().__init__(request, client_address, server)
+
+    def do_GET(self) -> None:
+        """Route a GET request."""
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        """Route a POST request."""
+        self._dispatch()
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log to stderr (the base class's version fails on unix sockets, which have no address)."""
+        log(format % args)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Log a request, except health checks (backends poll them)."""
+        # A request line too broken to parse leaves no path.
+        if not getattr(self, "path", "").startswith("/healthz"):
+            super().log_request(code, size)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer errors of the HTTP layer itself (bad request line, ...) as JSON too."""
+        self._send_json(code, ErrorBody(error=message or HTTPStatus(code).phrase), close=True)
+
+    def _send_json(self, status: int, body: object, *, close: bool = False) -> None:
+        data = _encode(body)
+        # A request whose body was not read would poison the next one on this connection.
+        close = close or not self._body_read
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self, kind: type[_T]) -> _T:
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            raise HTTPError(400, "invalid Content-Length") from None
+        if length < 0 or length > MAX_BODY:
+            raise HTTPError(413, f"body larger than {MAX_BODY} bytes")
+        if "chunked" in self.headers.get("Transfer-Encoding", ""):
+            raise HTTPError(411, "send a Content-Length")
+        data = self.rfile.read(length)
+        self._body_read = True
+        try:
+            return msgspec.json.decode(data, type=kind)
+        except msgspec.DecodeError as error:
+            raise HTTPError(400, f"invalid {kind.__name__}: {error}") from error
+
+    def _dispatch(self) -> None:
+        self._body_read = "Content-Length" not in self.headers and "Transfer-Encoding" not in self.headers
+        url = urlsplit(self.path)
+        try:
+            routes = self._routes(url.path)
+            action = routes.get(self.command)
+            if action is None:
+                raise HTTPError(405 if routes else 404, f"no route {self.command} {url.path}")
+            if url.path != "/healthz" and not self._authorized():
+                raise HTTPError(401, "missing or wrong bearer token")
+            action(parse_qs(url.query))
+        except HTTPError as error:
+            self._send_json(error.status, ErrorBody(error=error.message))
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client left; nobody to answer
+        except Exception as error:
+            log(f"{self.command} {url.path} failed:\n{traceback.format_exc()}")
+            self._send_json(500, ErrorBody(error=f"internal error: {type(error).__name__}: {error}"), close=True)
+
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization", "").encode()
+        return hmac.compare_digest(given, self.sandboxd.expected_auth)
+
+    def _routes(self, path: str) -> dict[str, Callable[[dict[str, list[str]]], None]]:
+        if path == "/healthz":
+            return {"GET": self._health}
+        if path == "/hydrate":
+            return {"POST": self._hydrate}
+        if path == "/exec":
+            return {"POST": self._exec}
+        if path == "/processes":
+            return {"POST": self._start}
+        match = _PROCESS_PATH.fullmatch(path)
+        if match is None:
+            return {}
+        process_id, tail = match.groups()
+        if tail == "/output":
+            return {"GET": functools.partial(self._output, process_id)}
+        if tail == "/signal":
+            return {"POST": functools.partial(self._signal, process_id)}
+        return {"GET": functools.partial(self._info, process_id)}
+
+    def _health(self, _query: dict[str, list[str]]) -> None:
+        self._send_json(200, Health(version=VERSION, pid=os.getpid(), started_at=self.sandboxd.started_at))
+
+    def _hydrate(self, _query: dict[str, list[str]]) -> None:
+        self.sandboxd.hydrate(self._body(HydrateRequest))
+        self._send_json(200, {"ok": True})
+
+    def _exec(self, _query: dict[str, list[str]]) -> None:
+        req = self._body(ExecRequest)
+        if not req.argv or req.timeout <= 0:
+            raise HTTPError(400, "argv must not be empty and timeout must be positive")
+        sandboxd = self.sandboxd
+        try:
+            result = run_exec(req, sandboxd.child_env(req.env), sandboxd.child_cwd(req.cwd))
+        except OSError as error:
+            raise HTTPError(400, f"cannot run {req.argv[0]!r}: {error}") from error
+        self._send_json(200, result)
+
+    def _start(self, _query: dict[str, list[str]]) -> None:
+        req = self._body(StartProcess)
+        if not req.argv:
+            raise HTTPError(400, "argv must not be empty")
+        sandboxd = self.sandboxd
+        try:
+            info = sandboxd.processes.start(req, sandboxd.child_env(req.env), sandboxd.child_cwd(req.cwd))
+        except ValueError as error:
+            raise HTTPError(400, str(error)) from error
+        except OSError as error:
+            raise HTTPError(400, f"cannot start {req.argv[0]!r}: {error}") from error
+        self._send_json(200, info)
+
+    def _info(self, process_id: str, _query: dict[str, list[str]]) -> None:
+        proc = self.sandboxd.processes.get(process_id)
+        if proc is None:
+            raise HTTPError(404, f"no process {process_id!r}")
+        self._send_json(200, proc.info())
+
+    def _signal(self, process_id: str, _query: dict[str, list[str]]) -> None:
+        req = self._body(Signal)
+        info = self.sandboxd.processes.signal(process_id, req.signal)
+        if info is None:
+            raise HTTPError(404, f"no process {process_id!r}")
+        self._send_json(200, info)
+
+    def _output(self, process_id: str, query: dict[str, list[str]]) -> None:
+        proc = self.sandboxd.processes.get(process_id)
+        if proc is None:
+            raise HTTPError(404, f"no process {process_id!r}")
+        try:
+            after = int(query.get("after", ["0"])[-1])
+        except ValueError:
+            raise HTTPError(400, "after must be an integer") from None
+        follow = query.get("follow", ["1"])[-1].lower() in ("1", "true", "yes")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        chunks = proc.read_output(after, follow=follow, gone=self._client_gone)
+        try:
+            for chunk in chunks:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True  # the client left
+        except Exception:
+            # Too late for an error response: cut the stream so the client sees it incomplete.
+            log(f"output of {process_id} failed:\n{traceback.format_exc()}")
+            self.close_connection = True
+        finally:
+            chunks.close()
+
+    def _client_gone(self) -> bool:
+        # Readable with nothing to read means the client closed its end.
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN)
+        try:
+            return bool(poller.poll(0)) and not self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
+
+
+class _UnixServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        path = str(self.server_address)
+        if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)  # left over by a sandboxd that died
+        old = os.umask(0o177)  # no moment in which others may connect
+        try:
+            super().server_bind()
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+
+
+class _TCPServer(ThreadingHTTPServer):
+    def __init__(self, address: tuple[str, int], handler: Callable[..., Handler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _egress(value: str) -> tuple[tuple[str, int], str]:
+    try:
+        return parse_egress(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse sandboxd's command line."""
+    parser = argparse.ArgumentParser(prog="lap_sandboxd", description="The daemon inside every LAP sandbox.")
+    parser.add_argument("--socket", required=True, help="unix socket to serve the API on")
+    parser.add_argument("--state", required=True, type=Path, help="directory for process output and info")
+    parser.add_argument("--listen", type=_host_port, help="also serve the API on HOST:PORT (TCP)")
+    parser.add_argument(
+        "--egress", type=_egress, action="append", default=[], help="forward TCP HOST:PORT to a unix socket"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run sandboxd until SIGTERM or SIGINT; return the exit status."""
+    args = parse_args(argv)
+    token = os.environ.pop(TOKEN_ENV, "")
+    if not token:
+        log(f"{TOKEN_ENV} is not set")
+        return 2
+    sandboxd = Sandboxd(token, args.state)
+    handler = functools.partial(Handler, sandboxd)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    servers: list[socketserver.BaseServer] = []
+    try:
+        # Egress and TCP first: once the socket answers, everything is listening.
+        servers += [EgressServer(address, target) for address, target in args.egress]
+        if args.listen:
+            servers.append(_TCPServer(args.listen, handler))
+        Path(args.socket).parent.mkdir(parents=True, exist_ok=True)
+        servers.append(_UnixServer(args.socket, handler))
+    except OSError as error:
+        log(f"cannot listen: {error}")
+        for server in servers:
+            server.server_close()
+        return 1
+    for server in servers:
+        threading.Thread(target=server.serve_forever, name=type(server).__name__, daemon=True).start()
+    log(f"ready on {args.socket} (pid {os.getpid()})")
+    while not stop.wait(1.0):
+        pass
+    log("stopping")
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    sandboxd.processes.terminate_all(SHUTDOWN_GRACE)
+    Path(args.socket).unlink(missing_ok=True)
+    return 0

@@ -1,0 +1,77 @@
+"""sandboxd's state: the token, the hydrated env and workdir, the processes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lap_sandboxd.processes import ProcessTable
+
+if TYPE_CHECKING:
+    from lap_sandboxd.protocol import HydrateRequest
+
+__all__ = ["HTTPError", "Sandboxd"]
+
+
+class HTTPError(Exception):
+    """An error answered with `status` and an `ErrorBody`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Sandboxd:
+    """The daemon's state: the token, the hydrated env and workdir, the processes."""
+
+    def __init__(self, token: str, state_dir: Path) -> None:
+        self.expected_auth = f"Bearer {token}".encode()
+        self.started_at = time.time()
+        self.processes = ProcessTable(state_dir)
+        self._lock = threading.Lock()
+        self._env: dict[str, str] = {}
+        self._workdir: str | None = None
+
+    def child_env(self, extra: dict[str, str]) -> dict[str, str]:
+        """Return a child's environment: sandboxd's own, then the hydrated env, then `extra`."""
+        with self._lock:
+            return {**os.environ, **self._env, **extra}
+
+    def child_cwd(self, cwd: str | None) -> str | None:
+        """Return a child's working directory: `cwd`, else the hydrated workdir."""
+        with self._lock:
+            return cwd or self._workdir
+
+    def hydrate(self, req: HydrateRequest) -> None:
+        """Write the files (all decoded before any is written) and remember env and workdir."""
+        workdir = Path(req.workdir)
+        try:
+            contents = [(workdir / f.path, base64.b64decode(f.content_b64, validate=True), f.mode) for f in req.files]
+        except binascii.Error as error:
+            raise HTTPError(400, f"invalid base64 content: {error}") from error
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            for path, content, mode in contents:
+                _write_file(path, content, mode)
+        except OSError as error:
+            raise HTTPError(400, f"cannot write files: {error}") from error
+        with self._lock:
+            self._env = dict(req.env)
+            self._workdir = req.workdir
+
+
+def _write_file(path: Path, content: bytes, mode: int) -> None:
+    # Write beside and rename, so a reader never sees half a file; set the mode past the umask.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.lap-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(content)
+        os.fchmod(file.fileno(), mode & 0o7777)
+    tmp.replace(path)

@@ -1,0 +1,145 @@
+"""One store's database: its engine and tables, connections, transactions and migrations."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager, nullcontext
+from typing import TYPE_CHECKING
+
+import anyio
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType
+
+from lap_core.errors import StoreError
+from lap_core.models import utcnow
+from lap_sql._db import (
+    NOT_MIGRATED,
+    build_engine,
+    check_sqlite_version,
+    dialect_of,
+    redact,
+    sqlite_path,
+    translate_errors,
+)
+from lap_sql._schema import MIGRATIONS_TABLE, Tables, migrations
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from lap_core.errors import LapError
+
+PG_POOL_SIZE = 10
+PG_CLOSE_TIMEOUT = 10.0
+"""Seconds `aclose()` waits for borrowed connections before terminating the pool."""
+MIGRATION_LOCK_KEY = 0x1A9_5E55_0001
+"""The PostgreSQL advisory lock that serialises `migrate()` across processes ("LAP sessions", 1)."""
+
+
+class Database:
+    """A piccolo engine and the tables bound to it, with LAP's transaction discipline.
+
+    Writers take `write()`: one transaction, shielded from cancellation so a cancelled caller
+    never leaves a connection mid-transaction. On SQLite, writers of this process also queue on
+    an anyio lock (SQLite has one writer at a time; waiting here is cheaper than its busy loop),
+    and the transaction is `BEGIN IMMEDIATE` so two writers never deadlock upgrading read locks.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = dialect_of(url)
+        self.engine = build_engine(url)
+        self.tables = Tables(self.engine)
+        self._write_lock = anyio.Lock() if self.dialect == "sqlite" else None
+        self._open = False
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password."""
+        return redact(self.url)
+
+    async def open(self) -> None:
+        """Connect: open PostgreSQL's pool, or create SQLite's file (in WAL mode)."""
+        if self._open:
+            return
+        with translate_errors(self.url):
+            if isinstance(self.engine, PostgresEngine):
+                await self.engine.start_connection_pool(min_size=1, max_size=PG_POOL_SIZE)
+            else:
+                check_sqlite_version()
+                path = sqlite_path(self.url)
+                await anyio.Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # WAL lets readers run during a write; the setting is stored in the file.
+                await self.engine.run_ddl("PRAGMA journal_mode=WAL")
+        self._open = True
+
+    async def aclose(self) -> None:
+        """Close the pool (PostgreSQL); SQLite keeps no connection open between queries."""
+        self._open = False
+        if not isinstance(self.engine, PostgresEngine) or self.engine.pool is None:
+            return  # piccolo's close_connection_pool() warns without a pool, an error under `-W error`
+        pool, self.engine.pool = self.engine.pool, None
+        # A connection a failed commit never gave back would make `close()` wait forever.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(PG_CLOSE_TIMEOUT) as waited:
+            await pool.close()
+        if waited.cancelled_caught:
+            pool.terminate()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[None]:
+        """Translate driver errors of the queries run inside."""
+        with translate_errors(self.url):
+            yield
+
+    @asynccontextmanager
+    async def write(self, *, conflict: str = "", foreign_key: LapError | None = None) -> AsyncIterator[None]:
+        """Run the block in one transaction; see the class docstring.
+
+        Unique violations become `Conflict(conflict)`, foreign-key violations `foreign_key`.
+        """
+        async with self._write_lock or nullcontext():
+            with anyio.CancelScope(shield=True), translate_errors(self.url, conflict=conflict, foreign_key=foreign_key):
+                if isinstance(self.engine, SQLiteEngine):
+                    async with self.engine.transaction(transaction_type=TransactionType.immediate):
+                        yield
+                else:
+                    async with self.engine.transaction():
+                        yield
+
+    async def _applied(self) -> set[str] | None:
+        """Return the names of the applied migrations, or None if `lap_migrations` does not exist."""
+        if self.dialect == "sqlite":
+            query = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'lap_migrations'"
+        else:
+            query = "SELECT to_regclass('lap_migrations') AS name"
+        rows = await self.engine.run_ddl(query)
+        if not rows or rows[0]["name"] is None:
+            return None
+        return {row["name"] for row in await self.tables.migrations.select(self.tables.migrations.name)}
+
+    async def migrate(self) -> list[str]:
+        """Apply the pending migrations in one transaction; return their names.
+
+        Concurrent callers are serialised: by an advisory lock held until commit on PostgreSQL,
+        by `BEGIN IMMEDIATE` (one writer at a time) on SQLite. The loser finds nothing to do.
+        """
+        applied_now: list[str] = []
+        async with self.write():
+            if self.dialect == "postgres":
+                await self.engine.run_ddl(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+            await self.engine.run_ddl(MIGRATIONS_TABLE)
+            done = await self._applied() or set()
+            for name, statements in migrations(self.dialect):
+                if name in done:
+                    continue
+                for statement in statements:
+                    await self.engine.run_ddl(statement)
+                await self.tables.migrations.insert(self.tables.migrations(name=name, applied_at=utcnow()))
+                applied_now.append(name)
+        return applied_now
+
+    async def check(self) -> None:
+        """Raise `StoreError` unless the database is reachable and every migration is applied."""
+        async with self.read():
+            done = await self._applied()
+        pending = [name for name, _ in migrations(self.dialect) if name not in (done or set())]
+        if pending:
+            raise StoreError(NOT_MIGRATED, details={"pending": pending, "database": self.display_url})

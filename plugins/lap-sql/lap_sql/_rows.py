@@ -1,0 +1,120 @@
+"""Conversions between LAP's records and the rows of the tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from lap_core.events import EventRecord, decode_event, encode_event
+from lap_core.models import Agent, Session, SessionStatus, Team, TurnRecord
+
+if TYPE_CHECKING:
+    from lap_sql._schema import Tables
+
+Row = dict[str, Any]
+
+
+def utc(value: datetime) -> datetime:
+    """Return `value` as an aware UTC datetime (a naive one is taken to be UTC already)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def team(row: Row) -> Team:
+    """Return the `Team` of a `teams` row."""
+    return Team(id=row["id"], name=row["name"], created_at=utc(row["created_at"]))
+
+
+def agent(row: Row) -> Agent:
+    """Return the `Agent` of an `agents` row."""
+    return Agent(
+        id=row["id"],
+        team_id=row["team_id"],
+        name=row["name"],
+        harness=row["harness"],
+        model=row["model"],
+        prompt=row["prompt"],
+        options=msgspec.json.decode(row["options"]),
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
+    )
+
+
+def agent_values(value: Agent) -> dict[Any, Any]:
+    """Return the column values of an agent by column name, but its id and team."""
+    return {
+        "name": value.name,
+        "harness": value.harness,
+        "model": value.model,
+        "prompt": value.prompt,
+        "options": msgspec.json.encode(value.options).decode(),
+        "created_at": utc(value.created_at),
+        "updated_at": utc(value.updated_at),
+    }
+
+
+def session(row: Row) -> Session:
+    """Return the `Session` of a `sessions` row."""
+    return Session(
+        id=row["id"],
+        team_id=row["team_id"],
+        agent_id=row["agent_id"],
+        title=row["title"],
+        status=row["status"],
+        status_detail=row["status_detail"],
+        sandbox_name=row["sandbox_name"],
+        native_session_id=row["native_session_id"],
+        last_seq=row["last_seq"],
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
+    )
+
+
+def turn(row: Row) -> TurnRecord:
+    """Return the `TurnRecord` of a `turns` row."""
+    finished_at = row["finished_at"]
+    return TurnRecord(
+        id=row["id"],
+        session_id=row["session_id"],
+        status=row["status"],
+        user_seq=row["user_seq"],
+        created_at=utc(row["created_at"]),
+        finished_at=None if finished_at is None else utc(finished_at),
+    )
+
+
+def event(row: Row) -> EventRecord:
+    """Return the `EventRecord` of an `events` row."""
+    return EventRecord(
+        session_id=row["session_id"],
+        seq=row["seq"],
+        event=decode_event(row["data"]),
+        turn_id=row["turn_id"],
+        at=utc(row["at"]),
+    )
+
+
+def event_row(tables: Tables, record: EventRecord) -> Any:
+    """Return the `events` row of a record, ready to insert."""
+    return tables.events(
+        session_id=record.session_id,
+        seq=record.seq,
+        turn_id=record.turn_id,
+        type=record.event.__struct_config__.tag,
+        at=utc(record.at),
+        data=encode_event(record.event).decode(),
+    )
+
+
+class SessionChanges(msgspec.Struct, forbid_unknown_fields=True):
+    """The fields `update_session` may set; `UNSET` ones are left alone."""
+
+    status: SessionStatus | msgspec.UnsetType = msgspec.UNSET
+    status_detail: str | msgspec.UnsetType = msgspec.UNSET
+    sandbox_name: str | msgspec.UnsetType | None = msgspec.UNSET
+    native_session_id: str | msgspec.UnsetType | None = msgspec.UNSET
+    title: str | msgspec.UnsetType = msgspec.UNSET
+
+
+SESSION_FIELDS = frozenset(SessionChanges.__struct_fields__)

@@ -1,0 +1,329 @@
+"""`SqlStore`: LAP's `SessionStore` on piccolo, for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, get_args
+
+import msgspec
+from piccolo.columns.combination import WhereRaw
+from piccolo.engine.sqlite import SQLiteEngine
+
+from lap_core.errors import Conflict, InvalidInput
+from lap_core.events import EventRecord
+from lap_core.models import TurnStatus, utcnow
+from lap_core.store import SessionStore
+from lap_sql import _rows
+from lap_sql._database import Database
+from lap_sql._db import not_found
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lap_core.events import SessionEvent
+    from lap_core.models import Agent, Session, Team, TurnRecord
+
+_END_STATES = frozenset({"completed", "failed", "aborted"})
+_INSERT_CHUNK = 500
+"""Event rows per INSERT: 6 parameters each stays far below SQLite's and PostgreSQL's limits."""
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if limit < 0 or offset < 0:
+        raise InvalidInput(f"limit and offset must not be negative (got limit={limit}, offset={offset})")
+
+
+class SqlStore(SessionStore):
+    """A `SessionStore` in SQLite (`sqlite:///path/lap.db`) or PostgreSQL (`postgresql://...`).
+
+    Each instance has its own engine and table classes, so stores of different databases can be
+    used side by side. Event seqs come from `sessions.last_seq`, bumped and read back in the
+    transaction that inserts the events, so concurrent appends never share or skip a seq.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._db = Database(url)
+        self._t = self._db.tables
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self._db.display_url!r})"
+
+    async def open(self) -> None:
+        """Connect: open the PostgreSQL pool, or create the SQLite file (in WAL mode)."""
+        await self._db.open()
+
+    async def aclose(self) -> None:
+        """Close the PostgreSQL pool."""
+        await self._db.aclose()
+
+    async def migrate(self) -> list[str]:
+        """Apply the pending migrations (serialised across processes); return their names."""
+        return await self._db.migrate()
+
+    async def check(self) -> None:
+        """Raise `StoreError` unless the database is reachable and fully migrated."""
+        await self._db.check()
+
+    # teams
+    async def create_team(self, team: Team) -> Team:
+        """Insert a team; raise `Conflict` if its id or name exists."""
+        t = self._t.teams
+        async with self._db.write(conflict=f"a team with id {team.id!r} or name {team.name!r} already exists"):
+            await t.insert(t(id=team.id, name=team.name, created_at=_rows.utc(team.created_at)))
+        return team
+
+    async def get_team(self, team_id: str) -> Team:
+        """Return a team; raise `NotFound`."""
+        t = self._t.teams
+        async with self._db.read():
+            row = await t.select().where(t.id == team_id).first()
+        if row is None:
+            raise not_found("team", team_id)
+        return _rows.team(row)
+
+    async def list_teams(self) -> list[Team]:
+        """Return every team, oldest first."""
+        t = self._t.teams
+        async with self._db.read():
+            rows = await t.select().order_by(t.created_at, t.id)
+        return [_rows.team(row) for row in rows]
+
+    # agents
+    async def create_agent(self, agent: Agent) -> Agent:
+        """Insert an agent; raise `Conflict` if the team has an agent of that name (or the id exists)."""
+        t = self._t.agents
+        conflict = f"team {agent.team_id!r} already has an agent named {agent.name!r} (or the id {agent.id!r} is taken)"
+        async with self._db.write(conflict=conflict):
+            await t.insert(t(id=agent.id, team_id=agent.team_id, **_rows.agent_values(agent)))
+        return agent
+
+    async def get_agent(self, agent_id: str, *, team_id: str | None = None) -> Agent:
+        """Return an agent by id (only if it is in `team_id`, when given); raise `NotFound`."""
+        t = self._t.agents
+        where = [t.id == agent_id] + ([t.team_id == team_id] if team_id is not None else [])
+        async with self._db.read():
+            row = await t.select().where(*where).first()
+        if row is None:
+            raise not_found("agent", agent_id)
+        return _rows.agent(row)
+
+    async def find_agent(self, name: str, *, team_id: str) -> Agent:
+        """Return the team's agent of that name; raise `NotFound`."""
+        t = self._t.agents
+        async with self._db.read():
+            row = await t.select().where(t.team_id == team_id, t.name == name).first()
+        if row is None:
+            raise not_found("agent", name)
+        return _rows.agent(row)
+
+    async def list_agents(
+        self, *, team_id: str | None = None, search: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Agent]:
+        """Return agents by name, optionally of one team and whose name contains `search` (any case)."""
+        _check_page(limit, offset)
+        if limit == 0:
+            return []
+        t = self._t.agents
+        where: list[Any] = []
+        if team_id is not None:
+            where.append(t.team_id == team_id)
+        if search:
+            # A plain substring test: LIKE would need its wildcards escaped, and piccolo has no ESCAPE.
+            find = "instr" if isinstance(self._db.engine, SQLiteEngine) else "strpos"
+            where.append(WhereRaw(f'{find}(lower("name"), lower({{}})) > 0', search))
+        query = t.select().order_by(t.name, t.id).limit(limit).offset(offset)
+        async with self._db.read():
+            rows = await (query.where(*where) if where else query)
+        return [_rows.agent(row) for row in rows]
+
+    async def update_agent(self, agent: Agent) -> Agent:
+        """Replace a stored agent (same id and team); raise `NotFound` or `Conflict` (name taken)."""
+        t = self._t.agents
+        async with self._db.write(conflict=f"team {agent.team_id!r} already has an agent named {agent.name!r}"):
+            rows = await (
+                t.update(_rows.agent_values(agent), use_auto_update=False)
+                .where(t.id == agent.id, t.team_id == agent.team_id)
+                .returning(t.id)
+            )
+            if not rows:
+                raise not_found("agent", agent.id)
+        return agent
+
+    async def delete_agent(self, agent_id: str, *, team_id: str | None = None) -> None:
+        """Delete an agent; raise `NotFound`, or `Conflict` while it still has sessions."""
+        t, sessions = self._t.agents, self._t.sessions
+        busy = Conflict(f"agent {agent_id!r} still has sessions: delete them first")
+        async with self._db.write(foreign_key=busy):
+            where = [t.id == agent_id] + ([t.team_id == team_id] if team_id is not None else [])
+            if not await t.select(t.id).where(*where).first():
+                raise not_found("agent", agent_id)
+            if await sessions.select(sessions.id).where(sessions.agent_id == agent_id).first():
+                raise busy
+            await t.delete().where(t.id == agent_id)
+
+    # sessions
+    async def create_session(self, session: Session) -> Session:
+        """Insert a session; raise `NotFound` if its agent does not exist (in the session's team)."""
+        t, agents = self._t.sessions, self._t.agents
+        missing = not_found("agent", session.agent_id)
+        async with self._db.write(conflict=f"session {session.id!r} already exists", foreign_key=missing):
+            agent = (
+                await agents.select(agents.id)
+                .where(agents.id == session.agent_id, agents.team_id == session.team_id)
+                .first()
+            )
+            if agent is None:
+                raise missing
+            values = msgspec.structs.asdict(session)
+            values["created_at"], values["updated_at"] = _rows.utc(session.created_at), _rows.utc(session.updated_at)
+            await t.insert(t(**values))
+        return session
+
+    async def get_session(self, session_id: str, *, team_id: str | None = None) -> Session:
+        """Return a session (only if it is in `team_id`, when given); raise `NotFound`."""
+        t = self._t.sessions
+        where = [t.id == session_id] + ([t.team_id == team_id] if team_id is not None else [])
+        async with self._db.read():
+            row = await t.select().where(*where).first()
+        if row is None:
+            raise not_found("session", session_id)
+        return _rows.session(row)
+
+    async def list_sessions(
+        self, *, team_id: str | None = None, agent_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Session]:
+        """Return sessions, newest first."""
+        _check_page(limit, offset)
+        if limit == 0:
+            return []
+        t = self._t.sessions
+        where = [t.team_id == team_id] if team_id is not None else []
+        if agent_id is not None:
+            where.append(t.agent_id == agent_id)
+        query = t.select().order_by(t.created_at, t.id, ascending=False).limit(limit).offset(offset)
+        async with self._db.read():
+            rows = await (query.where(*where) if where else query)
+        return [_rows.session(row) for row in rows]
+
+    async def update_session(self, session_id: str, **changes: Any) -> Session:
+        """Set the given fields (`status`, `status_detail`, `sandbox_name`, `native_session_id`, `title`).
+
+        Bumps `updated_at`; raise `NotFound`; `InvalidInput` for any other field or a value of the wrong type.
+        """
+        unknown = sorted(set(changes) - _rows.SESSION_FIELDS)
+        if unknown:
+            allowed = ", ".join(sorted(_rows.SESSION_FIELDS))
+            raise InvalidInput(f"cannot update session field(s) {', '.join(unknown)} (allowed: {allowed})")
+        try:
+            msgspec.convert(changes, _rows.SessionChanges)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"invalid session change: {exc}") from exc
+        t = self._t.sessions
+        values: dict[Any, Any] = {getattr(t, name): value for name, value in changes.items()}
+        values[t.updated_at] = utcnow()
+        async with self._db.write():
+            rows = await t.update(values, use_auto_update=False).where(t.id == session_id).returning(*t.all_columns())
+            if not rows:
+                raise not_found("session", session_id)
+        return _rows.session(rows[0])
+
+    async def delete_session(self, session_id: str, *, team_id: str | None = None) -> None:
+        """Delete a session with its turns and events; raise `NotFound`."""
+        t = self._t.sessions
+        where = [t.id == session_id] + ([t.team_id == team_id] if team_id is not None else [])
+        async with self._db.write():
+            if not await t.select(t.id).where(*where).first():
+                raise not_found("session", session_id)
+            await self._t.events.delete().where(self._t.events.session_id == session_id)
+            await self._t.turns.delete().where(self._t.turns.session_id == session_id)
+            await t.delete().where(t.id == session_id)
+
+    # the event log and turns
+    async def _claim_seqs(self, session_id: str, count: int) -> int:
+        """Reserve the session's next `count` seqs (in the caller's transaction); return the first."""
+        t = self._t.sessions
+        rows = await (
+            t.update({t.last_seq: t.last_seq + count}, use_auto_update=False)
+            .where(t.id == session_id)
+            .returning(t.last_seq)
+        )
+        if not rows:
+            raise not_found("session", session_id)
+        return int(rows[0]["last_seq"]) - count + 1
+
+    async def start_turn(self, turn: TurnRecord, message: SessionEvent) -> tuple[TurnRecord, EventRecord]:
+        """Insert a turn and append its user message to the log, in one transaction.
+
+        Returns the turn (with `user_seq` set) and the message's record. Raise `NotFound`.
+        """
+        t = self._t.turns
+        async with self._db.write(conflict=f"turn {turn.id!r} already exists"):
+            seq = await self._claim_seqs(turn.session_id, 1)
+            stored = msgspec.structs.replace(turn, user_seq=seq)
+            record = EventRecord(session_id=turn.session_id, seq=seq, event=message, turn_id=turn.id, at=utcnow())
+            values = msgspec.structs.asdict(stored)
+            values["created_at"] = _rows.utc(stored.created_at)
+            values["finished_at"] = None if stored.finished_at is None else _rows.utc(stored.finished_at)
+            await t.insert(t(**values))
+            await self._t.events.insert(_rows.event_row(self._t, record))
+        return stored, record
+
+    async def get_turn(self, turn_id: str) -> TurnRecord:
+        """Return a turn; raise `NotFound`."""
+        t = self._t.turns
+        async with self._db.read():
+            row = await t.select().where(t.id == turn_id).first()
+        if row is None:
+            raise not_found("turn", turn_id)
+        return _rows.turn(row)
+
+    async def list_turns(self, session_id: str) -> list[TurnRecord]:
+        """Return a session's turns, oldest (first started) first."""
+        t = self._t.turns
+        async with self._db.read():
+            rows = await t.select().where(t.session_id == session_id).order_by(t.user_seq, t.created_at, t.id)
+        return [_rows.turn(row) for row in rows]
+
+    async def finish_turn(self, turn_id: str, status: str) -> TurnRecord:
+        """Set a turn's status (`running`, `completed`, `failed`, `aborted`); end states set `finished_at`."""
+        if status not in get_args(TurnStatus):
+            raise InvalidInput(f"unknown turn status {status!r} (expected one of {', '.join(get_args(TurnStatus))})")
+        t = self._t.turns
+        finished_at = utcnow() if status in _END_STATES else None
+        async with self._db.write():
+            rows = await (
+                t.update({t.status: status, t.finished_at: finished_at}, use_auto_update=False)
+                .where(t.id == turn_id)
+                .returning(*t.all_columns())
+            )
+            if not rows:
+                raise not_found("turn", turn_id)
+        return _rows.turn(rows[0])
+
+    async def append_events(
+        self, session_id: str, events: Sequence[SessionEvent], *, turn_id: str | None = None
+    ) -> list[EventRecord]:
+        """Append events to the session's log with the next seqs, atomically; raise `NotFound`."""
+        if not events:
+            await self.get_session(session_id)
+            return []
+        at = utcnow()
+        async with self._db.write():
+            first = await self._claim_seqs(session_id, len(events))
+            records = [
+                EventRecord(session_id=session_id, seq=first + index, event=event, turn_id=turn_id, at=at)
+                for index, event in enumerate(events)
+            ]
+            for start in range(0, len(records), _INSERT_CHUNK):
+                rows = [_rows.event_row(self._t, record) for record in records[start : start + _INSERT_CHUNK]]
+                await self._t.events.insert(*rows)
+        return records
+
+    async def read_events(self, session_id: str, *, after: int = 0, limit: int = 1000) -> list[EventRecord]:
+        """Return the session's records with `seq > after`, in order, at most `limit`."""
+        _check_page(limit, 0)
+        if limit == 0:
+            return []
+        t = self._t.events
+        async with self._db.read():
+            rows = await t.select().where(t.session_id == session_id, t.seq > after).order_by(t.seq).limit(limit)
+        return [_rows.event(row) for row in rows]

@@ -1,0 +1,82 @@
+"""Fixtures for LAP's own tests: data directories, prerequisites, installed harness CLIs, runtimes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from lap_core import Lap
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+HARNESS_CACHE = ROOT / ".cache" / "harnesses"
+
+
+def require(ok: bool, what: str) -> None:
+    """Skip a test whose prerequisite is missing, except under `bin/test`, where it fails instead."""
+    if ok:
+        return
+    if os.environ.get("LAP_REQUIRE_ALL_TIERS"):
+        pytest.fail(f"prerequisite missing: {what} (bin/setup installs it)")
+    pytest.skip(f"prerequisite missing: {what}")
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A fresh LAP data directory that sandbox users can traverse (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="lap-test-", dir="/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def bwrap() -> None:
+    """Require bubblewrap."""
+    require(shutil.which("bwrap") is not None, "bubblewrap (apt-get install bubblewrap)")
+
+
+@pytest.fixture(scope="session")
+def harness_root() -> Path:
+    """The shared directory of installed harness CLIs (installed once, cached across runs)."""
+    require(shutil.which("npm") is not None, "npm (apt-get install npm)")
+    from lap_opencode import OpencodeHarness
+
+    from lap_core._install import install_harness
+
+    anyio.run(install_harness, HARNESS_CACHE, "opencode", OpencodeHarness())
+    return HARNESS_CACHE
+
+
+def lap_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """Return an environment for a `Lap` in `data_dir` (tests never read the developer's env)."""
+    return {"LAP_DATA_DIR": str(data_dir), "LAP_HARNESS_DIR": str(HARNESS_CACHE), "PATH": os.environ["PATH"], **extra}
+
+
+async def cleanup_sandboxes(lap: Lap) -> None:
+    """Delete every sandbox of a test's LAP (sandboxes outlive the runtime on purpose)."""
+    for ref in await lap.backend.list():
+        await lap.backend.delete(ref.name)
+
+
+@pytest.fixture
+async def e2e_lap(data_dir: Path, bwrap: None, harness_root: Path, litellm_proxy: object) -> AsyncIterator[Lap]:
+    """A LAP on the local backend, its gateway a real LiteLLM proxy in front of the fake LLM."""
+    env = lap_env(
+        data_dir,
+        LITELLM_API_BASE=litellm_proxy.url,  # type: ignore[attr-defined]
+        LITELLM_API_KEY=litellm_proxy.master_key,  # type: ignore[attr-defined]
+    )
+    async with Lap(env=env) as lap:
+        try:
+            yield lap
+        finally:
+            await cleanup_sandboxes(lap)
