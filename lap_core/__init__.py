@@ -47,14 +47,18 @@ from lap_core.hookspecs import hookimpl
 from lap_core.integration import Integration
 from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Session, Team, Turn, TurnRecord
 from lap_core.sandbox import (
+    ExecResult,
     FileSpec,
     HydratePayload,
+    OutputRecord,
+    ProcessInfo,
     SandboxBackend,
     SandboxClient,
     SandboxContext,
     SandboxdError,
     SandboxRef,
     SandboxSpec,
+    StartProcess,
 )
 from lap_core.specs import HarnessSpec, IntegrationSpec, SandboxBackendSpec, SessionStoreSpec
 from lap_core.store import SessionStore
@@ -67,6 +71,7 @@ __all__ = [
     "Conflict",
     "Error",
     "EventRecord",
+    "ExecResult",
     "FileSpec",
     "Harness",
     "HarnessError",
@@ -81,7 +86,9 @@ __all__ = [
     "LapError",
     "NotFound",
     "NotSupported",
+    "OutputRecord",
     "PluginError",
+    "ProcessInfo",
     "ReasoningDelta",
     "SandboxBackend",
     "SandboxBackendSpec",
@@ -95,6 +102,7 @@ __all__ = [
     "SessionEvent",
     "SessionStore",
     "SessionStoreSpec",
+    "StartProcess",
     "Status",
     "StoreError",
     "Team",

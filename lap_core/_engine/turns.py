@@ -149,8 +149,9 @@ class TurnRunner:
                 log.info("turn.abort_in_sandbox_failed", error=repr(error))
 
     async def _end(self, turn: TurnRecord, status: TurnStatus, event: TurnEnd) -> None:
-        await self._append(turn, event)
         await self._store.finish_turn(turn.id, status)
         # The session stays usable after a failed turn; the detail says why the last one failed.
         detail = event.reason if status == "failed" else ""
         await self._store.update_session(turn.session_id, status="ready", status_detail=detail)
+        # Last, so whoever sees `turn_end` also sees the turn and session in their final state.
+        await self._append(turn, event)

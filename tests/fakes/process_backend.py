@@ -1,0 +1,100 @@
+"""A sandbox backend for engine tests: sandboxd as a plain child process, with no isolation at all.
+
+It speaks the real sandboxd protocol (it *is* sandboxd), so the engine and harnesses are
+exercised end to end, minus bubblewrap. Never use it outside tests.
+"""
+
+from __future__ import annotations
+
+import builtins
+import secrets
+import subprocess
+import sys
+from typing import TYPE_CHECKING, ClassVar
+
+import anyio
+
+from lap_core import SandboxBackend, SandboxClient, SandboxError, SandboxRef, SandboxSpec
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from lap_core import SandboxContext
+
+
+class ProcessBackend(SandboxBackend):
+    """Runs each sandbox's sandboxd as a subprocess; `fail_start` makes the next creations crash."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    fail_start = False
+
+    def __init__(self, *, context: SandboxContext) -> None:
+        self._root = context.data_dir / "process-sandboxes"
+        self._sandboxes: dict[str, tuple[subprocess.Popen[bytes], str, dict[str, str]]] = {}
+        self.created: builtins.list[str] = []
+
+    def _dir(self, name: str) -> Path:
+        return self._root / name
+
+    async def create(self, spec: SandboxSpec) -> SandboxRef:
+        existing = await self.status(spec.name)
+        if existing is not None and existing.state != "stopped":
+            return existing
+        directory = self._dir(spec.name)
+        (directory / "workspace").mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(16)
+        argv = [sys.executable, "-m", "lap_sandboxd", "--socket", str(directory / "sock"), "--state",
+                str(directory / "state")]
+        if self.fail_start:
+            argv = [sys.executable, "-c", "import sys; sys.exit('sandbox refused to start')"]
+        process = subprocess.Popen(
+            argv, env={"LAP_SANDBOXD_TOKEN": token, "PATH": "/usr/bin:/bin"}, cwd=directory / "workspace",
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        self._sandboxes[spec.name] = (process, token, dict(spec.labels))
+        self.created.append(spec.name)
+        return SandboxRef(name=spec.name, state="starting", labels=dict(spec.labels))
+
+    async def status(self, name: str) -> SandboxRef | None:
+        if name not in self._sandboxes:
+            return None
+        process, token, labels = self._sandboxes[name]
+        if process.poll() is not None:
+            return SandboxRef(name=name, state="stopped", labels=labels, detail=f"exit code {process.returncode}")
+        try:
+            async with SandboxClient(token=token, uds=str(self._dir(name) / "sock")) as client:
+                await client.health()
+        except Exception:
+            return SandboxRef(name=name, state="starting", labels=labels)
+        return SandboxRef(name=name, state="ready", labels=labels)
+
+    async def wait_ready(self, name: str, *, timeout: float) -> SandboxRef:
+        with anyio.move_on_after(timeout):
+            while True:
+                ref = await self.status(name)
+                if ref is None or ref.state == "stopped":
+                    raise SandboxError(f"sandbox {name} failed to start: {ref.detail if ref else 'missing'}")
+                if ref.state == "ready":
+                    return ref
+                await anyio.sleep(0.02)
+        raise SandboxError(f"sandbox {name} not ready within {timeout} s")
+
+    async def connect(self, name: str) -> SandboxClient:
+        _, token, _ = self._sandboxes[name]
+        return SandboxClient(token=token, uds=str(self._dir(name) / "sock"))
+
+    async def delete(self, name: str) -> None:
+        entry = self._sandboxes.pop(name, None)
+        if entry is not None:
+            entry[0].kill()
+            entry[0].wait()
+            if entry[0].stderr is not None:
+                entry[0].stderr.close()
+
+    async def list(self, labels: dict[str, str] | None = None) -> builtins.list[SandboxRef]:
+        refs = [await self.status(name) for name in builtins.list(self._sandboxes)]
+        return [ref for ref in refs if ref is not None and (labels or {}).items() <= ref.labels.items()]
+
+    async def aclose(self) -> None:
+        for name in builtins.list(self._sandboxes):
+            await self.delete(name)

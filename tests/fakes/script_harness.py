@@ -1,0 +1,50 @@
+"""A harness for engine tests whose behaviour is scripted by the user's message.
+
+- `run: CMD` runs CMD in the sandbox as a process (tool call + result), then answers `ran`.
+- `fail` raises inside the harness; `hang` starts a process that sleeps until aborted.
+- anything else is echoed back as two text deltas.
+Every turn reports the native session id `native-<n>` where n counts the turns it has seen,
+so tests can check that the engine hands the previous id to the next turn.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lap_core import Harness, HarnessSession, StartProcess, TextDelta, ToolCall, ToolResult, TurnEnd
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from lap_core import SandboxClient, SessionEvent, Turn
+
+
+class ScriptHarness(Harness):
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        self.seen_native_ids: list[str | None] = []
+
+    async def run_turn(self, sandbox: SandboxClient, turn: Turn) -> AsyncIterator[SessionEvent]:
+        self.seen_native_ids.append(turn.native_session_id)
+        count = 1 if turn.native_session_id is None else int(turn.native_session_id.split("-")[1]) + 1
+        yield HarnessSession(native_session_id=f"native-{count}")
+        if turn.text == "fail":
+            raise RuntimeError("the harness broke")
+        if turn.text == "hang":
+            await sandbox.start_process(StartProcess(id=turn.id, argv=["sleep", "600"]))
+            async for _ in sandbox.output(turn.id):
+                pass
+            yield TurnEnd(status="failed", reason="the sleeper exited on its own")
+            return
+        if turn.text.startswith("run: "):
+            command = turn.text.removeprefix("run: ")
+            yield ToolCall(call_id="c1", name="sh", input={"command": command})
+            await sandbox.start_process(StartProcess(id=turn.id, argv=["sh", "-c", command]))
+            lines = [r.data async for r in sandbox.output(turn.id) if r.stream == "stdout"]
+            yield ToolResult(call_id="c1", output="\n".join(lines))
+            yield TextDelta(text="ran")
+        else:
+            yield TextDelta(text="you said: ")
+            yield TextDelta(text=turn.text)
+        yield TurnEnd()

@@ -1,0 +1,188 @@
+"""The engine's turn contract, with real sandboxd processes (no isolation) and a scripted harness."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from lap_core import (
+    Error,
+    HarnessSession,
+    HarnessSpec,
+    InvalidInput,
+    Lap,
+    NotFound,
+    SandboxBackendSpec,
+    Status,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    TurnEnd,
+    UserMessage,
+    hookimpl,
+)
+from tests.fakes.process_backend import ProcessBackend
+from tests.fakes.script_harness import ScriptHarness
+from tests.fixtures import lap_env
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+    from lap_core import EventRecord
+
+pytestmark = pytest.mark.anyio
+
+
+class EnginePlugin:
+    """Registers the test backend and harness, keeping the instances for assertions."""
+
+    def __init__(self) -> None:
+        self.harness = ScriptHarness()
+        self.backend: ProcessBackend | None = None
+
+    def _backend(self, **kwargs: object) -> ProcessBackend:
+        self.backend = ProcessBackend(**kwargs)  # type: ignore[arg-type]
+        return self.backend
+
+    @hookimpl
+    def lap_sandbox_backends(self) -> Iterator[SandboxBackendSpec]:
+        yield SandboxBackendSpec(name="process", factory=self._backend)
+
+    @hookimpl
+    def lap_harnesses(self) -> Iterator[HarnessSpec]:
+        yield HarnessSpec(name="script", factory=lambda: self.harness)
+
+
+@pytest.fixture
+def plugin() -> EnginePlugin:
+    return EnginePlugin()
+
+
+@pytest.fixture
+async def lap(data_dir: Path, plugin: EnginePlugin) -> AsyncIterator[Lap]:
+    env = lap_env(data_dir, LAP_SANDBOX_BACKEND="process", LITELLM_API_BASE="http://127.0.0.1:9", LITELLM_API_KEY="k")
+    async with Lap(plugins=[plugin], env=env) as running:
+        yield running
+
+
+async def _turn(lap: Lap, session_id: str, text: str) -> list[EventRecord]:
+    with anyio.fail_after(30):
+        return [record async for record in lap.sessions.stream(session_id, text)]
+
+
+def _kinds(records: list[EventRecord]) -> list[str]:
+    return [type(record.event).__name__ for record in records]
+
+
+async def test_a_turn_is_logged_in_order_and_ends_once(lap: Lap) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.name)
+    records = await _turn(lap, session.id, "run: echo hello; echo world")
+    assert _kinds(records) == [
+        "UserMessage", "Status", "Status", "HarnessSession", "ToolCall", "ToolResult", "TextDelta", "TurnEnd",
+    ]
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    assert isinstance(records[0].event, UserMessage)
+    assert records[1].event == Status(phase="sandbox_creating", detail=records[1].event.detail)  # type: ignore[union-attr]
+    assert isinstance(records[4].event, ToolCall)
+    assert records[5].event == ToolResult(call_id="c1", output="hello\nworld")
+    assert records[-1].event == TurnEnd(status="completed")
+    assert {r.turn_id for r in records} == {records[0].turn_id}
+    assert await lap.sessions.history(session.id) == records
+    stored = await lap.sessions.get(session.id)
+    assert (stored.status, stored.native_session_id) == ("ready", "native-1")
+
+
+async def test_the_next_turn_resumes_the_native_session_in_the_same_sandbox(lap: Lap, plugin: EnginePlugin) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    await _turn(lap, session.id, "one")
+    second = await _turn(lap, session.id, "two")
+    assert plugin.harness.seen_native_ids == [None, "native-1"]
+    assert not any(isinstance(r.event, Status) and r.event.phase == "sandbox_creating" for r in second)
+    assert plugin.backend is not None
+    assert len(plugin.backend.created) == 1
+    assert "".join(r.event.text for r in second if isinstance(r.event, TextDelta)) == "you said: two"
+
+
+async def test_a_failing_harness_ends_the_turn_with_an_error_and_the_session_goes_on(lap: Lap) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    failed = await _turn(lap, session.id, "fail")
+    assert _kinds(failed)[-2:] == ["Error", "TurnEnd"]
+    assert failed[-2].event == Error(code="internal_error", message="RuntimeError: the harness broke")
+    assert failed[-1].event == TurnEnd(status="failed", reason="RuntimeError: the harness broke")
+    assert (await lap.sessions.get(session.id)).status_detail == "RuntimeError: the harness broke"
+    after = await _turn(lap, session.id, "again")
+    assert after[-1].event == TurnEnd(status="completed")
+    turns = await lap.store.list_turns(session.id)
+    assert [t.status for t in turns] == ["failed", "completed"]
+
+
+async def test_a_sandbox_that_fails_to_start_is_an_error_event(lap: Lap, plugin: EnginePlugin) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    ProcessBackend.fail_start = True
+    try:
+        failed = await _turn(lap, session.id, "hello")
+    finally:
+        ProcessBackend.fail_start = False
+    error = failed[-2].event
+    assert isinstance(error, Error)
+    assert error.code == "sandbox_error"
+    assert "sandbox refused to start" in error.message or "exit code 1" in error.message
+    assert failed[-1].event == TurnEnd(status="failed", reason=error.message)
+    recovered = await _turn(lap, session.id, "hello")
+    assert recovered[-1].event == TurnEnd(status="completed")
+
+
+async def test_abort_stops_the_running_turn(lap: Lap) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    turn = await lap.sessions.send(session.id, "hang")
+    records = []
+    with anyio.fail_after(30):
+        async for record in lap.sessions.follow(session.id, until_turn=turn.id):
+            records.append(record)
+            if isinstance(record.event, HarnessSession):
+                await anyio.sleep(0.3)  # the sleeper is running now
+                assert lap.sessions.abort(session.id)
+    assert records[-1].event == TurnEnd(status="aborted", reason="aborted by the user")
+    assert (await lap.store.get_turn(turn.id)).status == "aborted"
+    assert (await _turn(lap, session.id, "still here"))[-1].event == TurnEnd(status="completed")
+
+
+async def test_messages_sent_together_run_in_order(lap: Lap) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    first = await lap.sessions.send(session.id, "first")
+    second = await lap.sessions.send(session.id, "second")
+    with anyio.fail_after(30):
+        records = [r async for r in lap.sessions.follow(session.id, until_turn=second.id)]
+    ends = [r for r in records if isinstance(r.event, TurnEnd)]
+    assert [r.turn_id for r in ends] == [first.id, second.id]
+    first_end = ends[0].seq
+    assert all(r.seq <= first_end for r in records if r.turn_id == first.id)
+    assert all(r.seq > first_end for r in records if r.turn_id == second.id and not isinstance(r.event, UserMessage))
+
+
+async def test_bad_input_is_refused_clearly(lap: Lap) -> None:
+    with pytest.raises(InvalidInput, match="unknown harness 'nope'") as caught:
+        await lap.agents.create("a", harness="nope", model="m")
+    assert "script" in caught.value.message  # it names the harnesses there are
+    with pytest.raises(InvalidInput, match="unknown option"):
+        await lap.agents.create("b", harness="script", model="m", options={"colour": "red"})
+    with pytest.raises(InvalidInput, match="name"):
+        await lap.agents.create("no spaces", harness="script", model="m")
+    with pytest.raises(NotFound):
+        await lap.sessions.create("missing-agent")
+    with pytest.raises(NotFound):
+        await lap.sessions.send("ses_missing", "hello")
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    with pytest.raises(InvalidInput, match="empty"):
+        await lap.sessions.send(session.id, "   ")
+    assert await lap.sessions.history(session.id) == []
