@@ -53,9 +53,13 @@ class _Meta(msgspec.Struct, kw_only=True):
 
 
 def _alive(pid: int) -> bool:
+    """Return whether `pid` is a live bwrap process (not a zombie, not a recycled pid)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"bwrap" in cmdline.read().split(b"\0", 1)[0]
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
 
@@ -73,7 +77,6 @@ class LocalBackend(SandboxBackend):
         self._vault_dir = context.vault_socket.parent
         # Root never runs sandboxes as itself: an escape would be an escape to root.
         self._uid = settings.lap_sandbox_uid or (DEFAULT_SANDBOX_UID if os.geteuid() == 0 else os.geteuid())
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._python = settings.lap_sandbox_python or (
             "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
         )
@@ -158,25 +161,33 @@ class LocalBackend(SandboxBackend):
                     max_pids=spec.max_pids or self._settings.lap_sandbox_pids,
                     owner=self._uid,
                 )
-            # Join the cgroups first, so every process of the sandbox is counted from its start.
-            script = 'for f in $LAP_CGROUPS; do echo $$ > "$f" || exit 97; done; unset LAP_CGROUPS; exec "$@"'
+            # Join the cgroups first, so every process of the sandbox is counted from its start; then
+            # start bwrap in the background and exit, so the sandbox is not our child: it outlives us.
+            script = (
+                'for f in $LAP_CGROUPS; do echo $$ > "$f" || exit 97; done; unset LAP_CGROUPS; '
+                '"$@" </dev/null >&2 & echo $!'
+            )
             root = os.geteuid() == 0
-            child = subprocess.Popen(
+            launcher = subprocess.run(
                 ["/bin/sh", "-c", script, "sh", *argv],
                 env=sandbox_env(meta.token) | {"LAP_CGROUPS": " ".join(map(str, procs))},
                 stdin=subprocess.DEVNULL,
-                stdout=log_file,
+                stdout=subprocess.PIPE,
                 stderr=log_file,
                 pass_fds=(info_file.fileno(),),
                 start_new_session=True,
                 user=self._uid if root else None,
                 group=self._uid if root else None,
                 extra_groups=[] if root else None,
+                check=False,
             )
-        self._children[spec.name] = child
-        meta.pid = child.pid
+        if launcher.returncode != 0 or not launcher.stdout.strip().isdigit():
+            raise SandboxError(
+                f"could not launch sandbox {spec.name}: {self._log_tail(spec.name) or launcher.returncode}"
+            )
+        meta.pid = int(launcher.stdout)
         self._write_meta(meta)
-        log.info("sandbox.launched", sandbox=spec.name, pid=child.pid, uid=self._uid)
+        log.info("sandbox.launched", sandbox=spec.name, pid=meta.pid, uid=self._uid)
 
     async def create(self, spec: SandboxSpec) -> SandboxRef:
         """Start the sandbox unless one of that name is running (idempotent)."""
@@ -201,9 +212,6 @@ class LocalBackend(SandboxBackend):
         return meta.pid, child_pid
 
     def _running(self, meta: _Meta) -> bool:
-        child = self._children.get(meta.name)
-        if child is not None and child.pid == meta.pid:
-            return child.poll() is None
         return _alive(meta.pid)
 
     def _log_tail(self, name: str) -> str:
@@ -264,7 +272,6 @@ class LocalBackend(SandboxBackend):
             with anyio.move_on_after(5):
                 while self._running(meta):  # noqa: ASYNC110 - no event tells us a foreign process exited
                     await anyio.sleep(0.01)
-            self._children.pop(name, None)
         if cgroups.available():
             cgroups.remove(name)
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(self._dir(name), ignore_errors=True))
