@@ -69,8 +69,9 @@ class LLMProxy:
         try:
             await listener.serve(self._handle_connection)
         finally:
-            await listener.aclose()
-            await self._client.aclose()
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+                await self._client.aclose()
 
     async def _handle_connection(self, stream: SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)

@@ -43,13 +43,23 @@ class ProcessBackend(SandboxBackend):
         directory = self._dir(spec.name)
         (directory / "workspace").mkdir(parents=True, exist_ok=True)
         token = secrets.token_urlsafe(16)
-        argv = [sys.executable, "-m", "lap_sandboxd", "--socket", str(directory / "sock"), "--state",
-                str(directory / "state")]
+        argv = [
+            sys.executable,
+            "-m",
+            "lap_sandboxd",
+            "--socket",
+            str(directory / "sock"),
+            "--state",
+            str(directory / "state"),
+        ]
         if self.fail_start:
             argv = [sys.executable, "-c", "import sys; sys.exit('sandbox refused to start')"]
-        process = subprocess.Popen(
-            argv, env={"LAP_SANDBOXD_TOKEN": token, "PATH": "/usr/bin:/bin"}, cwd=directory / "workspace",
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the test fake keeps it simple
+            argv,
+            env={"LAP_SANDBOXD_TOKEN": token, "PATH": "/usr/bin:/bin"},
+            cwd=directory / "workspace",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self._sandboxes[spec.name] = (process, token, dict(spec.labels))
         self.created.append(spec.name)
@@ -88,8 +98,6 @@ class ProcessBackend(SandboxBackend):
         if entry is not None:
             entry[0].kill()
             entry[0].wait()
-            if entry[0].stderr is not None:
-                entry[0].stderr.close()
 
     async def list(self, labels: dict[str, str] | None = None) -> builtins.list[SandboxRef]:
         refs = [await self.status(name) for name in builtins.list(self._sandboxes)]

@@ -82,7 +82,14 @@ async def test_a_turn_is_logged_in_order_and_ends_once(lap: Lap) -> None:
     session = await lap.sessions.create(agent.name)
     records = await _turn(lap, session.id, "run: echo hello; echo world")
     assert _kinds(records) == [
-        "UserMessage", "Status", "Status", "HarnessSession", "ToolCall", "ToolResult", "TextDelta", "TurnEnd",
+        "UserMessage",
+        "Status",
+        "Status",
+        "HarnessSession",
+        "ToolCall",
+        "ToolResult",
+        "TextDelta",
+        "TurnEnd",
     ]
     assert [r.seq for r in records] == list(range(1, len(records) + 1))
     assert isinstance(records[0].event, UserMessage)
