@@ -12,6 +12,8 @@ import anyio
 import pytest
 
 from lap_core import Lap
+from tests.fakes.litellm import LiteLLMProxy
+from tests.fakes.llm_server import FakeLLM
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -68,15 +70,44 @@ async def cleanup_sandboxes(lap: Lap) -> None:
 
 
 @pytest.fixture
-async def e2e_lap(data_dir: Path, bwrap: None, harness_root: Path, litellm_proxy: object) -> AsyncIterator[Lap]:
+async def e2e_lap(
+    data_dir: Path, bwrap: None, harness_root: Path, litellm_proxy: LiteLLMProxy, llm: FakeLLM
+) -> AsyncIterator[Lap]:
     """A LAP on the local backend, its gateway a real LiteLLM proxy in front of the fake LLM."""
     env = lap_env(
         data_dir,
-        LITELLM_API_BASE=litellm_proxy.url,  # type: ignore[attr-defined]
-        LITELLM_API_KEY=litellm_proxy.master_key,  # type: ignore[attr-defined]
+        LITELLM_API_BASE=litellm_proxy.url,
+        LITELLM_API_KEY=litellm_proxy.master_key,
     )
     async with Lap(env=env) as lap:
         try:
             yield lap
         finally:
             await cleanup_sandboxes(lap)
+
+
+@pytest.fixture(scope="session")
+def fake_llm() -> Iterator[FakeLLM]:
+    """The scripted fake LLM, for the whole test session."""
+    server = FakeLLM().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def llm(fake_llm: FakeLLM) -> FakeLLM:
+    """The fake LLM with the default script and no recorded requests."""
+    fake_llm.reset()
+    return fake_llm
+
+
+@pytest.fixture(scope="session")
+def litellm_proxy(fake_llm: FakeLLM) -> Iterator[LiteLLMProxy]:
+    """A real LiteLLM proxy in front of the fake LLM (fails, never skips, if it cannot start)."""
+    proxy = LiteLLMProxy(fake_llm.url)
+    try:
+        proxy.start()
+    except RuntimeError as error:
+        pytest.fail(f"the LiteLLM proxy did not start: {error}")
+    yield proxy
+    proxy.stop()

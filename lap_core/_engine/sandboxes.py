@@ -50,6 +50,7 @@ class SandboxProvider:
         """Return a client of the session's sandbox, creating the sandbox if it is missing or dead."""
         name = session.sandbox_name or sandbox_name(session.id)
         ref = await self._backend.status(name)
+        created = False
         if ref is not None and ref.state in ("stopped", "failed"):
             log.info("sandbox.replacing", sandbox=name, state=ref.state, detail=ref.detail)
             await self._backend.delete(name)
@@ -68,6 +69,7 @@ class SandboxProvider:
                 harness_root=str(harness_dir(self._harness_root, agent.harness, harness)),
             )
             await self._backend.create(spec)
+            created = True
         ref = await self._backend.wait_ready(name, timeout=self._start_timeout)
         if ref.state != "ready":
             raise SandboxError(f"sandbox {name} is {ref.state}: {ref.detail}")
@@ -79,5 +81,6 @@ class SandboxProvider:
         except BaseException:
             await client.aclose()
             raise
-        await emit(Status(phase="sandbox_ready", detail=name))
+        if created:
+            await emit(Status(phase="sandbox_ready", detail=name))
         return client

@@ -1,0 +1,159 @@
+"""A scripted fake LLM speaking the OpenAI chat completions, OpenAI Responses and Anthropic
+Messages wire formats (streaming and not), stdlib only.
+
+If a request offers a shell tool (bash / shell / exec_command ...) and its conversation holds no
+tool result yet, the reply is one call of that tool running the scripted command; otherwise it
+is the scripted text, split into `chunks` deltas `delay` seconds apart. Title requests (no tools,
+a system prompt about titles) get a short title. Tests script it and read what it received over
+`/_control/*`, so it can run in another process: `python -m tests.fakes.llm_server --port N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.fakes import wire
+
+DEFAULT_SCRIPT: dict[str, Any] = {
+    "command": "echo fake-tool-ran > fake_tool_ran.txt", "text": "FAKE-ANSWER", "chunks": 3, "delay": 0.0,
+    "fail_status": None,
+}
+
+
+class FakeLLM:
+    """The server: `start()`, `url`, `script(...)`, `requests()`, `reset()`, `stop()`."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._script = dict(DEFAULT_SCRIPT)
+        self._requests: list[dict[str, Any]] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FakeLLM:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def script(self, **changes: Any) -> None:
+        unknown = set(changes) - set(DEFAULT_SCRIPT)
+        if unknown:
+            raise ValueError(f"unknown script keys: {sorted(unknown)}")
+        with self._lock:
+            self._script.update(changes)
+
+    def current(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._script)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._script = dict(DEFAULT_SCRIPT)
+            self._requests.clear()
+
+    def record(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._requests.append(entry)
+
+    def requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._requests)
+
+
+def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _json(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> Any:
+            length = int(self.headers.get("content-length") or 0)
+            return json.loads(self.rfile.read(length) or b"{}")
+
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            if path == "/v1/models":
+                self._json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+            elif path == "/_control/requests":
+                self._json(200, fake.requests())
+            else:
+                self._json(404, {"error": {"message": f"no route {path}"}})
+
+        def do_POST(self) -> None:
+            path = self.path.split("?")[0]
+            body = self._body()
+            if path == "/_control/script":
+                fake.script(**body)
+                self._json(200, fake.current())
+                return
+            if path == "/_control/reset":
+                fake.reset()
+                self._json(200, fake.current())
+                return
+            if path == "/v1/messages/count_tokens":
+                self._json(200, {"input_tokens": 10})
+                return
+            kind = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/messages": "messages"}.get(path)
+            if kind is None:
+                self._json(404, {"error": {"message": f"no route {path}"}})
+                return
+            key = self.headers.get("authorization") or self.headers.get("x-api-key") or ""
+            fake.record({"path": path, "key": key.removeprefix("Bearer "), "body": body})
+            script = fake.current()
+            if script["fail_status"]:
+                self._json(script["fail_status"], {"error": {"type": "scripted_failure", "message": "scripted failure"}})
+                return
+            reply = wire.decide(kind, body, script)
+            if body.get("stream"):
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                for event in wire.stream(kind, body.get("model", "fake-model"), reply):
+                    if event is None:
+                        time.sleep(script["delay"])
+                        continue
+                    self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            else:
+                self._json(200, wire.complete(kind, body.get("model", "fake-model"), reply))
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    fake = FakeLLM(args.port).start()
+    print(fake.url, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""What the fake LLM answers, in each provider's wire format (see `llm_server`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+SHELL_TOOLS = ("bash", "shell", "exec_command", "local_shell", "run_shell_command")
+USAGE = {"input": 12, "output": 7}
+
+
+@dataclass
+class Reply:
+    """A text answer, or one tool call (`tool` = name, `arguments` = its JSON object)."""
+
+    text: list[str] = field(default_factory=list)
+    tool: str | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+def _tools(kind: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for tool in body.get("tools") or []:
+        if kind == "chat" and "function" in tool:
+            found.append((tool["function"]["name"], tool["function"].get("parameters") or {}))
+        elif kind == "responses" and tool.get("type") == "function":
+            found.append((tool["name"], tool.get("parameters") or {}))
+        elif kind == "messages" and "name" in tool:
+            found.append((tool["name"], tool.get("input_schema") or {}))
+    return found
+
+
+def _has_tool_result(kind: str, body: dict[str, Any]) -> bool:
+    if kind == "chat":
+        return any(m.get("role") == "tool" for m in body.get("messages") or [])
+    if kind == "responses":
+        items = body.get("input") if isinstance(body.get("input"), list) else []
+        return any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
+    return any(
+        isinstance(block, dict) and block.get("type") == "tool_result"
+        for m in body.get("messages") or [] if isinstance(m.get("content"), list) for block in m["content"]
+    )
+
+
+def _arguments(schema: dict[str, Any], command: str) -> dict[str, Any]:
+    properties = schema.get("properties") or {}
+    arguments: dict[str, Any] = {}
+    for name in ("command", "cmd"):
+        if name in properties:
+            wants_list = properties[name].get("type") == "array"
+            arguments[name] = ["bash", "-lc", command] if wants_list else command
+            break
+    else:
+        arguments["command"] = command
+    for name in schema.get("required") or []:
+        if name not in arguments and properties.get(name, {}).get("type") == "string":
+            arguments[name] = "Runs the scripted command"
+    return arguments
+
+
+def _is_title_request(kind: str, body: dict[str, Any]) -> bool:
+    system = json.dumps(body.get("system") or "") + json.dumps(
+        [m.get("content") for m in body.get("messages") or [] if m.get("role") == "system"]
+    )
+    return not body.get("tools") and "title" in system.lower()
+
+
+def decide(kind: str, body: dict[str, Any], script: dict[str, Any]) -> Reply:
+    """Return the reply to a model request under the current script."""
+    if _is_title_request(kind, body):
+        return Reply(text=["Fake title"])
+    shell = next(((n, s) for n, s in _tools(kind, body) if n.lower() in SHELL_TOOLS), None)
+    if shell is not None and script["command"] and not _has_tool_result(kind, body):
+        return Reply(tool=shell[0], arguments=_arguments(shell[1], script["command"]))
+    text, chunks = script["text"], max(1, int(script["chunks"]))
+    size = -(-len(text) // chunks)
+    return Reply(text=[text[i : i + size] for i in range(0, len(text), size)] or [""])
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data) if not isinstance(data, str) else data}\n\n".encode()
+
+
+def stream(kind: str, model: str, reply: Reply) -> Iterator[bytes | None]:
+    """Yield the SSE events of a streamed reply; `None` marks a pause between text deltas."""
+    yield from {"chat": _chat_stream, "responses": _responses_stream, "messages": _messages_stream}[kind](model, reply)
+
+
+def _chat_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    if reply.tool:
+        call = {"index": 0, "id": "call_fake_1", "type": "function", "function": {"name": reply.tool, "arguments": ""}}
+        yield chunk({"tool_calls": [call]})
+        yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": json.dumps(reply.arguments)}}]})
+        yield chunk({}, "tool_calls")
+    else:
+        for i, piece in enumerate(reply.text):
+            if i:
+                yield None
+            yield chunk({"content": piece})
+        yield chunk({}, "stop")
+    usage = {"prompt_tokens": USAGE["input"], "completion_tokens": USAGE["output"], "total_tokens": 19}
+    yield _sse({**base, "choices": [], "usage": usage})
+    yield _sse("[DONE]")
+
+
+def _responses_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
+    response = {"id": "resp_fake", "object": "response", "created_at": int(time.time()), "model": model,
+                "status": "in_progress", "output": []}
+    yield _sse({"type": "response.created", "response": response}, "response.created")
+    if reply.tool:
+        item = {"type": "function_call", "id": "fc_fake_1", "call_id": "call_fake_1", "name": reply.tool,
+                "arguments": "", "status": "in_progress"}
+        yield _sse({"type": "response.output_item.added", "output_index": 0, "item": item}, "response.output_item.added")
+        arguments = json.dumps(reply.arguments)
+        yield _sse({"type": "response.function_call_arguments.delta", "item_id": "fc_fake_1", "output_index": 0,
+                    "delta": arguments}, "response.function_call_arguments.delta")
+        done = {**item, "arguments": arguments, "status": "completed"}
+    else:
+        item = {"type": "message", "id": "msg_fake_1", "role": "assistant", "status": "in_progress", "content": []}
+        yield _sse({"type": "response.output_item.added", "output_index": 0, "item": item}, "response.output_item.added")
+        for i, piece in enumerate(reply.text):
+            if i:
+                yield None
+            yield _sse({"type": "response.output_text.delta", "item_id": "msg_fake_1", "output_index": 0,
+                        "content_index": 0, "delta": piece}, "response.output_text.delta")
+        text = {"type": "output_text", "text": "".join(reply.text), "annotations": []}
+        done = {**item, "status": "completed", "content": [text]}
+    yield _sse({"type": "response.output_item.done", "output_index": 0, "item": done}, "response.output_item.done")
+    usage = {"input_tokens": USAGE["input"], "output_tokens": USAGE["output"], "total_tokens": 19}
+    completed = {**response, "status": "completed", "output": [done], "usage": usage}
+    yield _sse({"type": "response.completed", "response": completed}, "response.completed")
+
+
+def _messages_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
+    message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
+               "stop_reason": None, "usage": {"input_tokens": USAGE["input"], "output_tokens": 0}}
+    yield _sse({"type": "message_start", "message": message}, "message_start")
+    if reply.tool:
+        block = {"type": "tool_use", "id": "toolu_fake_1", "name": reply.tool, "input": {}}
+        yield _sse({"type": "content_block_start", "index": 0, "content_block": block}, "content_block_start")
+        delta = {"type": "input_json_delta", "partial_json": json.dumps(reply.arguments)}
+        yield _sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta")
+        stop = "tool_use"
+    else:
+        block = {"type": "text", "text": ""}
+        yield _sse({"type": "content_block_start", "index": 0, "content_block": block}, "content_block_start")
+        for i, piece in enumerate(reply.text):
+            if i:
+                yield None
+            delta = {"type": "text_delta", "text": piece}
+            yield _sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta")
+        stop = "end_turn"
+    yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+    yield _sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": USAGE["output"]}}, "message_delta")
+    yield _sse({"type": "message_stop"}, "message_stop")
+
+
+def complete(kind: str, model: str, reply: Reply) -> dict[str, Any]:
+    """Return the non-streamed body of a reply."""
+    text = "".join(reply.text)
+    if kind == "chat":
+        message: dict[str, Any] = {"role": "assistant", "content": None if reply.tool else text}
+        if reply.tool:
+            message["tool_calls"] = [{"id": "call_fake_1", "type": "function",
+                                      "function": {"name": reply.tool, "arguments": json.dumps(reply.arguments)}}]
+        return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool else "stop"}],
+                "usage": {"prompt_tokens": USAGE["input"], "completion_tokens": USAGE["output"], "total_tokens": 19}}
+    if kind == "responses":
+        item = ({"type": "function_call", "id": "fc_fake_1", "call_id": "call_fake_1", "name": reply.tool,
+                 "arguments": json.dumps(reply.arguments), "status": "completed"} if reply.tool else
+                {"type": "message", "id": "msg_fake_1", "role": "assistant", "status": "completed",
+                 "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        return {"id": "resp_fake", "object": "response", "created_at": int(time.time()), "model": model,
+                "status": "completed", "output": [item],
+                "usage": {"input_tokens": USAGE["input"], "output_tokens": USAGE["output"], "total_tokens": 19}}
+    content = ([{"type": "tool_use", "id": "toolu_fake_1", "name": reply.tool, "input": reply.arguments}]
+               if reply.tool else [{"type": "text", "text": text}])
+    return {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": content,
+            "stop_reason": "tool_use" if reply.tool else "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": USAGE["input"], "output_tokens": USAGE["output"]}}
