@@ -54,9 +54,19 @@ class LiteLLMProxy:
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "NO_PROXY": "*"}
         with open(self.log, "wb") as log:
             self._process = subprocess.Popen(
-                [str(executable), "--config", str(self._dir / "config.yaml"), "--host", "127.0.0.1",
-                 "--port", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self._dir,
+                [
+                    str(executable),
+                    "--config",
+                    str(self._dir / "config.yaml"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self._dir,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -20,7 +20,10 @@ from typing import Any
 from tests.fakes import wire
 
 DEFAULT_SCRIPT: dict[str, Any] = {
-    "command": "echo fake-tool-ran > fake_tool_ran.txt", "text": "FAKE-ANSWER", "chunks": 3, "delay": 0.0,
+    "command": "echo fake-tool-ran > fake_tool_ran.txt",
+    "text": "FAKE-ANSWER",
+    "chunks": 3,
+    "delay": 0.0,
     "fail_status": None,
 }
 
@@ -123,7 +126,9 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             fake.record({"path": path, "key": key.removeprefix("Bearer "), "body": body})
             script = fake.current()
             if script["fail_status"]:
-                self._json(script["fail_status"], {"error": {"type": "scripted_failure", "message": "scripted failure"}})
+                self._json(
+                    script["fail_status"], {"error": {"type": "scripted_failure", "message": "scripted failure"}}
+                )
                 return
             reply = wire.decide(kind, body, script)
             if body.get("stream"):

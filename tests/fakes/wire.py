@@ -41,7 +41,9 @@ def _has_tool_result(kind: str, body: dict[str, Any]) -> bool:
         return any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
     return any(
         isinstance(block, dict) and block.get("type") == "tool_result"
-        for m in body.get("messages") or [] if isinstance(m.get("content"), list) for block in m["content"]
+        for m in body.get("messages") or []
+        if isinstance(m.get("content"), list)
+        for block in m["content"]
     )
 
 
@@ -114,25 +116,56 @@ def _chat_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
 
 
 def _responses_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
-    response = {"id": "resp_fake", "object": "response", "created_at": int(time.time()), "model": model,
-                "status": "in_progress", "output": []}
+    response = {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": model,
+        "status": "in_progress",
+        "output": [],
+    }
     yield _sse({"type": "response.created", "response": response}, "response.created")
     if reply.tool:
-        item = {"type": "function_call", "id": "fc_fake_1", "call_id": "call_fake_1", "name": reply.tool,
-                "arguments": "", "status": "in_progress"}
-        yield _sse({"type": "response.output_item.added", "output_index": 0, "item": item}, "response.output_item.added")
+        item = {
+            "type": "function_call",
+            "id": "fc_fake_1",
+            "call_id": "call_fake_1",
+            "name": reply.tool,
+            "arguments": "",
+            "status": "in_progress",
+        }
+        yield _sse(
+            {"type": "response.output_item.added", "output_index": 0, "item": item}, "response.output_item.added"
+        )
         arguments = json.dumps(reply.arguments)
-        yield _sse({"type": "response.function_call_arguments.delta", "item_id": "fc_fake_1", "output_index": 0,
-                    "delta": arguments}, "response.function_call_arguments.delta")
+        yield _sse(
+            {
+                "type": "response.function_call_arguments.delta",
+                "item_id": "fc_fake_1",
+                "output_index": 0,
+                "delta": arguments,
+            },
+            "response.function_call_arguments.delta",
+        )
         done = {**item, "arguments": arguments, "status": "completed"}
     else:
         item = {"type": "message", "id": "msg_fake_1", "role": "assistant", "status": "in_progress", "content": []}
-        yield _sse({"type": "response.output_item.added", "output_index": 0, "item": item}, "response.output_item.added")
+        yield _sse(
+            {"type": "response.output_item.added", "output_index": 0, "item": item}, "response.output_item.added"
+        )
         for i, piece in enumerate(reply.text):
             if i:
                 yield None
-            yield _sse({"type": "response.output_text.delta", "item_id": "msg_fake_1", "output_index": 0,
-                        "content_index": 0, "delta": piece}, "response.output_text.delta")
+            yield _sse(
+                {
+                    "type": "response.output_text.delta",
+                    "item_id": "msg_fake_1",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": piece,
+                },
+                "response.output_text.delta",
+            )
         text = {"type": "output_text", "text": "".join(reply.text), "annotations": []}
         done = {**item, "status": "completed", "content": [text]}
     yield _sse({"type": "response.output_item.done", "output_index": 0, "item": done}, "response.output_item.done")
@@ -142,8 +175,15 @@ def _responses_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
 
 
 def _messages_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
-    message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
-               "stop_reason": None, "usage": {"input_tokens": USAGE["input"], "output_tokens": 0}}
+    message = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "usage": {"input_tokens": USAGE["input"], "output_tokens": 0},
+    }
     yield _sse({"type": "message_start", "message": message}, "message_start")
     if reply.tool:
         block = {"type": "tool_use", "id": "toolu_fake_1", "name": reply.tool, "input": {}}
@@ -161,8 +201,14 @@ def _messages_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
             yield _sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta")
         stop = "end_turn"
     yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-    yield _sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                "usage": {"output_tokens": USAGE["output"]}}, "message_delta")
+    yield _sse(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": USAGE["output"]},
+        },
+        "message_delta",
+    )
     yield _sse({"type": "message_stop"}, "message_stop")
 
 
@@ -172,21 +218,61 @@ def complete(kind: str, model: str, reply: Reply) -> dict[str, Any]:
     if kind == "chat":
         message: dict[str, Any] = {"role": "assistant", "content": None if reply.tool else text}
         if reply.tool:
-            message["tool_calls"] = [{"id": "call_fake_1", "type": "function",
-                                      "function": {"name": reply.tool, "arguments": json.dumps(reply.arguments)}}]
-        return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool else "stop"}],
-                "usage": {"prompt_tokens": USAGE["input"], "completion_tokens": USAGE["output"], "total_tokens": 19}}
+            message["tool_calls"] = [
+                {
+                    "id": "call_fake_1",
+                    "type": "function",
+                    "function": {"name": reply.tool, "arguments": json.dumps(reply.arguments)},
+                }
+            ]
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool else "stop"}],
+            "usage": {"prompt_tokens": USAGE["input"], "completion_tokens": USAGE["output"], "total_tokens": 19},
+        }
     if kind == "responses":
-        item = ({"type": "function_call", "id": "fc_fake_1", "call_id": "call_fake_1", "name": reply.tool,
-                 "arguments": json.dumps(reply.arguments), "status": "completed"} if reply.tool else
-                {"type": "message", "id": "msg_fake_1", "role": "assistant", "status": "completed",
-                 "content": [{"type": "output_text", "text": text, "annotations": []}]})
-        return {"id": "resp_fake", "object": "response", "created_at": int(time.time()), "model": model,
-                "status": "completed", "output": [item],
-                "usage": {"input_tokens": USAGE["input"], "output_tokens": USAGE["output"], "total_tokens": 19}}
-    content = ([{"type": "tool_use", "id": "toolu_fake_1", "name": reply.tool, "input": reply.arguments}]
-               if reply.tool else [{"type": "text", "text": text}])
-    return {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": "tool_use" if reply.tool else "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": USAGE["input"], "output_tokens": USAGE["output"]}}
+        item = (
+            {
+                "type": "function_call",
+                "id": "fc_fake_1",
+                "call_id": "call_fake_1",
+                "name": reply.tool,
+                "arguments": json.dumps(reply.arguments),
+                "status": "completed",
+            }
+            if reply.tool
+            else {
+                "type": "message",
+                "id": "msg_fake_1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        )
+        return {
+            "id": "resp_fake",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": model,
+            "status": "completed",
+            "output": [item],
+            "usage": {"input_tokens": USAGE["input"], "output_tokens": USAGE["output"], "total_tokens": 19},
+        }
+    content = (
+        [{"type": "tool_use", "id": "toolu_fake_1", "name": reply.tool, "input": reply.arguments}]
+        if reply.tool
+        else [{"type": "text", "text": text}]
+    )
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": "tool_use" if reply.tool else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": USAGE["input"], "output_tokens": USAGE["output"]},
+    }

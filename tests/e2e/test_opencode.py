@@ -1,0 +1,125 @@
+"""End to end: the real opencode CLI in a real bwrap sandbox, through LAP's LLM proxy and a real
+LiteLLM proxy, to the scripted fake LLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from lap_core import Error, HarnessSession, Lap, Status, TextDelta, ToolCall, ToolResult, TurnEnd, Usage, UserMessage
+from tests.fixtures import lap_env
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from lap_core import EventRecord
+    from tests.fakes.litellm import LiteLLMProxy
+    from tests.fakes.llm_server import FakeLLM
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.bwrap]
+
+
+async def _turn(lap: Lap, session_id: str, text: str, timeout: float = 120) -> list[EventRecord]:
+    with anyio.fail_after(timeout):
+        return [record async for record in lap.sessions.stream(session_id, text)]
+
+
+def _of(records: list[EventRecord], kind: type) -> list[EventRecord]:
+    return [r for r in records if isinstance(r.event, kind)]
+
+
+async def test_a_turn_runs_opencode_in_its_sandbox(e2e_lap: Lap, llm: FakeLLM, data_dir: Path) -> None:
+    llm.script(command="echo e2e-proof > proof.txt && echo wrote-the-proof", text="All done here.", chunks=3)
+    agent = await e2e_lap.agents.create("oc", harness="opencode", model="fake-model")
+    session = await e2e_lap.sessions.create(agent.id)
+    records = await _turn(e2e_lap, session.id, "write the proof file")
+
+    # the tool really ran, in this session's workspace
+    assert (data_dir / "volumes" / session.id / "workspace" / "proof.txt").read_text() == "e2e-proof\n"
+    # the events, in order, with the right types
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    assert records[0].event == UserMessage(text="write the proof file")
+    assert [r.event.phase for r in _of(records, Status)] == ["sandbox_creating", "sandbox_ready"]  # type: ignore[union-attr]
+    call, result, text = _of(records, ToolCall)[0], _of(records, ToolResult)[0], _of(records, TextDelta)[-1]
+    assert call.event.name == "bash"  # type: ignore[union-attr]
+    assert call.event.input["command"] == "echo e2e-proof > proof.txt && echo wrote-the-proof"  # type: ignore[union-attr]
+    assert "wrote-the-proof" in result.event.output  # type: ignore[union-attr]
+    assert text.event.text == "All done here."  # type: ignore[union-attr]
+    assert call.seq < result.seq < text.seq
+    assert _of(records, HarnessSession)[0].seq < call.seq
+    assert _of(records, Usage)
+    assert records[-1].event == TurnEnd(status="completed")
+    assert len(_of(records, TurnEnd)) == 1
+    # the upstream saw LiteLLM's own upstream key: never LAP's real key, never a stub
+    keys = {request["key"] for request in llm.requests()}
+    assert keys == {"sk-upstream-fake"}
+
+
+async def test_the_next_turn_continues_the_same_opencode_session(e2e_lap: Lap, llm: FakeLLM) -> None:
+    llm.script(command=None, text="first-answer-7d1")
+    agent = await e2e_lap.agents.create("oc", harness="opencode", model="fake-model")
+    session = await e2e_lap.sessions.create(agent.id)
+    await _turn(e2e_lap, session.id, "first-question-3c9")
+    native = (await e2e_lap.sessions.get(session.id)).native_session_id
+    assert native is not None
+    assert native.startswith("ses_")
+    llm.script(text="second-answer")
+    second = await _turn(e2e_lap, session.id, "second-question")
+    assert second[-1].event == TurnEnd(status="completed")
+    assert (await e2e_lap.sessions.get(session.id)).native_session_id == native
+    # the model got the whole conversation: opencode resumed its own session
+    last = [r for r in llm.requests() if r["body"].get("tools")][-1]
+    history = json.dumps(last["body"]["messages"])
+    assert "first-question-3c9" in history
+    assert "first-answer-7d1" in history
+    assert "second-question" in history
+
+
+async def test_a_gateway_error_ends_the_turn_and_the_session_goes_on(e2e_lap: Lap, llm: FakeLLM) -> None:
+    agent = await e2e_lap.agents.create("oc", harness="opencode", model="fake-model")
+    session = await e2e_lap.sessions.create(agent.id)
+    llm.script(fail_status=400)
+    failed = await _turn(e2e_lap, session.id, "hello")
+    errors = _of(failed, Error)
+    assert errors
+    assert failed[-1].event.status == "failed"  # type: ignore[union-attr]
+    llm.script(fail_status=None, command=None, text="back again")
+    again = await _turn(e2e_lap, session.id, "hello again")
+    assert _of(again, TextDelta)[-1].event.text == "back again"  # type: ignore[union-attr]
+    assert again[-1].event == TurnEnd(status="completed")
+
+
+def test_lap_chat_streams_a_reply_in_the_terminal(
+    data_dir: Path, bwrap: None, harness_root: Path, litellm_proxy: LiteLLMProxy, llm: FakeLLM
+) -> None:
+    llm.script(command="echo from-the-cli", text="CLI-ANSWER")
+    env = lap_env(
+        data_dir,
+        LITELLM_API_BASE=litellm_proxy.url,
+        LITELLM_API_KEY=litellm_proxy.master_key,
+        LAP_DEFAULT_MODEL="fake-model",
+        HOME=os.environ.get("HOME", "/root"),
+    )
+    lap = [sys.executable, "-m", "lap_core._cli"]
+    try:
+        result = subprocess.run([*lap, "chat", "-m", "run it"], env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr
+        assert "⚙ bash" in result.stdout
+        assert "from-the-cli" in result.stdout
+        assert result.stdout.rstrip().endswith("CLI-ANSWER")
+        listed = subprocess.run([*lap, "sessions", "list"], env=env, capture_output=True, text=True, check=True)
+        assert "default" in listed.stdout
+    finally:
+        anyio.run(_cleanup, env)
+
+
+async def _cleanup(env: dict[str, str]) -> None:
+    async with Lap(env=env, run_turns=False) as lap:
+        for ref in await lap.backend.list():
+            await lap.backend.delete(ref.name)
