@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SHELL_TOOLS = ("bash", "shell", "exec_command", "local_shell", "run_shell_command")
 USAGE = {"input": 12, "output": 7}
