@@ -1,0 +1,123 @@
+"""The `lap` command line, run as a user runs it: clear messages, exit codes, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+
+from tests.fixtures import lap_env, require
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+PG_ADMIN = os.environ.get("DATABASE_URL_TEST", "postgresql://postgres@127.0.0.1:5432/test").rsplit("/", 1)[0]
+
+
+def lap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "lap_core._cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    return result
+
+
+@pytest.fixture
+def env(data_dir: Path) -> dict[str, str]:
+    return lap_env(data_dir)
+
+
+def test_agents_lifecycle_and_bad_input(env: dict[str, str]) -> None:
+    created = lap(env, "agents", "create", "--name", "demo", "--harness", "opencode", "--model", "m1")
+    assert created.returncode == 0, created.stderr
+    assert "created agent demo" in created.stdout
+    listed = lap(env, "agents", "list")
+    assert "demo" in listed.stdout
+    assert "opencode" in listed.stdout
+    assert "m1" in lap(env, "agents", "show", "demo").stdout
+
+    unknown = lap(env, "agents", "create", "--name", "x", "--harness", "nope", "--model", "m")
+    assert unknown.returncode == 1
+    assert "unknown harness 'nope'" in unknown.stderr
+    assert "opencode" in unknown.stderr
+    duplicate = lap(env, "agents", "create", "--name", "demo", "--harness", "opencode", "--model", "m")
+    assert duplicate.returncode == 1
+    assert "demo" in duplicate.stderr
+    missing = lap(env, "agents", "show", "ghost")
+    assert missing.returncode == 1
+    assert "ghost" in missing.stderr
+
+    assert lap(env, "agents", "delete", "demo").returncode == 0
+    assert "no agents yet" in lap(env, "agents", "list").stdout
+
+
+def test_configuration_errors_list_every_key(env: dict[str, str]) -> None:
+    result = lap({**env, "LAP_TURN_TIMEOUT": "soon", "LAP_SANDBOX_PIDS": "2"}, "agents", "list")
+    assert result.returncode == 1
+    assert "LAP_TURN_TIMEOUT" in result.stderr
+    assert "LAP_SANDBOX_PIDS" in result.stderr
+    chat = lap(env, "chat", "-m", "hi")
+    assert chat.returncode == 1
+    assert "LITELLM_API_BASE" in chat.stderr
+    assert "LITELLM_API_KEY" in chat.stderr
+
+
+def test_chat_with_a_missing_agent_says_so(env: dict[str, str]) -> None:
+    result = lap({**env, "LITELLM_API_BASE": "http://127.0.0.1:9", "LITELLM_API_KEY": "k"}, "chat", "ghost", "-m", "hi")
+    assert result.returncode == 1
+    assert "ghost" in result.stderr
+
+
+def test_doctor_says_what_is_missing(env: dict[str, str]) -> None:
+    result = lap(env, "doctor")
+    assert result.returncode == 1  # no gateway configured here
+    assert "✓ store" in result.stdout
+    assert "✗ gateway" in result.stdout
+    assert "fix: export LITELLM_API_BASE" in result.stdout
+    assert "bwrap" in result.stdout
+
+
+def test_plugins_lists_the_bundled_plugins(env: dict[str, str]) -> None:
+    out = lap(env, "plugins").stdout
+    for name in ("lap-local", "lap-sql", "lap-opencode", "backends: local", "harnesses: opencode", "stores: sql"):
+        assert name in out
+
+
+async def _admin(sql: str) -> None:
+    connection = await asyncpg.connect(f"{PG_ADMIN}/postgres", timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    name = f"lap_cli_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(_admin(f"CREATE DATABASE {name}"))
+    except (OSError, asyncpg.PostgresError) as error:
+        require(False, f"PostgreSQL at {PG_ADMIN}: {error}")
+    yield f"{PG_ADMIN}/{name}"
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.mark.postgres
+def test_postgres_needs_lap_migrate_first(env: dict[str, str], pg_url: str) -> None:
+    env = {**env, "DATABASE_URL": pg_url}
+    before = lap(env, "agents", "list")
+    assert before.returncode == 1
+    assert "lap migrate" in before.stderr
+    first = lap(env, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert "applied 1 migration(s)" in first.stdout
+    assert lap(env, "migrate").stdout.strip() == "database up to date"
+    assert lap(env, "agents", "create", "--name", "pg", "--harness", "opencode", "--model", "m").returncode == 0
+    assert "pg" in lap(env, "agents", "list").stdout
