@@ -23,21 +23,24 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lap_core import Agent, Lap, LLMAccess, SandboxSpec, StartProcess, TurnEnd  # noqa: E402
-from lap_core._install import harness_dir, install_harness  # noqa: E402
-from lap_opencode import OpencodeHarness  # noqa: E402
-from lap_opencode.harness import opencode_config  # noqa: E402
-from tests.fakes.litellm import LiteLLMProxy  # noqa: E402
-from tests.fakes.llm_server import FakeLLM  # noqa: E402
-from tests.fixtures import HARNESS_CACHE, lap_env  # noqa: E402
+from lap_opencode import OpencodeHarness
+from lap_opencode.harness import opencode_config
+
+from lap_core import Agent, Lap, LLMAccess, SandboxSpec, StartProcess, TurnEnd
+from lap_core._install import harness_dir, install_harness
+from tests.fakes.litellm import LiteLLMProxy
+from tests.fakes.llm_server import FakeLLM
+from tests.fixtures import HARNESS_CACHE, lap_env
 
 COMMAND = "echo bench > bench.txt"
 
 
 def summary(name: str, samples: list[float]) -> float:
     median = statistics.median(samples)
-    print(f"{name:<44} median {median * 1000:8.1f} ms   min {min(samples) * 1000:8.1f}   max {max(samples) * 1000:8.1f}"
-          f"   (n={len(samples)})")
+    print(
+        f"{name:<44} median {median * 1000:8.1f} ms   min {min(samples) * 1000:8.1f}   max {max(samples) * 1000:8.1f}"
+        f"   (n={len(samples)})"
+    )
     return median
 
 
@@ -54,15 +57,17 @@ async def cold_starts(lap: Lap, runs: int) -> list[float]:
 
 async def opencode_boots(lap: Lap, root: Path, runs: int) -> list[float]:
     """Time from starting `opencode --version` in a warm sandbox to its exit (the CLI's own start-up)."""
-    await lap.backend.create(SandboxSpec(name="bench-boot", harness="opencode", volume="bench-boot",
-                                         harness_root=str(root)))
+    await lap.backend.create(
+        SandboxSpec(name="bench-boot", harness="opencode", volume="bench-boot", harness_root=str(root))
+    )
     await lap.backend.wait_ready("bench-boot", timeout=30)
     samples = []
     async with await lap.backend.connect("bench-boot") as client:
         for i in range(runs):
             start = time.perf_counter()
-            await client.start_process(StartProcess(id=f"boot-{i}", argv=[
-                "/opt/lap/harness/node_modules/.bin/opencode", "--version"]))
+            await client.start_process(
+                StartProcess(id=f"boot-{i}", argv=["/opt/lap/harness/node_modules/.bin/opencode", "--version"])
+            )
             async for record in client.output(f"boot-{i}"):
                 if record.stream == "exit":
                     assert record.data == "0", record
@@ -94,14 +99,17 @@ def direct_turns(root: Path, proxy: LiteLLMProxy, runs: int) -> list[float]:
     config = opencode_config(agent, LLMAccess(base_url=proxy.url, api_key=""))
     (home / ".config" / "opencode").mkdir(parents=True)
     (home / ".config" / "opencode" / "opencode.json").write_text(json.dumps(config))
-    env = {"HOME": str(home), "PATH": os.environ["PATH"], "LITELLM_API_KEY": proxy.master_key}
+    # The same environment opencode gets in a sandbox, but the real key and LiteLLM's own URL.
+    hydrated = OpencodeHarness().hydrate(agent, LLMAccess(base_url=proxy.url, api_key=proxy.master_key)).env
+    env = {**hydrated, "HOME": str(home), "PATH": os.environ["PATH"]}
     argv = [str(root / "node_modules/.bin/opencode"), "run", "--format", "json", "--model", "lap/fake-model"]
     subprocess.run([*argv, "--", "warm up"], cwd=work, env=env, capture_output=True, check=True, timeout=120)
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([*argv, "--", "write the bench file"], cwd=work, env=env, capture_output=True, check=True,
-                       timeout=120)
+        subprocess.run(
+            [*argv, "--", "write the bench file"], cwd=work, env=env, capture_output=True, check=True, timeout=120
+        )
         samples.append(time.perf_counter() - start)
     shutil.rmtree(home, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -113,7 +121,7 @@ async def main(runs: int) -> None:
     fake.script(command=COMMAND, text="done")
     proxy = LiteLLMProxy(fake.url).start()
     data_dir = Path(tempfile.mkdtemp(prefix="lap-bench-", dir="/tmp"))
-    data_dir.chmod(0o711)
+    os.chmod(data_dir, 0o711)  # sandboxes run as another user: let them reach their mounts
     try:
         await install_harness(HARNESS_CACHE, "opencode", OpencodeHarness())
         root = harness_dir(HARNESS_CACHE, "opencode", OpencodeHarness())
@@ -125,8 +133,9 @@ async def main(runs: int) -> None:
             through_lap = summary("one turn through LAP (warm sandbox)", await lap_turns(lap, runs))
             for ref in await lap.backend.list():
                 await lap.backend.delete(ref.name)
-        direct = summary("the same turn: opencode run on the host", await anyio.to_thread.run_sync(
-            direct_turns, root, proxy, runs))
+        direct = summary(
+            "the same turn: opencode run on the host", await anyio.to_thread.run_sync(direct_turns, root, proxy, runs)
+        )
         print(f"\nLAP / direct: {through_lap / direct:.2f}x  (difference {(through_lap - direct) * 1000:+.0f} ms)")
     finally:
         proxy.stop()

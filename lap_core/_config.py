@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import msgspec
 from dotenv import dotenv_values
@@ -35,7 +35,6 @@ class CoreSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     litellm_api_base: HttpUrl | None = None
     litellm_api_key: str | None = None
     lap_default_model: str = "gpt-4o-mini"
-    lap_log_format: Literal["console", "json"] = "console"
     lap_turn_timeout: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
     lap_sandbox_start_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
 

@@ -123,3 +123,23 @@ async def _cleanup(env: dict[str, str]) -> None:
     async with Lap(env=env, run_turns=False) as lap:
         for ref in await lap.backend.list():
             await lap.backend.delete(ref.name)
+
+
+async def test_a_gateway_that_is_down_ends_the_turn_with_a_clear_error(
+    data_dir: Path, bwrap: None, harness_root: Path
+) -> None:
+    env = lap_env(data_dir, LITELLM_API_BASE="http://127.0.0.1:9", LITELLM_API_KEY="sk-unused")
+    async with Lap(env=env) as lap:
+        try:
+            agent = await lap.agents.create("oc", harness="opencode", model="fake-model")
+            session = await lap.sessions.create(agent.id)
+            # opencode retries an unreachable gateway with backoff (about 75 s) before it gives up
+            failed = await _turn(lap, session.id, "hello", timeout=240)
+            errors = _of(failed, Error)
+            assert errors
+            assert "gateway unreachable" in errors[0].event.message.lower()  # type: ignore[union-attr]
+            assert failed[-1].event.status == "failed"  # type: ignore[union-attr]
+            assert (await lap.sessions.get(session.id)).status == "ready"
+        finally:
+            for ref in await lap.backend.list():
+                await lap.backend.delete(ref.name)

@@ -56,7 +56,16 @@ class OpencodeHarness(Harness):
         files = [text_file(CONFIG_PATH, json.dumps(opencode_config(agent, llm), indent=2))]
         if agent.prompt:
             files.append(text_file(f"{HOME_DIR}/.config/opencode/AGENTS.md", agent.prompt))
-        env = {"LITELLM_API_BASE": llm.base_url, "LITELLM_API_KEY": llm.api_key, "OPENCODE_DISABLE_AUTOUPDATE": "1"}
+        env = {
+            "LITELLM_API_BASE": llm.base_url,
+            "LITELLM_API_KEY": llm.api_key,
+            # The sandbox has no internet: skip what opencode would fetch or download at start.
+            "OPENCODE_DISABLE_AUTOUPDATE": "1",
+            "OPENCODE_DISABLE_MODELS_FETCH": "1",
+            "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+            "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1",
+            "OPENCODE_DISABLE_SHARE": "1",
+        }
         return HydratePayload(env=env, files=files, workdir=WORKSPACE_DIR)
 
     def argv(self, turn: Turn) -> list[str]:
