@@ -23,11 +23,10 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lap_opencode import OpencodeHarness
-from lap_opencode.harness import opencode_config
-
 from lap_core import Agent, Lap, LLMAccess, SandboxSpec, StartProcess, TurnEnd
 from lap_core._install import harness_dir, install_harness
+from lap_opencode import OpencodeHarness
+from lap_opencode.harness import opencode_config
 from tests.fakes.litellm import LiteLLMProxy
 from tests.fakes.llm_server import FakeLLM
 from tests.fixtures import HARNESS_CACHE, lap_env

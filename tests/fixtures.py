@@ -50,9 +50,8 @@ def bwrap() -> None:
 def harness_root() -> Path:
     """The shared directory of installed harness CLIs (installed once, cached across runs)."""
     require(shutil.which("npm") is not None, "npm (apt-get install npm)")
-    from lap_opencode import OpencodeHarness
-
     from lap_core._install import install_harness
+    from lap_opencode import OpencodeHarness
 
     anyio.run(install_harness, HARNESS_CACHE, "opencode", OpencodeHarness())
     return HARNESS_CACHE

@@ -143,3 +143,13 @@ async def test_a_gateway_that_is_down_ends_the_turn_with_a_clear_error(
         finally:
             for ref in await lap.backend.list():
                 await lap.backend.delete(ref.name)
+
+
+async def test_a_long_message_reaches_the_model_whole(e2e_lap: Lap, llm: FakeLLM) -> None:
+    llm.script(command=None, text="got it")
+    agent = await e2e_lap.agents.create("oc", harness="opencode", model="fake-model")
+    session = await e2e_lap.sessions.create(agent.id)
+    message = "long-message " + "x" * 200_000 + " end-of-message"  # beyond one argv string's 128 KiB
+    records = await _turn(e2e_lap, session.id, message)
+    assert records[-1].event == TurnEnd(status="completed")
+    assert any(message in json.dumps(r["body"]) for r in llm.requests())

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from lap_local import LocalSettings
 
 from lap_core import hookspecs
 from lap_core._config import CoreSettings
+from lap_local import LocalSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 HOOKS = [name for name, value in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("lap_")]

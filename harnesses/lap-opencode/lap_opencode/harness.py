@@ -69,7 +69,7 @@ class OpencodeHarness(Harness):
         return HydratePayload(env=env, files=files, workdir=WORKSPACE_DIR)
 
     def argv(self, turn: Turn) -> list[str]:
-        """Return the command line of one turn."""
+        """Return the command line of one turn (the message itself is sent on stdin)."""
         argv = [
             f"{HARNESS_ROOT}/node_modules/.bin/opencode",
             "run",
@@ -80,11 +80,13 @@ class OpencodeHarness(Harness):
         ]
         if turn.native_session_id:
             argv += ["--session", turn.native_session_id]
-        return [*argv, "--", turn.text]
+        return argv
 
     async def run_turn(self, sandbox: SandboxClient, turn: Turn) -> AsyncIterator[SessionEvent]:
         """Start the turn's process (idempotent by turn id) and map its output as it arrives."""
-        await sandbox.start_process(StartProcess(id=turn.id, argv=self.argv(turn), cwd=WORKSPACE_DIR))
+        # The message goes in on stdin: no argv length limit, and it never shows in a process list.
+        process = StartProcess(id=turn.id, argv=self.argv(turn), cwd=WORKSPACE_DIR, stdin=turn.text)
+        await sandbox.start_process(process)
         mapper = OpencodeEventMapper(turn.native_session_id)
         stderr: list[str] = []
         failed = False

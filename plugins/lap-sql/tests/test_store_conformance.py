@@ -11,16 +11,16 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import anyio.lowlevel
 import asyncpg
-import lap_sql
 import pluggy
 import pytest
-from lap_sql import SqlStore
 
+import lap_sql
 from lap_core import hookspecs
 from lap_core.errors import InvalidInput, StoreError
 from lap_core.events import TextDelta, UserMessage
 from lap_core.models import Agent, Session, Team, TurnRecord, new_id
 from lap_core.testing import StoreConformance
+from lap_sql import SqlStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
