@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import anyio
@@ -30,6 +31,38 @@ async def _agent(lap: Lap, name: str | None) -> Agent:
     except NotFound:
         click.secho(f"creating agent {DEFAULT_AGENT!r} (opencode, model {lap.settings.lap_default_model})", dim=True)
         return await lap.agents.create(DEFAULT_AGENT, harness="opencode", model=lap.settings.lap_default_model)
+
+
+class LineReader:
+    """Reads lines in a daemon thread, so Ctrl-C at the prompt never waits on a blocked `input()`."""
+
+    def __init__(self, prompt: str) -> None:
+        self._prompt = prompt
+        self._wanted = threading.Semaphore(0)
+        self._send, self._receive = anyio.create_memory_object_stream[str | None](1)
+        self._token = anyio.lowlevel.current_token()
+        threading.Thread(target=self._read_lines, name="lap-chat-input", daemon=True).start()
+
+    def _read_lines(self) -> None:
+        while True:
+            self._wanted.acquire()
+            try:
+                line: str | None = input(self._prompt)
+            except EOFError:
+                line = None
+            anyio.from_thread.run(self._send.send, line, token=self._token)
+            if line is None:
+                return
+
+    async def read(self) -> str | None:
+        """Return the next line, or None at the end of the input."""
+        self._wanted.release()
+        return await self._receive.receive()
+
+    def close(self) -> None:
+        """Release the stream (the thread ends with the process)."""
+        self._send.close()
+        self._receive.close()
 
 
 async def _turn(lap: Lap, session_id: str, text: str, printer: EventPrinter) -> None:
@@ -75,23 +108,19 @@ def chat(agent: str | None, session_id: str | None, messages: tuple[str, ...]) -
                     "Ctrl-C aborts a turn, Ctrl-D or /exit leaves.",
                     dim=True,
                 )
-            queue = list(messages)
+            queue: list[str | None] = [*messages, None]
+            reader = None if messages else LineReader("you> " if interactive else "")
             printer = EventPrinter()
-            while True:
-                if messages:
-                    if not queue:
+            try:
+                while (text := queue.pop(0) if reader is None else await reader.read()) is not None:
+                    if text.strip() in ("/exit", "/quit"):
                         break
-                    text = queue.pop(0)
-                else:
-                    try:
-                        text = await anyio.to_thread.run_sync(input, "you> " if interactive else "")
-                    except EOFError:
-                        break
-                if text.strip() in ("/exit", "/quit"):
-                    break
-                if text.strip():
-                    await _turn(lap, session.id, text, printer)
-            if interactive:
-                click.secho(f"\nbye. continue with: lap chat {found.name} --session {session.id}", dim=True)
+                    if text.strip():
+                        await _turn(lap, session.id, text, printer)
+            finally:
+                if reader is not None:
+                    reader.close()
+                if interactive:
+                    click.secho(f"\nbye. continue with: lap chat {found.name} --session {session.id}", dim=True)
 
     run(main)

@@ -35,18 +35,30 @@ def _tools(kind: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+def _after_last_user_message(items: list[Any], is_user: Any) -> list[Any]:
+    last = max((i for i, item in enumerate(items) if is_user(item)), default=-1)
+    return items[last + 1 :]
+
+
+def _is_user_text(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    blocks = content if isinstance(content, list) else []
+    return message.get("role") == "user" and not any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks
+    )
+
+
 def _has_tool_result(kind: str, body: dict[str, Any]) -> bool:
+    """Whether the current turn (after the last user message) already holds a tool result."""
     if kind == "chat":
-        return any(m.get("role") == "tool" for m in body.get("messages") or [])
+        messages = _after_last_user_message(body.get("messages") or [], lambda m: m.get("role") == "user")
+        return any(m.get("role") == "tool" for m in messages)
     if kind == "responses":
         items = body.get("input") if isinstance(body.get("input"), list) else []
+        items = _after_last_user_message(items, lambda i: isinstance(i, dict) and i.get("role") == "user")
         return any(isinstance(i, dict) and i.get("type") == "function_call_output" for i in items)
-    return any(
-        isinstance(block, dict) and block.get("type") == "tool_result"
-        for m in body.get("messages") or []
-        if isinstance(m.get("content"), list)
-        for block in m["content"]
-    )
+    messages = _after_last_user_message(body.get("messages") or [], _is_user_text)
+    return any(not _is_user_text(m) and m.get("role") == "user" for m in messages)
 
 
 def _arguments(schema: dict[str, Any], command: str) -> dict[str, Any]:
