@@ -273,6 +273,9 @@ class LocalBackend(SandboxBackend):
                 while self._running(meta):  # noqa: ASYNC110 - no event tells us a foreign process exited
                     await anyio.sleep(0.01)
         if cgroups.available():
+            with anyio.move_on_after(5):
+                while cgroups.busy(name):  # noqa: ASYNC110 - the kernel signals no event for this
+                    await anyio.sleep(0.01)
             cgroups.remove(name)
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(self._dir(name), ignore_errors=True))
 

@@ -39,6 +39,17 @@ def create(name: str, *, memory_mb: int | None, max_pids: int | None, owner: int
     return procs
 
 
+def busy(name: str) -> bool:
+    """Return whether any process is still in the sandbox's cgroups."""
+    for controller in ("memory", "pids"):
+        try:
+            if (ROOT / controller / "lap" / name / "cgroup.procs").read_text().strip():
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def remove(name: str) -> None:
     """Remove the sandbox's cgroups (once their processes are gone)."""
     for controller in ("memory", "pids"):

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from lap_core import Lap, SandboxError, SandboxSpec, Status
-from tests.fixtures import cleanup_sandboxes, lap_env
+from tests.fixtures import cleanup_sandboxes, lap_env, require
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -149,3 +149,22 @@ async def test_sandboxes_outlive_the_runtime_and_are_found_again(data_dir: Path,
         assert await second.backend.status("iso-e") is None
         with anyio.fail_after(5):
             assert await second.backend.list() == []
+
+
+async def test_memory_and_pid_limits_hold_and_go_with_the_sandbox(lap: Lap) -> None:
+    from lap_local import cgroups
+
+    require(cgroups.available(), "writable cgroup v1 memory and pids controllers")
+    spec = SandboxSpec(name="iso-limits", harness="none", volume="iso-limits", memory_mb=64, max_pids=32)
+    await lap.backend.create(spec)
+    await lap.backend.wait_ready("iso-limits", timeout=20)
+    limit = cgroups.ROOT / "memory" / "lap" / "iso-limits" / "memory.limit_in_bytes"
+    assert int(limit.read_text()) == 64 * 1024 * 1024
+    async with await lap.backend.connect("iso-limits") as client:
+        hog = await client.exec(["python3", "-c", "x = bytearray(256 * 1024 * 1024); print('survived')"])
+        assert hog.exit_code == -9  # the kernel's OOM killer, inside the sandbox's cgroup
+        assert "survived" not in hog.stdout
+        forks = await client.exec(["sh", "-c", "for i in $(seq 64); do sleep 5 & done; wait"], timeout=30)
+        assert "fork" in forks.stderr.lower() or "resource" in forks.stderr.lower()
+    await lap.backend.delete("iso-limits")
+    assert not limit.parent.exists()
