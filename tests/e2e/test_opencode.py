@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -16,8 +17,6 @@ from lap_core import Error, HarnessSession, Lap, Status, TextDelta, ToolCall, To
 from tests.fixtures import lap_env
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from lap_core import EventRecord
     from tests.fakes.litellm import LiteLLMProxy
     from tests.fakes.llm_server import FakeLLM
@@ -153,3 +152,22 @@ async def test_a_long_message_reaches_the_model_whole(e2e_lap: Lap, llm: FakeLLM
     records = await _turn(e2e_lap, session.id, message)
     assert records[-1].event == TurnEnd(status="completed")
     assert any(message in json.dumps(r["body"]) for r in llm.requests())
+
+
+def test_the_embedding_example_runs(
+    data_dir: Path, bwrap: None, harness_root: Path, litellm_proxy: LiteLLMProxy, llm: FakeLLM
+) -> None:
+    llm.script(command="echo embedded-tool", text="EMBEDDED-ANSWER")
+    env = lap_env(data_dir, LITELLM_API_BASE=litellm_proxy.url, LITELLM_API_KEY=litellm_proxy.master_key)
+    example = Path(__file__).resolve().parents[2] / "examples" / "embed.py"
+    try:
+        result = subprocess.run(
+            [sys.executable, str(example), "fake-model", "hello"], env=env, capture_output=True, text=True, timeout=180
+        )
+        assert result.returncode == 0, result.stderr
+        assert "[tool] bash" in result.stdout
+        assert "embedded-tool" in result.stdout
+        assert "EMBEDDED-ANSWER" in result.stdout
+        assert "[turn completed]" in result.stdout
+    finally:
+        anyio.run(_cleanup, env)
