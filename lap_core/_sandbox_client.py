@@ -6,11 +6,12 @@ msgspec, httpx and anyio.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import httpx
 import msgspec
+from anyio.abc import AsyncResource
 
 from lap_sandboxd.protocol import (
     ErrorBody,
@@ -27,7 +28,6 @@ from lap_sandboxd.protocol import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from types import TracebackType
 
 __all__ = ["SandboxClient", "SandboxdError"]
 
@@ -64,7 +64,7 @@ def _error(response: httpx.Response) -> SandboxdError:
     return SandboxdError(response.status_code, message)
 
 
-class SandboxClient:
+class SandboxClient(AsyncResource):
     """An async client of one sandbox's sandboxd, over its unix socket or over TCP.
 
     Use it as an async context manager, or call `aclose()` when done.
@@ -89,14 +89,6 @@ class SandboxClient:
             )
         else:
             self._http = httpx.AsyncClient(base_url=base_url or "", headers=headers, timeout=_DEFAULT_TIMEOUT)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the client's connections."""

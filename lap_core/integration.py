@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from abc import ABC
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
+
+from anyio.abc import AsyncResource
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from lap_core.events import EventRecord
 
 
-class Integration(ABC):  # noqa: B024 - every method is optional
+class Integration(AsyncResource):
     """Reacts to session events and starts sessions from an outside system."""
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by default
+    async def aclose(self) -> None:
         """Release the integration's resources."""
 
-    async def on_event(self, record: EventRecord) -> None:  # noqa: B027 - optional hook, empty by default
+    async def on_event(self, record: EventRecord) -> None:
         """Called for each new event of every session (within a time limit)."""

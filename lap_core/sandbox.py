@@ -7,11 +7,12 @@ running in each one through a `SandboxClient`. Conformance: `lap_core.testing.Ba
 from __future__ import annotations
 
 import base64
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import msgspec
+from anyio.abc import AsyncResource
 
 from lap_core._sandbox_client import SandboxClient, SandboxdError
 from lap_core.errors import NotSupported
@@ -19,7 +20,6 @@ from lap_sandboxd.protocol import ExecResult, FileSpec, HydrateRequest, OutputRe
 
 if TYPE_CHECKING:
     import builtins
-    from types import TracebackType
 
 __all__ = [
     "HARNESS_ROOT",
@@ -112,7 +112,7 @@ class Check(msgspec.Struct, frozen=True, kw_only=True):
     fix: str = ""
 
 
-class SandboxBackend(ABC):
+class SandboxBackend(AsyncResource):
     """Creates and manages sandboxes. Subclass it to run sandboxes somewhere new.
 
     Optional capabilities are listed in `capabilities` (e.g. `"suspend"`); the default
@@ -121,15 +121,7 @@ class SandboxBackend(ABC):
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by default
+    async def aclose(self) -> None:
         """Release the backend's own resources; sandboxes keep running."""
 
     @abstractmethod

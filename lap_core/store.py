@@ -7,33 +7,29 @@ method is async and safe to call from several tasks at once. Conformance:
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, Self
+
+from anyio.abc import AsyncResource
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import TracebackType
 
     from lap_core.events import EventRecord, SessionEvent
     from lap_core.models import Agent, Session, Team, TurnRecord
 
 
-class SessionStore(ABC):
+class SessionStore(AsyncResource):
     """Persistent state of a LAP installation. Subclass it to store LAP somewhere new."""
 
     async def __aenter__(self) -> Self:
         await self.open()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def open(self) -> None:  # noqa: B027 - optional hook, empty by default
+    async def open(self) -> None:
         """Connect (open pools); called once before any other method."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by default
+    async def aclose(self) -> None:
         """Release connections; the store is unusable afterwards."""
 
     @abstractmethod

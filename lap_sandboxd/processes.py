@@ -63,17 +63,22 @@ def _write_json(path: Path, value: object) -> None:
     tmp.replace(path)
 
 
-def run_exec(req: ExecRequest, env: dict[str, str], cwd: str | None) -> ExecResult:
-    """Run a command to completion in its own process group; on timeout kill the whole group."""
-    proc = subprocess.Popen(
-        req.argv,
+def _spawn(argv: list[str], env: dict[str, str], cwd: str | None, stdin: str | None) -> subprocess.Popen[bytes]:
+    """Start a process in its own process group (so a signal reaches all it starts), output piped."""
+    return subprocess.Popen(
+        argv,
         cwd=cwd,
         env=env,
-        stdin=subprocess.PIPE if req.stdin is not None else subprocess.DEVNULL,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+
+
+def run_exec(req: ExecRequest, env: dict[str, str], cwd: str | None) -> ExecResult:
+    """Run a command to completion in its own process group; on timeout kill the whole group."""
+    proc = _spawn(req.argv, env, cwd, req.stdin)
     stdin = req.stdin.encode() if req.stdin is not None else None
     timed_out = False
     try:
@@ -229,15 +234,7 @@ class ProcessTable:
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir()
             try:
-                popen = subprocess.Popen(
-                    req.argv,
-                    cwd=cwd,
-                    env=env,
-                    stdin=subprocess.PIPE if req.stdin is not None else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                )
+                popen = _spawn(req.argv, env, cwd, req.stdin)
             except BaseException:
                 shutil.rmtree(directory, ignore_errors=True)
                 raise
