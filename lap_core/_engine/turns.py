@@ -9,6 +9,7 @@ event and `turn_end(status="failed")`, and the session stays usable for the next
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 import anyio
@@ -85,8 +86,7 @@ class TurnRunner:
                         return await self._run(agent, turn, text)
                     finally:
                         del self._running[turn.session_id]
-                with anyio.CancelScope(shield=True):
-                    await self._end(turn, "aborted", TurnEnd(status="aborted", reason="aborted by the user"))
+                await self._end(turn, "aborted", TurnEnd(status="aborted", reason="aborted by the user"))
                 return "aborted"
 
     async def _run(self, agent: Agent, turn: TurnRecord, text: str) -> TurnStatus:
@@ -109,13 +109,18 @@ class TurnRunner:
                     agent=agent,
                     native_session_id=session.native_session_id,
                 )
-                async for event in harness.run_turn(sandbox, native):
-                    if isinstance(event, HarnessSession):
-                        await self._store.update_session(session.id, native_session_id=event.native_session_id)
-                    if isinstance(event, TurnEnd):
-                        await self._end(turn, event.status, event)
-                        return event.status
-                    await self._append(turn, event)
+                events = harness.run_turn(sandbox, native)
+                try:
+                    async for event in events:
+                        if isinstance(event, HarnessSession):
+                            await self._store.update_session(session.id, native_session_id=event.native_session_id)
+                        if isinstance(event, TurnEnd):
+                            await self._end(turn, event.status, event)
+                            return event.status
+                        await self._append(turn, event)
+                finally:
+                    if isinstance(events, AsyncGenerator):  # close it now, not whenever it is collected
+                        await events.aclose()
             await self._end(turn, "completed", TurnEnd(status="completed"))
             return "completed"
         except anyio.get_cancelled_exc_class():
@@ -130,7 +135,7 @@ class TurnRunner:
             with anyio.CancelScope(shield=True):
                 await self._abort_in_sandbox(harness, sandbox, native)
                 await self._append(turn, problem)
-                await self._end(turn, "failed", TurnEnd(status="failed", reason=problem.message))
+            await self._end(turn, "failed", TurnEnd(status="failed", reason=problem.message))
             return "failed"
         finally:
             if sandbox is not None:
@@ -149,9 +154,11 @@ class TurnRunner:
                 log.info("turn.abort_in_sandbox_failed", error=repr(error))
 
     async def _end(self, turn: TurnRecord, status: TurnStatus, event: TurnEnd) -> None:
-        await self._store.finish_turn(turn.id, status)
-        # The session stays usable after a failed turn; the detail says why the last one failed.
-        detail = event.reason if status == "failed" else ""
-        await self._store.update_session(turn.session_id, status="ready", status_detail=detail)
-        # Last, so whoever sees `turn_end` also sees the turn and session in their final state.
-        await self._append(turn, event)
+        # Shielded: an abort arriving now must not leave a turn half ended, or end it twice.
+        with anyio.CancelScope(shield=True):
+            await self._store.finish_turn(turn.id, status)
+            # The session stays usable after a failed turn; the detail says why the last one failed.
+            detail = event.reason if status == "failed" else ""
+            await self._store.update_session(turn.session_id, status="ready", status_detail=detail)
+            # Last, so whoever sees `turn_end` also sees the turn and session in their final state.
+            await self._append(turn, event)

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from lap_core import (
+    Conflict,
     Error,
     HarnessSession,
     HarnessSpec,
@@ -193,3 +194,18 @@ async def test_bad_input_is_refused_clearly(lap: Lap) -> None:
     with pytest.raises(InvalidInput, match="empty"):
         await lap.sessions.send(session.id, "   ")
     assert await lap.sessions.history(session.id) == []
+
+
+async def test_deleting_a_session_removes_its_sandbox_and_log(lap: Lap, plugin: EnginePlugin) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    await _turn(lap, session.id, "hello")
+    assert [ref.state for ref in await lap.backend.list({"lap.session": session.id})] == ["ready"]
+    with pytest.raises(Conflict):
+        await lap.agents.delete(agent.id)  # it still has a session
+    await lap.sessions.delete(session.id)
+    assert await lap.backend.list({"lap.session": session.id}) == []
+    with pytest.raises(NotFound):
+        await lap.sessions.history(session.id)
+    await lap.agents.delete(agent.id)
+    assert await lap.agents.list() == []
