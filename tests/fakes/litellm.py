@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -78,8 +79,9 @@ class LiteLLMProxy:
             except httpx.HTTPError:
                 pass
             time.sleep(0.25)
+        tail = self.log_tail()
         self.stop()
-        raise RuntimeError(f"litellm was not ready within {timeout} s:\n{self.log_tail()}")
+        raise RuntimeError(f"litellm was not ready within {timeout} s:\n{tail}")
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
@@ -89,3 +91,4 @@ class LiteLLMProxy:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
