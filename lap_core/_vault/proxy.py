@@ -8,7 +8,9 @@ sandbox. Requests are parsed with h11; the gateway is reached with httpx.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from typing import TYPE_CHECKING
 
 import anyio
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("lap.vault")
 
 MAX_BODY = 32 * 1024 * 1024
+TAKEOVER_POLL = 0.5  # seconds between attempts to take over from another process's proxy
 # Headers that describe one hop, or carry the sandbox's credentials: never forwarded.
 _DROP_REQUEST = {
     b"host",
@@ -40,6 +43,14 @@ _DROP_REQUEST = {
     b"upgrade",
 }
 _DROP_RESPONSE = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 class _Reject(Exception):
@@ -59,18 +70,35 @@ class LLMProxy:
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(connect=10, read=900, write=60, pool=10))
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Listen until cancelled (start it in a task group with `tg.start`)."""
+        """Serve until cancelled (start it in a task group with `tg.start`).
+
+        One LAP process at a time serves a data directory's socket (an flock decides); the others
+        wait and take over the moment the serving process ends, so sandboxes, which outlive the
+        process that made them, never lose their way out for long.
+        """
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        self.socket_path.unlink(missing_ok=True)
-        # 0666: sandboxes run as another user; the stub key, not the file mode, is the gate.
-        listener = await anyio.create_unix_listener(self.socket_path, mode=0o666)
-        log.info("vault.listening", socket=str(self.socket_path), upstream=self._upstream)
-        task_status.started()
+        lock = os.open(self.socket_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            await listener.serve(self._handle_connection)
+            waiting = not _try_lock(lock)
+            if waiting:
+                log.info("vault.waiting", socket=str(self.socket_path), reason="another LAP process serves it")
+                task_status.started()
+                while not _try_lock(lock):  # noqa: ASYNC110 - flock has no async wake-up
+                    await anyio.sleep(TAKEOVER_POLL)
+            self.socket_path.unlink(missing_ok=True)
+            # 0666: sandboxes run as another user; the stub key, not the file mode, is the gate.
+            listener = await anyio.create_unix_listener(self.socket_path, mode=0o666)
+            log.info("vault.listening", socket=str(self.socket_path), upstream=self._upstream)
+            try:
+                if not waiting:
+                    task_status.started()
+                await listener.serve(self._handle_connection)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await listener.aclose()
         finally:
+            os.close(lock)  # releases the flock: a waiting process takes over
             with anyio.CancelScope(shield=True):
-                await listener.aclose()
                 await self._client.aclose()
 
     async def _handle_connection(self, stream: SocketStream) -> None:

@@ -134,3 +134,41 @@ async def test_a_gateway_that_is_down_is_a_clear_502(tmp_path: Path, keys: StubK
         # the connection stays usable for the next request
         again = await client.post("/v1/responses", json={}, headers={"Authorization": "Bearer nope"})
         assert again.status_code == 401
+
+
+async def test_a_second_proxy_takes_over_when_the_first_one_stops(
+    tmp_path: Path, upstream: str, keys: StubKeys
+) -> None:
+    socket = tmp_path / "llm.sock"
+    first = LLMProxy(socket_path=socket, upstream=upstream, api_key="first-key", keys=keys)
+    second = LLMProxy(socket_path=socket, upstream=upstream, api_key="second-key", keys=keys)
+    headers = {"Authorization": f"Bearer {keys.issue('s')}"}
+
+    async def ask() -> str:
+        transport = httpx.AsyncHTTPTransport(uds=str(socket))
+        async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as client:
+            response = await client.post("/v1/chat/completions", json={}, headers=headers)
+            assert response.status_code == 200
+        await wait_all_tasks_blocked()
+        return str(Upstream.seen[-1]["headers"]["authorization"])
+
+    async with anyio.create_task_group() as outer:
+        first_scope = anyio.CancelScope()
+
+        async def run_first() -> None:
+            with first_scope:
+                await first.serve()
+
+        outer.start_soon(run_first)
+        await anyio.sleep(0.2)
+        await outer.start(second.serve)  # it waits: the first one holds the socket
+        assert await ask() == "Bearer first-key"
+        first_scope.cancel()
+        with anyio.fail_after(5):
+            while True:
+                try:
+                    if await ask() == "Bearer second-key":
+                        break
+                except (httpx.ConnectError, AssertionError):
+                    await anyio.sleep(0.1)
+        outer.cancel_scope.cancel()
