@@ -12,14 +12,16 @@ import anyio
 import pytest
 
 from lap_core import Lap
+from lap_core._config import default_data_dir
 from tests.fakes.litellm import LiteLLMProxy
 from tests.fakes.llm_server import FakeLLM
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-ROOT = Path(__file__).resolve().parents[1]
-HARNESS_CACHE = ROOT / ".cache" / "harnesses"
+# Where `bin/setup` installs the harness CLIs, so the tests reuse them; it is outside the
+# repository on purpose: sandbox users must reach it, and a clone may live under a 0700 home.
+HARNESS_CACHE = default_data_dir() / "harnesses"
 
 
 def require(ok: bool, what: str) -> None:
