@@ -44,7 +44,8 @@ class Lap:
     listing every failing key), then opens the store (migrating it when `migrate` is true, or
     by default for the embedded SQLite file; else checking it is migrated), the sandbox backend, the harnesses and
     the LLM proxy. With `run_turns=False` (admin tools) the gateway settings are not required
-    and no proxy runs.
+    and no proxy runs. `settings` adds settings structs of your own (e.g. a server's), validated
+    with everything else; read them back with `settings_of(key)`.
 
     Attributes available inside the `async with`: `agents`, `sessions`, `store`, `backend`,
     `harnesses`, `settings`, `data_dir`, `plugins`.
@@ -58,10 +59,12 @@ class Lap:
         env: Mapping[str, str] | None = None,
         run_turns: bool = True,
         migrate: bool | None = None,
+        settings: Mapping[str, type[msgspec.Struct]] | None = None,
     ) -> None:
         self._env = read_environment(env)
         self.plugins = PluginRegistry(plugins, load_entry_points=load_entry_points, env=self._env)
         self._run_turns = run_turns
+        self._extra_settings = dict(settings or {})
         self._migrate = migrate
         self.migrations_applied: list[str] = []
         self._stack = AsyncExitStack()
@@ -107,6 +110,7 @@ class Lap:
                 if getattr(core, key) is None:
                     problems[key.upper()] = "required to run agents (the LiteLLM gateway and its key)"
         component_types = {f"harness:{name}": spec.settings for name, spec in harness_specs.items() if spec.settings}
+        component_types |= {f"extra:{key}": struct_type for key, struct_type in self._extra_settings.items()}
         if backend_spec is not None and backend_spec.settings is not None:
             component_types["backend"] = backend_spec.settings
         component_settings, component_problems = load_settings(component_types, self._env)
@@ -122,6 +126,7 @@ class Lap:
     async def _start(self) -> None:
         core, store_spec, url, backend_spec, component_settings = self._configure()
         self.settings = core
+        self._component_settings = component_settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
         stack = self._stack
         self.store: SessionStore = await stack.enter_async_context(store_spec.factory(url))
@@ -157,6 +162,10 @@ class Lap:
         self.agents = Agents(self.store, self.harnesses)
         self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, tasks)
         log.debug("lap.started", data_dir=str(self.data_dir), store=store_spec.name, backend=backend_spec.name)
+
+    def settings_of(self, key: str) -> Any:
+        """Return the validated settings struct passed as `settings={key: Struct}` (e.g. a server's)."""
+        return self._component_settings[f"extra:{key}"]
 
     async def _ensure_default_team(self) -> None:
         try:

@@ -11,6 +11,7 @@ import pytest
 from lap_core import hookspecs
 from lap_core._config import CoreSettings
 from lap_local import LocalSettings
+from lap_server import ServerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 HOOKS = [name for name, value in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("lap_")]
@@ -30,7 +31,7 @@ def test_every_hook_is_in_the_plugin_guide(hook: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "variable", [f.encode_name for t in (CoreSettings, LocalSettings) for f in msgspec.structs.fields(t)]
+    "variable", [f.encode_name for t in (CoreSettings, LocalSettings, ServerSettings) for f in msgspec.structs.fields(t)]
 )
 def test_every_setting_is_in_the_readme(variable: str) -> None:
     assert f"`{variable}`" in (ROOT / "README.md").read_text()

@@ -11,25 +11,22 @@ from lap_core import (
     Conflict,
     Error,
     HarnessSession,
-    HarnessSpec,
     InvalidInput,
     Lap,
     NotFound,
-    SandboxBackendSpec,
     Status,
     TextDelta,
     ToolCall,
     ToolResult,
     TurnEnd,
     UserMessage,
-    hookimpl,
 )
+from tests.fakes.plugin import FakesPlugin
 from tests.fakes.process_backend import ProcessBackend
-from tests.fakes.script_harness import ScriptHarness
 from tests.fixtures import lap_env
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from lap_core import EventRecord
@@ -37,33 +34,13 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.anyio
 
 
-class EnginePlugin:
-    """Registers the test backend and harness, keeping the instances for assertions."""
-
-    def __init__(self) -> None:
-        self.harness = ScriptHarness()
-        self.backend: ProcessBackend | None = None
-
-    def _backend(self, **kwargs: object) -> ProcessBackend:
-        self.backend = ProcessBackend(**kwargs)  # type: ignore[arg-type]
-        return self.backend
-
-    @hookimpl
-    def lap_sandbox_backends(self) -> Iterator[SandboxBackendSpec]:
-        yield SandboxBackendSpec(name="process", factory=self._backend)
-
-    @hookimpl
-    def lap_harnesses(self) -> Iterator[HarnessSpec]:
-        yield HarnessSpec(name="script", factory=lambda: self.harness)
+@pytest.fixture
+def plugin() -> FakesPlugin:
+    return FakesPlugin()
 
 
 @pytest.fixture
-def plugin() -> EnginePlugin:
-    return EnginePlugin()
-
-
-@pytest.fixture
-async def lap(data_dir: Path, plugin: EnginePlugin) -> AsyncIterator[Lap]:
+async def lap(data_dir: Path, plugin: FakesPlugin) -> AsyncIterator[Lap]:
     env = lap_env(data_dir, LAP_SANDBOX_BACKEND="process", LITELLM_API_BASE="http://127.0.0.1:9", LITELLM_API_KEY="k")
     async with Lap(plugins=[plugin], env=env) as running:
         yield running
@@ -104,7 +81,7 @@ async def test_a_turn_is_logged_in_order_and_ends_once(lap: Lap) -> None:
     assert (stored.status, stored.native_session_id) == ("ready", "native-1")
 
 
-async def test_the_next_turn_resumes_the_native_session_in_the_same_sandbox(lap: Lap, plugin: EnginePlugin) -> None:
+async def test_the_next_turn_resumes_the_native_session_in_the_same_sandbox(lap: Lap, plugin: FakesPlugin) -> None:
     agent = await lap.agents.create("a", harness="script", model="m")
     session = await lap.sessions.create(agent.id)
     await _turn(lap, session.id, "one")
@@ -130,7 +107,7 @@ async def test_a_failing_harness_ends_the_turn_with_an_error_and_the_session_goe
     assert [t.status for t in turns] == ["failed", "completed"]
 
 
-async def test_a_sandbox_that_fails_to_start_is_an_error_event(lap: Lap, plugin: EnginePlugin) -> None:
+async def test_a_sandbox_that_fails_to_start_is_an_error_event(lap: Lap, plugin: FakesPlugin) -> None:
     agent = await lap.agents.create("a", harness="script", model="m")
     session = await lap.sessions.create(agent.id)
     ProcessBackend.fail_start = True
@@ -196,7 +173,7 @@ async def test_bad_input_is_refused_clearly(lap: Lap) -> None:
     assert await lap.sessions.history(session.id) == []
 
 
-async def test_deleting_a_session_removes_its_sandbox_and_log(lap: Lap, plugin: EnginePlugin) -> None:
+async def test_deleting_a_session_removes_its_sandbox_and_log(lap: Lap, plugin: FakesPlugin) -> None:
     agent = await lap.agents.create("a", harness="script", model="m")
     session = await lap.sessions.create(agent.id)
     await _turn(lap, session.id, "hello")

@@ -1,0 +1,173 @@
+"""The core routes: agents, sessions, messages, the SSE event stream, health."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from lap_core import EventRecord, Lap, TextDelta, TurnEnd
+from lap_server.errors import error_response
+from lap_server.schemas import (
+    Aborted,
+    AgentIn,
+    AgentList,
+    AgentOut,
+    MessageIn,
+    SessionIn,
+    SessionOut,
+    TurnAccepted,
+    TurnResult,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+LapDep = NamedDependency[Lap]
+Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+Offset = Annotated[int, QueryParameter(ge=0)]
+Flag = FromQuery[bool]
+
+
+@post("/api/agents", status_code=201)
+async def create_agent(data: JSONBody[AgentIn], lap: LapDep) -> AgentOut:
+    """Create an agent."""
+    agent = await lap.agents.create(
+        data.name, harness=data.harness, model=data.model, prompt=data.prompt, options=data.options
+    )
+    return AgentOut.of(agent)
+
+
+@get("/api/agents")
+async def list_agents(
+    lap: LapDep, search: FromQuery[str | None] = None, limit: Limit = 50, offset: Offset = 0
+) -> AgentList:
+    """List agents by name, optionally those whose name contains `search`."""
+    found = await lap.store.list_agents(team_id=None, search=search, limit=limit + 1, offset=offset)
+    more = len(found) > limit
+    return AgentList(items=[AgentOut.of(a) for a in found[:limit]], next_offset=offset + limit if more else None)
+
+
+@get("/api/agents/{agent_id:str}")
+async def get_agent(agent_id: FromPath[str], lap: LapDep) -> AgentOut:
+    """Return an agent (by id or name)."""
+    return AgentOut.of(await lap.agents.get(agent_id))
+
+
+@delete("/api/agents/{agent_id:str}")
+async def delete_agent(agent_id: FromPath[str], lap: LapDep) -> None:
+    """Delete an agent that has no sessions left (409 otherwise)."""
+    await lap.agents.delete(agent_id)
+
+
+@post("/api/sessions", status_code=201)
+async def create_session(data: JSONBody[SessionIn], lap: LapDep) -> SessionOut:
+    """Open a session of an agent; its sandbox comes up with the first message."""
+    return SessionOut.of(await lap.sessions.create(data.agent_id, title=data.title))
+
+
+@get("/api/sessions")
+async def list_sessions(lap: LapDep, agent_id: FromQuery[str | None] = None) -> list[SessionOut]:
+    """List sessions, newest first."""
+    return [SessionOut.of(s) for s in await lap.sessions.list(agent=agent_id)]
+
+
+@get("/api/sessions/{session_id:str}")
+async def get_session(session_id: FromPath[str], lap: LapDep) -> SessionOut:
+    """Return a session with its live status."""
+    return SessionOut.of(await lap.sessions.get(session_id))
+
+
+@delete("/api/sessions/{session_id:str}")
+async def delete_session(session_id: FromPath[str], lap: LapDep) -> None:
+    """Delete a session, its sandbox, workspace and history."""
+    await lap.sessions.delete(session_id)
+
+
+@post("/api/sessions/{session_id:str}/messages", status_code=202)
+async def send_message(
+    session_id: FromPath[str], data: JSONBody[MessageIn], lap: LapDep, wait: Flag = False
+) -> Response[Any]:
+    """Send a message: 202 with the turn and where to follow it, or with `?wait=true` the finished turn."""
+    turn = await lap.sessions.send(session_id, data.text)
+    if not wait:
+        url = f"/api/sessions/{session_id}/events?after={turn.user_seq - 1}"
+        return Response(TurnAccepted(turn_id=turn.id, user_seq=turn.user_seq, events_url=url), status_code=202)
+    records = [r async for r in lap.sessions.follow(session_id, after=turn.user_seq - 1, until_turn=turn.id)]
+    end = records[-1].event
+    status = end.status if isinstance(end, TurnEnd) else "failed"
+    text = "".join(r.event.text for r in records if isinstance(r.event, TextDelta))
+    return Response(TurnResult(turn_id=turn.id, status=status, text=text, events=records), status_code=200)
+
+
+@get("/api/sessions/{session_id:str}/messages")
+async def history(session_id: FromPath[str], lap: LapDep, after: Offset = 0) -> list[EventRecord]:
+    """Return the session's event log after `after`."""
+    return await lap.sessions.history(session_id, after=after)
+
+
+def _event_name(record: EventRecord) -> str:
+    return str(type(record.event).__struct_config__.tag)
+
+
+@get("/api/sessions/{session_id:str}/events")
+async def events(
+    session_id: FromPath[str], lap: LapDep, request: Request[Any, Any, Any], after: Offset = 0
+) -> ServerSentEvent:
+    """Stream the session's events live (SSE; `id` is the event's seq, so `Last-Event-ID` resumes exactly)."""
+    await lap.sessions.get(session_id)  # 404 now rather than an empty stream
+    last = request.headers.get("last-event-id", "").strip()
+    start = int(last) if last.isdigit() else after
+
+    async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        async for record in lap.sessions.follow(session_id, after=start):
+            data = msgspec.json.encode(record).decode()
+            yield ServerSentEventMessage(data=data, event=_event_name(record), id=record.seq)
+
+    return ServerSentEvent(stream())
+
+
+@post("/api/sessions/{session_id:str}/abort", status_code=202)
+async def abort(session_id: FromPath[str], lap: LapDep) -> Aborted:
+    """Abort the session's running turn (it ends with `turn_end` status `aborted`)."""
+    await lap.sessions.get(session_id)
+    return Aborted(aborted=lap.sessions.abort(session_id))
+
+
+@get("/healthz")
+async def healthz() -> dict[str, bool]:
+    """The process is up."""
+    return {"ok": True}
+
+
+@get("/readyz")
+async def readyz(lap: LapDep) -> Response[Any]:
+    """The store is reachable and migrated, and the sandbox backend answers."""
+    try:
+        await lap.store.check()
+        await lap.backend.list({"lap.readyz": "probe"})
+    except Exception as error:
+        return error_response(503, "not_ready", f"{type(error).__name__}: {error}")
+    return Response({"ok": True})
+
+
+ROUTES = [
+    create_agent,
+    list_agents,
+    get_agent,
+    delete_agent,
+    create_session,
+    list_sessions,
+    get_session,
+    delete_session,
+    send_message,
+    history,
+    events,
+    abort,
+    healthz,
+    readyz,
+]

@@ -1,0 +1,104 @@
+"""Request and response bodies of the API (msgspec; unknown fields are refused)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from lap_core import Agent, EventRecord, Session
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256 * 1024)]
+
+
+class _In(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class AgentIn(_In, frozen=True):
+    """A new agent."""
+
+    name: Name
+    harness: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    prompt: Annotated[str, msgspec.Meta(max_length=64 * 1024)] = ""
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class AgentOut(msgspec.Struct, frozen=True, kw_only=True):
+    """An agent."""
+
+    id: str
+    name: str
+    harness: str
+    model: str
+    prompt: str
+    options: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentOut:
+        return cls(**{f: getattr(agent, f) for f in cls.__struct_fields__})
+
+
+class AgentList(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of agents; `next_offset` is null on the last page."""
+
+    items: list[AgentOut]
+    next_offset: int | None = None
+
+
+class SessionIn(_In, frozen=True):
+    """A new session of an agent."""
+
+    agent_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    title: Annotated[str, msgspec.Meta(max_length=256)] = ""
+
+
+class SessionOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A session, with its live status (`starting` while its sandbox comes up)."""
+
+    id: str
+    agent_id: str
+    title: str
+    status: str
+    status_detail: str
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, session: Session) -> SessionOut:
+        return cls(**{f: getattr(session, f) for f in cls.__struct_fields__})
+
+
+class MessageIn(_In, frozen=True):
+    """A user message."""
+
+    text: Text
+
+
+class TurnAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    """The message is stored and its turn queued; follow `events_url` (from `after_seq`)."""
+
+    turn_id: str
+    user_seq: int
+    events_url: str
+
+
+class TurnResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A finished turn (`?wait=true`): its status, the reply text and every event."""
+
+    turn_id: str
+    status: str
+    text: str
+    events: list[EventRecord]
+
+
+class Aborted(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether a turn was running (and is now being aborted)."""
+
+    aborted: bool

@@ -1,0 +1,175 @@
+"""The REST API and SSE stream, over real HTTP (uvicorn), on the process backend and scripted harness."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+
+from lap_core import Lap
+from lap_server import ServerSettings, create_app
+from tests.fakes.plugin import FakesPlugin
+from tests.fixtures import lap_env
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+KEY = "test-master-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def api(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
+    port = _free_port()
+    env = lap_env(
+        data_dir,
+        LAP_SANDBOX_BACKEND="process",
+        LITELLM_API_BASE="http://127.0.0.1:9",
+        LITELLM_API_KEY="k",
+        MASTER_KEY=KEY,
+        LAP_PORT=str(port),
+    )
+    async with Lap(plugins=[FakesPlugin()], env=env, settings={"server": ServerSettings}) as lap:
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(lap, lap.settings_of("server")), port=port, log_level="warning", lifespan="off")
+        )
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(server.serve)
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
+                await anyio.sleep(0.01)
+            headers = {"Authorization": f"Bearer {KEY}"}
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+                yield client
+            server.should_exit = True
+
+
+async def _session(api: httpx.AsyncClient) -> str:
+    agent = await api.post("/api/agents", json={"name": "a", "harness": "script", "model": "m"})
+    assert agent.status_code == 201, agent.text
+    session = await api.post("/api/sessions", json={"agent_id": agent.json()["id"]})
+    assert session.status_code == 201, session.text
+    return str(session.json()["id"])
+
+
+async def _sse(api: httpx.AsyncClient, path: str, count: int, **headers: str) -> list[dict[str, Any]]:
+    """Read SSE events until `count` of them or a `turn_end`."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    with anyio.fail_after(20):
+        async with api.stream("GET", path, headers=headers) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if not line:
+                    if current:
+                        events.append(current)
+                        current = {}
+                    if len(events) == count or (events and events[-1].get("event") == "turn_end"):
+                        break
+                    continue
+                field, _, value = line.partition(":")
+                current[field] = value.strip()
+    return events
+
+
+async def test_a_message_with_wait_returns_the_reply(api: httpx.AsyncClient) -> None:
+    session_id = await _session(api)
+    reply = await api.post(f"/api/sessions/{session_id}/messages?wait=true", json={"text": "hello"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["status"] == "completed"
+    assert body["text"] == "you said: hello"
+    assert [e["event"]["type"] for e in body["events"]][-1] == "turn_end"
+    history = (await api.get(f"/api/sessions/{session_id}/messages")).json()
+    assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
+    assert (await api.get(f"/api/sessions/{session_id}")).json()["status"] == "ready"
+
+
+async def test_sse_resumes_exactly_after_last_event_id(api: httpx.AsyncClient) -> None:
+    session_id = await _session(api)
+    accepted = await api.post(f"/api/sessions/{session_id}/messages", json={"text": "stream me"})
+    assert accepted.status_code == 202
+    url = accepted.json()["events_url"]
+    first = await _sse(api, url, 3)
+    assert [e["id"] for e in first] == ["1", "2", "3"]
+    assert first[0]["event"] == "user_message"
+    rest = await _sse(api, f"/api/sessions/{session_id}/events", 20, **{"Last-Event-ID": "3"})
+    ids = [int(e["id"]) for e in rest]
+    assert ids[0] == 4
+    assert ids == list(range(4, 4 + len(ids)))
+    assert rest[-1]["event"] == "turn_end"
+    assert json.loads(rest[0]["data"])["seq"] == 4
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("POST", "/api/agents", b"{not json", 400, "invalid_json"),
+        ("POST", "/api/agents", {"name": "x", "harness": "script"}, 422, "validation_error"),
+        ("POST", "/api/agents", {"name": "x", "harness": "script", "model": 3}, 422, "validation_error"),
+        ("POST", "/api/agents", {"name": "x", "harness": "script", "model": "m", "colour": 1}, 422, "validation_error"),
+        ("POST", "/api/agents", {"name": "x", "harness": "nope", "model": "m"}, 422, "invalid_input"),
+        ("GET", "/api/agents/agt_missing", None, 404, "not_found"),
+        ("GET", "/api/sessions/ses_missing", None, 404, "not_found"),
+        ("POST", "/api/sessions", {"agent_id": "agt_missing"}, 404, "not_found"),
+        ("POST", "/api/sessions/ses_missing/messages", {"text": "hi"}, 404, "not_found"),
+        ("GET", "/api/sessions/ses_missing/events", None, 404, "not_found"),
+        ("POST", "/api/agents", b"x" * (2 * 1024 * 1024), 413, "request_too_large"),
+        ("GET", "/api/nowhere", None, 404, "not_found"),
+    ],
+)
+async def test_bad_input_gets_the_error_shape(
+    api: httpx.AsyncClient, method: str, path: str, body: Any, status: int, code: str
+) -> None:
+    kwargs: dict[str, Any] = {"content": body} if isinstance(body, bytes) else {"json": body}
+    response = await api.request(method, path, **({} if body is None else kwargs))
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert "Traceback" not in response.text
+
+
+async def test_a_message_to_a_deleted_session_is_404(api: httpx.AsyncClient) -> None:
+    session_id = await _session(api)
+    assert (await api.delete(f"/api/sessions/{session_id}")).status_code == 204
+    response = await api.post(f"/api/sessions/{session_id}/messages", json={"text": "hi"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key-123", "Basic dGVzdA==", "Bearer"])
+async def test_auth_is_required_except_for_health(api: httpx.AsyncClient, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    async with httpx.AsyncClient(base_url=str(api.base_url), headers=headers) as anonymous:
+        response = await anonymous.get("/api/agents")
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthorized"
+        assert (await anonymous.get("/healthz")).status_code == 200
+        assert (await anonymous.get("/readyz")).json() == {"ok": True}
+        assert "/api/sessions/{session_id}/events" in (await anonymous.get("/schema/openapi.json")).json()["paths"]
+
+
+async def test_agents_list_paginates_and_searches(api: httpx.AsyncClient) -> None:
+    for name in ("alpha", "beta", "gamma"):
+        assert (
+            await api.post("/api/agents", json={"name": name, "harness": "script", "model": "m"})
+        ).status_code == 201
+    page = (await api.get("/api/agents?limit=2")).json()
+    assert [a["name"] for a in page["items"]] == ["alpha", "beta"]
+    assert page["next_offset"] == 2
+    last = (await api.get("/api/agents?limit=2&offset=2")).json()
+    assert ([a["name"] for a in last["items"]], last["next_offset"]) == (["gamma"], None)
+    assert [a["name"] for a in (await api.get("/api/agents?search=mm")).json()["items"]] == ["gamma"]
+    assert (await api.get("/api/agents?limit=0")).status_code in (400, 422)

@@ -1,0 +1,32 @@
+"""A LAP plugin for tests: the process sandbox backend and the scripted harness."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lap_core import HarnessSpec, SandboxBackendSpec, hookimpl
+from tests.fakes.process_backend import ProcessBackend
+from tests.fakes.script_harness import ScriptHarness
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+class FakesPlugin:
+    """Registers backend `process` and harness `script`, keeping the instances for assertions."""
+
+    def __init__(self) -> None:
+        self.harness = ScriptHarness()
+        self.backend: ProcessBackend | None = None
+
+    def _backend(self, **kwargs: object) -> ProcessBackend:
+        self.backend = ProcessBackend(**kwargs)  # type: ignore[arg-type]
+        return self.backend
+
+    @hookimpl
+    def lap_sandbox_backends(self) -> Iterator[SandboxBackendSpec]:
+        yield SandboxBackendSpec(name="process", factory=self._backend)
+
+    @hookimpl
+    def lap_harnesses(self) -> Iterator[HarnessSpec]:
+        yield HarnessSpec(name="script", factory=lambda: self.harness)
