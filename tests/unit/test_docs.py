@@ -31,7 +31,8 @@ def test_every_hook_is_in_the_plugin_guide(hook: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "variable", [f.encode_name for t in (CoreSettings, LocalSettings, ServerSettings) for f in msgspec.structs.fields(t)]
+    "variable",
+    [f.encode_name for t in (CoreSettings, LocalSettings, ServerSettings) for f in msgspec.structs.fields(t)],
 )
 def test_every_setting_is_in_the_readme(variable: str) -> None:
     assert f"`{variable}`" in (ROOT / "README.md").read_text()

@@ -41,7 +41,8 @@ def _validation(request: Request[Any, Any, Any], error: ValidationException) -> 
 def _http(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
     if error.status_code == 400 and "json" in str(error.detail).lower():
         return error_response(400, "invalid_json", "the request body is not valid JSON")
-    code = {400: "bad_request", 
+    code = {
+        400: "bad_request",
         401: "unauthorized",
         403: "forbidden",
         404: "not_found",
