@@ -45,7 +45,7 @@ from lap_core.events import (
 from lap_core.harness import Harness, LLMAccess
 from lap_core.hookspecs import hookimpl
 from lap_core.integration import Integration
-from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Session, Team, Turn, TurnRecord
+from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Job, Session, Team, Turn, TurnRecord
 from lap_core.sandbox import (
     ExecResult,
     FileSpec,
@@ -81,6 +81,7 @@ __all__ = [
     "Integration",
     "IntegrationSpec",
     "InvalidInput",
+    "Job",
     "LLMAccess",
     "Lap",
     "LapError",

@@ -11,7 +11,7 @@ import anyio
 import structlog
 
 from lap_core._config import CoreSettings, default_data_dir, load_settings, read_environment
-from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRunner
+from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRunner, Worker
 from lap_core._plugins import PluginRegistry
 from lap_core._vault import LLMProxy, StubKeys
 from lap_core.errors import ConfigError, Conflict, NotFound
@@ -159,8 +159,11 @@ class Lap:
         bus = EventBus()
         provider = SandboxProvider(self.backend, keys, self.harness_root, start_timeout=core.lap_sandbox_start_timeout)
         runner = TurnRunner(self.store, provider, self.harnesses, bus, turn_timeout=core.lap_turn_timeout)
+        worker = Worker(self.store, runner)
+        if self._run_turns:
+            await tasks.start(worker.run)
         self.agents = Agents(self.store, self.harnesses)
-        self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, tasks)
+        self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, worker.wake)
         log.debug("lap.started", data_dir=str(self.data_dir), store=store_spec.name, backend=backend_spec.name)
 
     def settings_of(self, key: str) -> Any:

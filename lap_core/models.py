@@ -17,6 +17,9 @@ SessionStatus = Literal["new", "starting", "ready", "running", "failed"]
 
 TurnStatus = Literal["queued", "running", "completed", "failed", "aborted"]
 
+JobStatus = Literal["queued", "leased", "done", "failed"]
+"""Where a job is: `queued` until a worker leases it, `leased` while one works on it, then `done` or `failed`."""
+
 
 def utcnow() -> datetime:
     """Return the current time in UTC (the only clock LAP's records use)."""
@@ -109,3 +112,28 @@ class Turn(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     agent: Agent
     native_session_id: str | None = None
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """A unit of work in the store's durable queue, such as running one turn (`kind="turn"`).
+
+    A worker leases a job (see `SessionStore.lease_job`) for a while and keeps the lease by
+    heartbeats; if the worker dies, the lease expires and another worker takes the job over.
+    Jobs of one session (`session_id`) are leased one at a time, in the order they were queued.
+    `attempts` counts the leases so far; `leased_by` names the worker that holds (or last held)
+    the lease and `lease_expires_at` when the lease runs out (None unless leased). `error` says
+    why a `failed` job failed. The store stamps `created_at`, `updated_at` and `lease_expires_at`
+    with its own clock.
+    """
+
+    id: str
+    kind: str
+    session_id: str | None = None
+    payload: dict[str, Any] = msgspec.field(default_factory=dict)
+    status: JobStatus = "queued"
+    attempts: int = 0
+    leased_by: str | None = None
+    lease_expires_at: datetime | None = None
+    error: str = ""
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+    updated_at: datetime = msgspec.field(default_factory=utcnow)

@@ -2,13 +2,13 @@
 
 A store is selected by the scheme of `DATABASE_URL` (see `SessionStoreSpec.schemes`). Every
 method is async and safe to call from several tasks at once. Conformance:
-`lap_core.testing.StoreConformance`.
+`lap_core.testing.StoreConformance` and, for the job queue, `lap_core.testing.JobQueueConformance`.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from anyio.abc import AsyncResource
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lap_core.events import EventRecord, SessionEvent
-    from lap_core.models import Agent, Session, Team, TurnRecord
+    from lap_core.models import Agent, Job, JobStatus, Session, Team, TurnRecord
 
 
 class SessionStore(AsyncResource):
@@ -104,14 +104,23 @@ class SessionStore(AsyncResource):
 
     @abstractmethod
     async def delete_session(self, session_id: str, *, team_id: str | None = None) -> None:
-        """Delete a session with its turns and events; raise `NotFound`."""
+        """Delete a session with its turns, events and jobs; raise `NotFound`."""
 
     # the event log and turns
     @abstractmethod
-    async def start_turn(self, turn: TurnRecord, message: SessionEvent) -> tuple[TurnRecord, EventRecord]:
+    async def start_turn(
+        self, turn: TurnRecord, message: SessionEvent, *, job: Job | None = None
+    ) -> tuple[TurnRecord, EventRecord]:
         """Insert a turn and append its user message to the log, in one transaction.
 
-        Returns the turn (with `user_seq` set) and the message's record. Raise `NotFound`.
+        With `job`, queue that job in the same transaction: the turn, the message and the job are
+        stored together or not at all. The job's `session_id` must be the turn's (else `InvalidInput`);
+        it is stored `queued`, never leased (`attempts` 0, no lease, no error, whatever the record
+        says), with `created_at` and `updated_at` from the store's clock. Queued after every job of
+        the session queued before, it is leased after them (see `lease_job`).
+
+        Returns the turn (with `user_seq` set) and the message's record. Raise `NotFound` (no such
+        session) or `Conflict` (the turn's or the job's id is taken).
         """
 
     @abstractmethod
@@ -138,3 +147,65 @@ class SessionStore(AsyncResource):
     @abstractmethod
     async def read_events(self, session_id: str, *, after: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Return the session's records with `seq > after`, in order, at most `limit`."""
+
+    # the job queue
+    @abstractmethod
+    async def lease_job(
+        self, worker_id: str, *, lease_seconds: float, kinds: Sequence[str] | None = None
+    ) -> Job | None:
+        """Atomically take the next job for `worker_id`, or return None when no job is eligible.
+
+        Eligible are queued jobs, and leased jobs whose lease has expired (their worker died or
+        stalled: they are taken over), of one of `kinds` when given. A job with a `session_id` is
+        not eligible while an older job of its session is still queued or leased (even with an
+        expired lease), nor while another job of its session holds an unexpired lease: the jobs of
+        one session are leased strictly in the order they were queued, one at a time. Of the
+        eligible jobs the oldest (first queued) is taken: its status becomes `leased`, `leased_by`
+        `worker_id`, `lease_expires_at` the store's now plus `lease_seconds`, and `attempts` grows
+        by one. Concurrent callers, in this process or others, never get the same lease and never
+        wait for each other's leases. Raise `InvalidInput` unless 0 < `lease_seconds` <= 86400.
+        """
+
+    @abstractmethod
+    async def heartbeat_job(self, job_id: str, worker_id: str, *, lease_seconds: float) -> bool:
+        """Extend `worker_id`'s lease of a job to the store's now plus `lease_seconds`; return True.
+
+        Return False, changing nothing, if the job is not leased by `worker_id` any more: it was
+        taken over after its lease expired, released, finished, or deleted with its session (or
+        never existed). A lease that has expired but was not taken over yet is still the worker's.
+        Raise `InvalidInput` unless 0 < `lease_seconds` <= 86400.
+        """
+
+    @abstractmethod
+    async def finish_job(
+        self, job_id: str, worker_id: str, *, status: Literal["done", "failed"], error: str = ""
+    ) -> bool:
+        """End `worker_id`'s lease of a job with `status` (and `error`, why it failed); return True.
+
+        The lease is cleared (`lease_expires_at` None; `leased_by` keeps the worker's name) and the
+        next job of the session becomes eligible. Return False, changing nothing, if the job is not
+        leased by `worker_id` any more (see `heartbeat_job`). Raise `InvalidInput` for another status.
+        """
+
+    @abstractmethod
+    async def release_job(self, job_id: str, worker_id: str) -> bool:
+        """Hand a leased job back unfinished (a graceful shutdown); return True.
+
+        The job is `queued` again with no lease, ahead of the jobs queued after it; `attempts`
+        keeps counting the lease. Return False, changing nothing, if the job is not leased by
+        `worker_id` any more (see `heartbeat_job`).
+        """
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> Job:
+        """Return a job; raise `NotFound`."""
+
+    @abstractmethod
+    async def list_jobs(
+        self, *, session_id: str | None = None, status: JobStatus | None = None, limit: int = 100
+    ) -> list[Job]:
+        """Return jobs in the order they were queued (oldest first), at most `limit`.
+
+        Only the session's, and only those in `status`, when given. Raise `InvalidInput` for an
+        unknown status or a negative limit.
+        """

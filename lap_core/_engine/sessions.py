@@ -8,15 +8,14 @@ import anyio
 import structlog
 
 from lap_core._engine.sandboxes import sandbox_name
+from lap_core._engine.worker import TURN
 from lap_core.errors import InvalidInput, NotSupported
 from lap_core.events import EventRecord, TurnEnd, UserMessage
-from lap_core.models import DEFAULT_TEAM_ID, Session, TurnRecord, new_id
+from lap_core.models import DEFAULT_TEAM_ID, Job, Session, TurnRecord, new_id
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import AsyncIterator
-
-    from anyio.abc import TaskGroup
+    from collections.abc import AsyncIterator, Callable
 
     from lap_core._engine.agents import Agents
     from lap_core._engine.bus import EventBus
@@ -40,14 +39,14 @@ class Sessions:
         backend: SandboxBackend,
         runner: TurnRunner,
         bus: EventBus,
-        tasks: TaskGroup,
+        on_queued: Callable[[], None],
     ) -> None:
         self._store = store
         self._agents = agents
         self._backend = backend
         self._runner = runner
         self._bus = bus
-        self._tasks = tasks
+        self._on_queued = on_queued
 
     async def create(self, agent: str, *, title: str = "", team_id: str = DEFAULT_TEAM_ID) -> Session:
         """Start a session of an agent (by id or name). Its sandbox comes up with the first message."""
@@ -76,21 +75,21 @@ class Sessions:
         await self._store.delete_session(session.id)
 
     async def send(self, session_id: str, text: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> TurnRecord:
-        """Store a user message and start its turn in the background; return the turn.
+        """Store a user message and queue its turn (one transaction); return the turn.
 
-        Turns of a session run one at a time, in order. Follow the reply with `follow`.
+        A worker runs it (in this process or another); turns of a session run one at a time, in
+        order. Follow the reply with `follow`.
         """
         if not text.strip():
             raise InvalidInput("the message is empty")
         if len(text.encode()) > MAX_MESSAGE:
             raise InvalidInput(f"the message is larger than {MAX_MESSAGE // 1024} KiB")
         session = await self.get(session_id, team_id=team_id)
-        agent = await self._store.get_agent(session.agent_id)
-        turn, _ = await self._store.start_turn(
-            TurnRecord(id=new_id("turn"), session_id=session.id), UserMessage(text=text)
-        )
+        turn = TurnRecord(id=new_id("turn"), session_id=session.id)
+        job = Job(id=new_id("job"), kind=TURN, session_id=session.id, payload={"turn_id": turn.id})
+        turn, _ = await self._store.start_turn(turn, UserMessage(text=text), job=job)
         self._bus.notify(session.id)
-        self._tasks.start_soon(self._runner.run, agent, turn, text, name=f"turn {turn.id}")
+        self._on_queued()
         return turn
 
     def abort(self, session_id: str) -> bool:

@@ -1,5 +1,6 @@
 """Test kit for LAP plugin authors: conformance suites and fixtures (opt-in pytest plugin)."""
 
+from lap_core.testing.jobs import JobQueueConformance
 from lap_core.testing.store import StoreConformance
 
-__all__ = ["StoreConformance"]
+__all__ = ["JobQueueConformance", "StoreConformance"]

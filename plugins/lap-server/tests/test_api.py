@@ -47,7 +47,7 @@ async def api(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
         )
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(server.serve)
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
+            while not server.started:
                 await anyio.sleep(0.01)
             headers = {"Authorization": f"Bearer {KEY}"}
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:

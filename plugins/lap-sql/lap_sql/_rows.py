@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from lap_core.events import EventRecord, decode_event, encode_event
-from lap_core.models import Agent, Session, SessionStatus, Team, TurnRecord
+from lap_core.models import Agent, Job, Session, SessionStatus, Team, TurnRecord
 
 if TYPE_CHECKING:
     from lap_sql._schema import Tables
@@ -81,6 +81,24 @@ def turn(row: Row) -> TurnRecord:
         user_seq=row["user_seq"],
         created_at=utc(row["created_at"]),
         finished_at=None if finished_at is None else utc(finished_at),
+    )
+
+
+def job(row: Row) -> Job:
+    """Return the `Job` of a `jobs` row."""
+    expires = row["lease_expires_at"]
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        session_id=row["session_id"],
+        payload=msgspec.json.decode(row["payload"]),
+        status=row["status"],
+        attempts=row["attempts"],
+        leased_by=row["leased_by"],
+        lease_expires_at=None if expires is None else utc(expires),
+        error=row["error"],
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
     )
 
 

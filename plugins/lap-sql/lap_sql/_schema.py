@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from piccolo.columns import Integer, Text, Timestamptz
+from piccolo.columns import BigInt, Integer, Text, Timestamptz
 from piccolo.table import Table, create_table_class
 
 if TYPE_CHECKING:
@@ -83,6 +83,23 @@ class EventRow(Table, tablename="events"):
     data = Text()
 
 
+class JobRow(Table, tablename="jobs"):
+    """A row of `jobs`; `payload` is JSON text. `position` (set by the database) is the queue's order."""
+
+    id = Text(primary_key=True)
+    position = BigInt()
+    kind = Text()
+    session_id = Text(null=True, default=None)
+    payload = Text()
+    status = Text()
+    attempts = Integer()
+    leased_by = Text(null=True, default=None)
+    lease_expires_at = Timestamptz(null=True, default=None)
+    error = Text()
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
 class MigrationRow(Table, tablename="lap_migrations"):
     """A row of `lap_migrations`: one per migration applied."""
 
@@ -111,6 +128,7 @@ class Tables:
         self.sessions = _bind(SessionRow, engine)
         self.turns = _bind(TurnRow, engine)
         self.events = _bind(EventRow, engine)
+        self.jobs = _bind(JobRow, engine)
         self.migrations = _bind(MigrationRow, engine)
 
 
@@ -173,7 +191,38 @@ _INITIAL = [
 ]
 
 
+_JOB_COLUMNS = """
+        kind TEXT NOT NULL,
+        session_id TEXT REFERENCES sessions (id) ON DELETE CASCADE,
+        payload TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        leased_by TEXT,
+        lease_expires_at TIMESTAMPTZ,
+        error TEXT NOT NULL DEFAULT '',
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+"""
+# The queue's order is `position`, a counter the database hands out on insert: unlike timestamps it
+# never ties, and as a job is inserted after its session's row is locked (`start_turn` bumps
+# `last_seq` first), a session's jobs get increasing positions in commit order.
+_JOBS = {
+    "postgres": f"CREATE TABLE jobs (id TEXT PRIMARY KEY, position BIGINT GENERATED ALWAYS AS IDENTITY,{_JOB_COLUMNS})",
+    "sqlite": f"CREATE TABLE jobs (position INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,{_JOB_COLUMNS})",
+}
+
+
+def _jobs(dialect: Dialect) -> list[str]:
+    return [
+        _JOBS[dialect],
+        # `lease_job` scans the open jobs in order; done and failed ones pile up outside this index.
+        "CREATE INDEX jobs_open_position ON jobs (position) WHERE status IN ('queued', 'leased')",
+        # `lease_job` looks for older or leased jobs of the candidate's session; `list_jobs` by session.
+        "CREATE INDEX jobs_session_position ON jobs (session_id, position)",
+    ]
+
+
 def migrations(dialect: Dialect) -> list[tuple[str, list[str]]]:
     """Return every migration for `dialect`, oldest first, as (name, statements)."""
-    del dialect  # the first migration is the same SQL on SQLite and PostgreSQL
-    return [("0001_initial", _INITIAL)]
+    # The first migration is the same SQL on SQLite and PostgreSQL.
+    return [("0001_initial", _INITIAL), ("0002_jobs", _jobs(dialect))]

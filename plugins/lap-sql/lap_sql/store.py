@@ -15,12 +15,13 @@ from lap_core.store import SessionStore
 from lap_sql import _rows
 from lap_sql._database import Database
 from lap_sql._db import not_found
+from lap_sql._jobs import JobQueue
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lap_core.events import SessionEvent
-    from lap_core.models import Agent, Session, Team, TurnRecord
+    from lap_core.models import Agent, Job, Session, Team, TurnRecord
 
 _END_STATES = frozenset({"completed", "failed", "aborted"})
 _INSERT_CHUNK = 500
@@ -32,12 +33,13 @@ def _check_page(limit: int, offset: int) -> None:
         raise InvalidInput(f"limit and offset must not be negative (got limit={limit}, offset={offset})")
 
 
-class SqlStore(SessionStore):
+class SqlStore(JobQueue, SessionStore):
     """A `SessionStore` in SQLite (`sqlite:///path/lap.db`) or PostgreSQL (`postgresql://...`).
 
     Each instance has its own engine and table classes, so stores of different databases can be
     used side by side. Event seqs come from `sessions.last_seq`, bumped and read back in the
-    transaction that inserts the events, so concurrent appends never share or skip a seq.
+    transaction that inserts the events, so concurrent appends never share or skip a seq. The job
+    queue's methods come from `JobQueue`.
     """
 
     def __init__(self, url: str) -> None:
@@ -227,7 +229,7 @@ class SqlStore(SessionStore):
         return _rows.session(rows[0])
 
     async def delete_session(self, session_id: str, *, team_id: str | None = None) -> None:
-        """Delete a session with its turns and events; raise `NotFound`."""
+        """Delete a session with its turns, events and jobs; raise `NotFound`."""
         t = self._t.sessions
         where = [t.id == session_id] + ([t.team_id == team_id] if team_id is not None else [])
         async with self._db.write():
@@ -235,6 +237,7 @@ class SqlStore(SessionStore):
                 raise not_found("session", session_id)
             await self._t.events.delete().where(self._t.events.session_id == session_id)
             await self._t.turns.delete().where(self._t.turns.session_id == session_id)
+            await self._t.jobs.delete().where(self._t.jobs.session_id == session_id)
             await t.delete().where(t.id == session_id)
 
     # the event log and turns
@@ -250,13 +253,19 @@ class SqlStore(SessionStore):
             raise not_found("session", session_id)
         return int(rows[0]["last_seq"]) - count + 1
 
-    async def start_turn(self, turn: TurnRecord, message: SessionEvent) -> tuple[TurnRecord, EventRecord]:
-        """Insert a turn and append its user message to the log, in one transaction.
+    async def start_turn(
+        self, turn: TurnRecord, message: SessionEvent, *, job: Job | None = None
+    ) -> tuple[TurnRecord, EventRecord]:
+        """Insert a turn, append its user message to the log and queue `job` (if given), in one transaction.
 
-        Returns the turn (with `user_seq` set) and the message's record. Raise `NotFound`.
+        Returns the turn (with `user_seq` set) and the message's record. Raise `NotFound`, `Conflict`,
+        or `InvalidInput` if the job is of another session.
         """
+        if job is not None and job.session_id != turn.session_id:
+            raise InvalidInput(f"the job of a turn of session {turn.session_id!r} names session {job.session_id!r}")
         t = self._t.turns
-        async with self._db.write(conflict=f"turn {turn.id!r} already exists"):
+        taken = f"turn {turn.id!r}" + ("" if job is None else f" or job {job.id!r}")
+        async with self._db.write(conflict=f"{taken} already exists"):
             seq = await self._claim_seqs(turn.session_id, 1)
             stored = msgspec.structs.replace(turn, user_seq=seq)
             record = EventRecord(session_id=turn.session_id, seq=seq, event=message, turn_id=turn.id, at=utcnow())
@@ -265,6 +274,9 @@ class SqlStore(SessionStore):
             values["finished_at"] = None if stored.finished_at is None else _rows.utc(stored.finished_at)
             await t.insert(t(**values))
             await self._t.events.insert(_rows.event_row(self._t, record))
+            if job is not None:
+                # After `_claim_seqs` locked the session's row: the session's jobs queue in commit order.
+                await self._queue_job(job)
         return stored, record
 
     async def get_turn(self, turn_id: str) -> TurnRecord:

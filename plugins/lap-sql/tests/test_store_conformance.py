@@ -18,8 +18,8 @@ import lap_sql
 from lap_core import hookspecs
 from lap_core.errors import InvalidInput, StoreError
 from lap_core.events import TextDelta, UserMessage
-from lap_core.models import Agent, Session, Team, TurnRecord, new_id
-from lap_core.testing import StoreConformance
+from lap_core.models import Agent, Job, Session, Team, TurnRecord, new_id
+from lap_core.testing import JobQueueConformance, StoreConformance
 from lap_sql import SqlStore
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from lap_core.store import SessionStore
 
+MIGRATIONS = ["0001_initial", "0002_jobs"]
 PG_URL = os.environ.get("DATABASE_URL_TEST", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -82,21 +83,44 @@ async def pg_url(pg_database: str) -> AsyncIterator[str]:
         await connection.close()
 
 
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SessionStore]:
+    async with SqlStore(f"sqlite:///{tmp_path / 'lap.db'}") as store:
+        assert await store.migrate() == MIGRATIONS
+        yield store
+
+
+@pytest.fixture
+async def pg_store(pg_url: str) -> AsyncIterator[SessionStore]:
+    async with SqlStore(pg_url) as store:
+        assert await store.migrate() == MIGRATIONS
+        yield store
+
+
 class TestSqliteStore(StoreConformance):
     @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[SessionStore]:
-        async with SqlStore(f"sqlite:///{tmp_path / 'lap.db'}") as store:
-            assert await store.migrate() == ["0001_initial"]
-            yield store
+    def store(self, sqlite_store: SessionStore) -> SessionStore:
+        return sqlite_store
+
+
+class TestSqliteJobQueue(JobQueueConformance):
+    @pytest.fixture
+    def store(self, sqlite_store: SessionStore) -> SessionStore:
+        return sqlite_store
 
 
 @pytest.mark.postgres
 class TestPostgresStore(StoreConformance):
     @pytest.fixture
-    async def store(self, pg_url: str) -> AsyncIterator[SessionStore]:
-        async with SqlStore(pg_url) as store:
-            assert await store.migrate() == ["0001_initial"]
-            yield store
+    def store(self, pg_store: SessionStore) -> SessionStore:
+        return pg_store
+
+
+@pytest.mark.postgres
+class TestPostgresJobQueue(JobQueueConformance):
+    @pytest.fixture
+    def store(self, pg_store: SessionStore) -> SessionStore:
+        return pg_store
 
 
 async def _session(store: SessionStore) -> Session:
@@ -132,6 +156,91 @@ async def test_two_pools_append_to_one_session(pg_url: str) -> None:
         assert (await first.get_session(session.id)).last_seq == 200
 
 
+async def _lease_from(stores: list[SqlStore], queued: dict[str, list[str]], *, finish: bool) -> list[tuple[int, Job]]:
+    """Lease from 5 tasks per store until none gets a job; return (store index, job) in lease order.
+
+    With `finish`, each task finishes its job before it leases the next, and no session may have
+    two jobs in hand at once.
+    """
+    leases: list[tuple[int, Job]] = []
+    in_hand: set[str | None] = set()
+
+    async def work(index: int, worker_id: str) -> None:
+        store = stores[index]
+        while (job := await store.lease_job(worker_id, lease_seconds=60)) is not None:
+            assert job.session_id not in in_hand, "two jobs of one session leased at once"
+            leases.append((index, job))
+            if finish:
+                in_hand.add(job.session_id)
+                await anyio.sleep(0.001)
+                in_hand.discard(job.session_id)
+                assert await store.finish_job(job.id, worker_id, status="done")
+
+    async with anyio.create_task_group() as group:
+        for task in range(5):
+            for index in range(len(stores)):
+                group.start_soon(work, index, f"store{index}-task{task}")
+    every = [job_id for job_ids in queued.values() for job_id in job_ids]
+    assert len(leases) == len(every)  # no job leased twice ...
+    assert sorted(job.id for _, job in leases) == sorted(every)  # ... and none lost
+    for session_id, job_ids in queued.items():  # each session's jobs in the order they were queued
+        assert [job.id for _, job in leases if job.session_id == session_id] == job_ids
+    return leases
+
+
+async def _queue_jobs(store: SqlStore, *, sessions: int, jobs_per_session: int) -> dict[str, list[str]]:
+    queued: dict[str, list[str]] = {(await _session(store)).id: [] for _ in range(sessions)}
+    for _ in range(jobs_per_session):
+        for session_id, job_ids in queued.items():  # interleaved: the queue's order is not the sessions'
+            job = Job(id=new_id("job"), kind="turn", session_id=session_id)
+            await store.start_turn(TurnRecord(id=new_id("turn"), session_id=session_id), UserMessage(text="x"), job=job)
+            job_ids.append(job.id)
+    return queued
+
+
+@pytest.mark.parametrize(("sessions", "finish"), [(40, False), (10, True)], ids=["40-sessions-held", "10-sessions"])
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_two_pools_lease_40_jobs(pg_url: str, sessions: int, finish: bool) -> None:
+    async with SqlStore(pg_url) as first, SqlStore(pg_url) as second:
+        await first.migrate()
+        queued = await _queue_jobs(first, sessions=sessions, jobs_per_session=40 // sessions)
+        leases = await _lease_from([first, second], queued, finish=finish)
+        assert {index for index, _ in leases} == {0, 1}  # both pools took part
+        jobs = await second.list_jobs(limit=1000)
+        assert {job.status for job in jobs} == {"done" if finish else "leased"}
+        assert all(job.attempts == 1 for job in jobs)
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_a_lease_skips_a_locked_job_without_waiting(pg_url: str) -> None:
+    # A lease that waited for the lock would fail after 3 s (a cancel scope cannot: writes are shielded).
+    async with SqlStore(f"{pg_url}&lock_timeout=3000") as store:
+        await store.migrate()
+        [first], [second] = (await _queue_jobs(store, sessions=2, jobs_per_session=1)).values()
+        connection = await asyncpg.connect(pg_url)  # another worker, in the middle of leasing `first`
+        try:
+            async with connection.transaction():
+                await connection.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", first)
+                job = await store.lease_job("w1", lease_seconds=60)
+                assert job is not None
+                assert job.id == second
+        finally:
+            await connection.close()
+        assert (await store.get_job(first)).status == "queued"
+
+
+@pytest.mark.anyio
+async def test_two_sqlite_stores_lease_from_one_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lap.db'}"
+    async with SqlStore(url) as first, SqlStore(url) as second:
+        await first.migrate()
+        queued = await _queue_jobs(first, sessions=5, jobs_per_session=4)
+        await _lease_from([first, second], queued, finish=True)
+        assert {job.status for job in await second.list_jobs()} == {"done"}
+
+
 @pytest.mark.postgres
 @pytest.mark.anyio
 async def test_concurrent_migrate_applies_once(pg_url: str) -> None:
@@ -146,7 +255,7 @@ async def test_concurrent_migrate_applies_once(pg_url: str) -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(migrate, first)
             group.start_soon(migrate, second)
-        assert sorted(results) == [[], ["0001_initial"]]
+        assert sorted(results) == [[], MIGRATIONS]
         await first.check()
         await second.check()
 
@@ -170,7 +279,7 @@ async def test_sqlite_check_then_migrate(tmp_path: Path) -> None:
     async with SqlStore(f"sqlite:///{tmp_path / 'lap.db'}") as store:
         with pytest.raises(StoreError, match=r"database is not migrated: run `lap migrate`"):
             await store.check()
-        assert await store.migrate() == ["0001_initial"]
+        assert await store.migrate() == MIGRATIONS
         assert await store.migrate() == []
         await store.check()
     assert (tmp_path / "lap.db").exists()
