@@ -123,6 +123,10 @@ class PluginRegistry:
         """Return the registered integrations by name."""
         return self._collect("lap_integrations", IntegrationSpec)
 
+    def cli_commands(self) -> list[Any]:
+        """Return the `click` commands plugins add to `lap`."""
+        return [command for batch in self.pm.hook.lap_cli_commands() for command in batch or ()]
+
     def describe(self) -> list[dict[str, Any]]:
         """Return each plugin with its distribution and the hooks it implements (for `lap plugins`)."""
         distributions = {ep.name: ep.dist for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}

@@ -14,6 +14,8 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    import click
+
     from lap_core.specs import HarnessSpec, IntegrationSpec, SandboxBackendSpec, SessionStoreSpec
 
 PROJECT = "lap"
@@ -51,6 +53,14 @@ def lap_integrations() -> Iterable[IntegrationSpec]:  # type: ignore[empty-body]
     """Return the integrations this plugin provides.
 
     Called once when a `Lap` starts. Example: `yield IntegrationSpec(name="linear", factory=LinearIntegration)`.
+    """
+
+
+@hookspec
+def lap_cli_commands() -> Iterable[click.Command]:  # type: ignore[empty-body]
+    """Return commands to add to the `lap` command line (lap-server adds `lap serve`).
+
+    Called once when `lap` starts. Example: `yield click.Command("serve", callback=serve)`.
     """
 
 

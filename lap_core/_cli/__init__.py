@@ -37,10 +37,17 @@ def main(verbose: int, log_json: bool) -> None:
 
 
 def _register() -> None:
-    from lap_core._cli import admin, agents, chat, sessions
+    from lap_core._cli import admin, agents, chat, sessions, worker
+    from lap_core._config import read_environment
+    from lap_core._plugins import PluginRegistry
 
-    for command in (*admin.COMMANDS, agents.agents, sessions.sessions, chat.chat):
+    for command in (*admin.COMMANDS, agents.agents, sessions.sessions, chat.chat, worker.worker):
         main.add_command(command)
+    try:
+        for command in PluginRegistry(env=read_environment()).cli_commands():
+            main.add_command(command)
+    except LapError as error:  # a broken plugin must not take `lap doctor` and `lap plugins` down with it
+        click.secho(f"warning: {error.message}", fg="yellow", err=True)
 
 
 _register()

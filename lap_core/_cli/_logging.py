@@ -25,3 +25,5 @@ def configure(*, level: int = logging.WARNING, json: bool = False) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # Libraries' own request logs (httpx logs every request at INFO) only when asked for.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

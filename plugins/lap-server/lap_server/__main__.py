@@ -1,21 +1,5 @@
-"""`python -m lap_server`: serve the API on LAP_HOST:LAP_PORT (web and turns in one process)."""
+"""`python -m lap_server`: the same as `lap serve`."""
 
-from __future__ import annotations
+from lap_server.cli import serve_command
 
-import anyio
-import uvicorn
-
-from lap_core import Lap
-from lap_server.app import ServerSettings, create_app
-
-
-async def main() -> None:
-    async with Lap(settings={"server": ServerSettings}) as lap:
-        settings: ServerSettings = lap.settings_of("server")
-        app = create_app(lap, settings)
-        config = uvicorn.Config(app, host=settings.lap_host, port=settings.lap_port, log_level="warning")
-        await uvicorn.Server(config).serve()
-
-
-if __name__ == "__main__":
-    anyio.run(main)
+serve_command()
