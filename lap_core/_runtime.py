@@ -36,6 +36,15 @@ def _build(spec: Any, settings: msgspec.Struct | None, **context: Any) -> Any:
     return spec.factory(settings, **context) if spec.settings is not None else spec.factory(**context)
 
 
+async def _relay_changes(store: SessionStore, bus: EventBus, worker: Worker) -> None:
+    """Pass changes other processes make on to this one's followers and worker."""
+    async for change in store.watch():
+        if change.kind == "events" and change.session_id:
+            bus.notify(change.session_id)
+        else:
+            worker.wake()
+
+
 class Lap:
     """A running LAP: `async with Lap() as lap: ...`.
 
@@ -162,6 +171,7 @@ class Lap:
         worker = Worker(self.store, runner)
         if self._run_turns:
             await tasks.start(worker.run)
+        tasks.start_soon(_relay_changes, self.store, bus, worker)
         self.agents = Agents(self.store, self.harnesses)
         self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, worker.wake)
         log.debug("lap.started", data_dir=str(self.data_dir), store=store_spec.name, backend=backend_spec.name)

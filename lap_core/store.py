@@ -10,13 +10,22 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+import anyio
+import msgspec
 from anyio.abc import AsyncResource
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     from lap_core.events import EventRecord, SessionEvent
     from lap_core.models import Agent, Job, JobStatus, Session, Team, TurnRecord
+
+
+class StoreChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A change another process made: a session's log grew (`events`) or a job was queued (`jobs`)."""
+
+    kind: Literal["events", "jobs"]
+    session_id: str | None = None
 
 
 class SessionStore(AsyncResource):
@@ -31,6 +40,15 @@ class SessionStore(AsyncResource):
 
     async def aclose(self) -> None:
         """Release connections; the store is unusable afterwards."""
+
+    async def watch(self) -> AsyncIterator[StoreChange]:
+        """Yield changes as any process makes them, until cancelled (live fan-out across processes).
+
+        Followers and workers re-read the store when told; they also poll, so a store that cannot
+        watch (the default: it yields nothing) is slower, never wrong. PostgreSQL: LISTEN/NOTIFY.
+        """
+        await anyio.sleep_forever()
+        yield StoreChange(kind="events")  # pragma: no cover - unreachable; makes this a generator
 
     @abstractmethod
     async def migrate(self) -> list[str]:

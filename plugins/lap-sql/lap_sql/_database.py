@@ -52,6 +52,12 @@ class Database:
         self._open = False
 
     @property
+    def dsn(self) -> str:
+        """The asyncpg connection string (PostgreSQL only)."""
+        assert isinstance(self.engine, PostgresEngine)
+        return str(self.engine.config["dsn"])
+
+    @property
     def display_url(self) -> str:
         """The URL without its password."""
         return redact(self.url)

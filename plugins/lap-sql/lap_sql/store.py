@@ -11,14 +11,14 @@ from piccolo.engine.sqlite import SQLiteEngine
 from lap_core.errors import Conflict, InvalidInput
 from lap_core.events import EventRecord
 from lap_core.models import TurnStatus, utcnow
-from lap_core.store import SessionStore
-from lap_sql import _rows
+from lap_core.store import SessionStore, StoreChange
+from lap_sql import _notify, _rows
 from lap_sql._database import Database
 from lap_sql._db import not_found
 from lap_sql._jobs import JobQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     from lap_core.events import SessionEvent
     from lap_core.models import Agent, Job, Session, Team, TurnRecord
@@ -56,6 +56,14 @@ class SqlStore(JobQueue, SessionStore):
     async def aclose(self) -> None:
         """Close the PostgreSQL pool."""
         await self._db.aclose()
+
+    async def watch(self) -> AsyncIterator[StoreChange]:
+        """Yield changes committed by any process: LISTEN/NOTIFY on PostgreSQL; nothing on SQLite."""
+        if self._db.dialect != "postgres":
+            async for change in super().watch():
+                yield change
+        async for change in _notify.listen(self._db.dsn):
+            yield change
 
     async def migrate(self) -> list[str]:
         """Apply the pending migrations (serialised across processes); return their names."""
@@ -251,6 +259,8 @@ class SqlStore(JobQueue, SessionStore):
         )
         if not rows:
             raise not_found("session", session_id)
+        if self._db.dialect == "postgres":
+            await _notify.notify(t, "events", session_id)
         return int(rows[0]["last_seq"]) - count + 1
 
     async def start_turn(
@@ -277,6 +287,8 @@ class SqlStore(JobQueue, SessionStore):
             if job is not None:
                 # After `_claim_seqs` locked the session's row: the session's jobs queue in commit order.
                 await self._queue_job(job)
+                if self._db.dialect == "postgres":
+                    await _notify.notify(t, "jobs", turn.session_id)
         return stored, record
 
     async def get_turn(self, turn_id: str) -> TurnRecord:

@@ -19,6 +19,7 @@ from lap_core import hookspecs
 from lap_core.errors import InvalidInput, StoreError
 from lap_core.events import TextDelta, UserMessage
 from lap_core.models import Agent, Job, Session, Team, TurnRecord, new_id
+from lap_core.store import StoreChange
 from lap_core.testing import JobQueueConformance, StoreConformance
 from lap_sql import SqlStore
 
@@ -377,3 +378,35 @@ def test_the_plugin_registers_the_sql_store() -> None:
 
 def test_postgres_scheme_alias() -> None:
     assert repr(SqlStore("postgres://u:pw@db.example:5433/lap")) == "SqlStore('postgres://u:***@db.example:5433/lap')"
+
+
+@pytest.mark.postgres
+@pytest.mark.anyio
+async def test_postgres_tells_other_processes_what_changed(pg_url: str) -> None:
+    async with SqlStore(pg_url) as writer, SqlStore(pg_url) as watcher:
+        await writer.migrate()
+        session = await _session(writer)
+        seen: list[StoreChange] = []
+        async with anyio.create_task_group() as tasks:
+
+            async def watch() -> None:
+                async for change in watcher.watch():
+                    seen.append(change)
+
+            tasks.start_soon(watch)
+            with anyio.fail_after(10):
+                while not seen:  # the first change after connecting says "re-read everything"
+                    await anyio.sleep(0.01)
+                await writer.append_events(session.id, [TextDelta(text="x")])
+                await writer.start_turn(
+                    TurnRecord(id="turn_w", session_id=session.id),
+                    UserMessage(text="hi"),
+                    job=Job(id="job_w", kind="turn", session_id=session.id, payload={}),
+                )
+                expected = [
+                    StoreChange(kind="events", session_id=session.id),
+                    StoreChange(kind="jobs", session_id=session.id),
+                ]
+                while seen[1:] != [expected[0], expected[0], expected[1]]:
+                    await anyio.sleep(0.01)
+            tasks.cancel_scope.cancel()
