@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from lap_core import Lap
@@ -112,3 +115,26 @@ def litellm_proxy(fake_llm: FakeLLM) -> Iterator[LiteLLMProxy]:
         pytest.fail(f"the LiteLLM proxy did not start: {error}")
     yield proxy
     proxy.stop()
+
+
+PG_ADMIN = os.environ.get("DATABASE_URL_TEST", "postgresql://postgres@127.0.0.1:5432/test").rsplit("/", 1)[0]
+
+
+async def _pg_admin(sql: str) -> None:
+    connection = await asyncpg.connect(f"{PG_ADMIN}/postgres", timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database, dropped afterwards."""
+    name = f"lap_test_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(_pg_admin(f"CREATE DATABASE {name}"))
+    except (OSError, asyncpg.PostgresError) as error:
+        require(False, f"PostgreSQL at {PG_ADMIN}: {error}")
+    yield f"{PG_ADMIN}/{name}"
+    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
 import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from tests.fixtures import lap_env, require
+from tests.fixtures import lap_env
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
-
-PG_ADMIN = os.environ.get("DATABASE_URL_TEST", "postgresql://postgres@127.0.0.1:5432/test").rsplit("/", 1)[0]
 
 
 def lap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -90,28 +83,9 @@ def test_plugins_lists_the_bundled_plugins(env: dict[str, str]) -> None:
         assert name in out
 
 
-async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(f"{PG_ADMIN}/postgres", timeout=5)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    name = f"lap_cli_{secrets.token_hex(4)}"
-    try:
-        asyncio.run(_admin(f"CREATE DATABASE {name}"))
-    except (OSError, asyncpg.PostgresError) as error:
-        require(False, f"PostgreSQL at {PG_ADMIN}: {error}")
-    yield f"{PG_ADMIN}/{name}"
-    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
 @pytest.mark.postgres
-def test_postgres_needs_lap_migrate_first(env: dict[str, str], pg_url: str) -> None:
-    env = {**env, "DATABASE_URL": pg_url}
+def test_postgres_needs_lap_migrate_first(env: dict[str, str], pg_database: str) -> None:
+    env = {**env, "DATABASE_URL": pg_database}
     before = lap(env, "agents", "list")
     assert before.returncode == 1
     assert "lap migrate" in before.stderr
