@@ -24,6 +24,7 @@ import pytest
 from lap_core import events as ev
 from lap_core.errors import Conflict, InvalidInput, NotFound
 from lap_core.models import Agent, Job, Session, Team, TurnRecord, new_id
+from lap_core.testing._base import StoreSuite
 
 if TYPE_CHECKING:
     from lap_core.store import SessionStore
@@ -70,20 +71,8 @@ def _lease_length(job: Job) -> float:
     return (job.lease_expires_at - job.updated_at).total_seconds()
 
 
-class JobQueueConformance:
+class JobQueueConformance(StoreSuite):
     """Tests the job queue of `SessionStore`; subclass it and provide the `store` fixture."""
-
-    pytestmark = pytest.mark.anyio
-
-    @pytest.fixture
-    def anyio_backend(self) -> str:
-        """Run on asyncio (piccolo, asyncpg and friends need it)."""
-        return "asyncio"
-
-    @pytest.fixture
-    def store(self) -> SessionStore:
-        """Yield an open, migrated, empty store: override this in your subclass."""
-        raise NotImplementedError("subclass JobQueueConformance and override the `store` fixture")
 
     # queueing
     async def test_start_turn_queues_the_job_with_the_turn_and_message(self, store: SessionStore) -> None:

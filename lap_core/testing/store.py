@@ -22,6 +22,7 @@ import pytest
 from lap_core import events as ev
 from lap_core.errors import Conflict, InvalidInput, NotFound
 from lap_core.models import Agent, Session, Team, TurnRecord, new_id
+from lap_core.testing._base import StoreSuite
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -86,20 +87,8 @@ def _without_at(records: list[ev.EventRecord]) -> list[ev.EventRecord]:
     return [msgspec.structs.replace(record, at=_EPOCH) for record in records]
 
 
-class StoreConformance:
+class StoreConformance(StoreSuite):
     """Tests every method of `SessionStore`; subclass it and provide the `store` fixture."""
-
-    pytestmark = pytest.mark.anyio
-
-    @pytest.fixture
-    def anyio_backend(self) -> str:
-        """Run on asyncio (piccolo, asyncpg and friends need it)."""
-        return "asyncio"
-
-    @pytest.fixture
-    def store(self) -> SessionStore:
-        """Yield an open, migrated, empty store: override this in your subclass."""
-        raise NotImplementedError("subclass StoreConformance and override the `store` fixture")
 
     # migrations
     async def test_migrate_again_applies_nothing(self, store: SessionStore) -> None:
