@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 LapDep = NamedDependency[Lap]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
-Offset = Annotated[int, QueryParameter(ge=0)]
+# Bounded: a database integer is 64 bits, and no list is that long.
+Offset = Annotated[int, QueryParameter(ge=0, le=1_000_000)]
+Seq = Annotated[int, QueryParameter(ge=0, le=2**62)]
 Flag = FromQuery[bool]
 
 
@@ -105,7 +107,7 @@ async def send_message(
 
 
 @get("/api/sessions/{session_id:str}/messages")
-async def history(session_id: FromPath[str], lap: LapDep, after: Offset = 0) -> list[EventRecord]:
+async def history(session_id: FromPath[str], lap: LapDep, after: Seq = 0) -> list[EventRecord]:
     """Return the session's event log after `after`."""
     return await lap.sessions.history(session_id, after=after)
 
@@ -116,7 +118,7 @@ def _event_name(record: EventRecord) -> str:
 
 @get("/api/sessions/{session_id:str}/events")
 async def events(
-    session_id: FromPath[str], lap: LapDep, request: Request[Any, Any, Any], after: Offset = 0
+    session_id: FromPath[str], lap: LapDep, request: Request[Any, Any, Any], after: Seq = 0
 ) -> ServerSentEvent:
     """Stream the session's events live (SSE; `id` is the event's seq, so `Last-Event-ID` resumes exactly)."""
     await lap.sessions.get(session_id)  # 404 now rather than an empty stream
