@@ -29,7 +29,8 @@ litellm_settings:
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -40,7 +41,7 @@ class LiteLLMProxy:
 
     def __init__(self, upstream_url: str, master_key: str = MASTER_KEY) -> None:
         self.master_key = master_key
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._dir = Path(tempfile.mkdtemp(prefix="lap-litellm-"))
         (self._dir / "config.yaml").write_text(CONFIG.format(upstream=upstream_url, master_key=master_key))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -13,6 +12,7 @@ import uvicorn
 
 from lap_core import Lap
 from lap_server import ServerSettings, create_app
+from tests.fakes.litellm import free_port
 from tests.fakes.plugin import FakesPlugin
 from tests.fixtures import lap_env
 
@@ -24,15 +24,9 @@ pytestmark = pytest.mark.anyio
 KEY = "test-master-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 async def api(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    port = _free_port()
+    port = free_port()
     env = lap_env(
         data_dir,
         LAP_SANDBOX_BACKEND="process",

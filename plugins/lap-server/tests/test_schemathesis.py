@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from lap_core import Lap
 from lap_server import ServerSettings, create_app
+from tests.fakes.litellm import free_port
 from tests.fakes.plugin import FakesPlugin
 from tests.fixtures import lap_env
 
@@ -33,9 +33,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real server in a thread of its own (schemathesis calls it synchronously), with an agent and a session."""
     data_dir: Path = tmp_path_factory.mktemp("lap")
     data_dir.chmod(0o711)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = lap_env(
         data_dir,
         LAP_SANDBOX_BACKEND="process",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from tests.fakes.litellm import free_port
 from tests.fixtures import lap_env
 
 if TYPE_CHECKING:
@@ -19,9 +19,7 @@ if TYPE_CHECKING:
 
 
 def test_serve_without_a_worker_queues_turns_and_stops_cleanly(data_dir: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = lap_env(data_dir, MASTER_KEY="serve-test-key", LAP_PORT=str(port), HOME=os.environ.get("HOME", "/root"))
     server = subprocess.Popen(
         [sys.executable, "-m", "lap_core._cli", "serve", "--no-worker"], env=env, stderr=subprocess.PIPE, text=True
