@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from lap_core.events import EventRecord, SessionEvent
-    from lap_core.models import Agent, Job, JobStatus, Session, Team, TurnRecord
+    from lap_core.models import Agent, ApiKey, Job, JobStatus, Session, Team, TurnRecord
 
 
 class StoreChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,6 +70,23 @@ class SessionStore(AsyncResource):
     @abstractmethod
     async def list_teams(self) -> list[Team]:
         """Return every team, oldest first."""
+
+    # API keys (only a hash of each secret: the store never sees one)
+    @abstractmethod
+    async def create_api_key(self, key: ApiKey) -> ApiKey:
+        """Insert an API key; raise `NotFound` for an unknown team, `Conflict` for a taken id or prefix."""
+
+    @abstractmethod
+    async def find_api_key(self, prefix: str) -> ApiKey:
+        """Return the key with this prefix; raise `NotFound`."""
+
+    @abstractmethod
+    async def list_api_keys(self, *, team_id: str | None = None) -> list[ApiKey]:
+        """Return the keys (of one team, when given), oldest first."""
+
+    @abstractmethod
+    async def delete_api_key(self, key_id: str, *, team_id: str | None = None) -> None:
+        """Delete a key (only if it is in `team_id`, when given); raise `NotFound`."""
 
     # agents
     @abstractmethod

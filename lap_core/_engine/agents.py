@@ -61,13 +61,14 @@ class Agents:
         return await self._store.create_agent(agent)
 
     async def get(self, ref: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> Agent:
-        """Return an agent by id, or by name within `team_id`; raise `NotFound`."""
+        """Return an agent by id, or by name within `team_id` (the default team when None); raise `NotFound`.
+
+        With `team_id=None` (an admin) an id finds any team's agent.
+        """
         try:
             return await self._store.get_agent(ref, team_id=team_id)
         except NotFound:
-            if team_id is None:
-                raise
-            return await self._store.find_agent(ref, team_id=team_id)
+            return await self._store.find_agent(ref, team_id=team_id or DEFAULT_TEAM_ID)
 
     async def list(self, *, team_id: str | None = DEFAULT_TEAM_ID, search: str | None = None) -> list[Agent]:
         """Return the team's agents (every team's with `team_id=None`)."""

@@ -48,8 +48,11 @@ class Sessions:
         self._bus = bus
         self._on_queued = on_queued
 
-    async def create(self, agent: str, *, title: str = "", team_id: str = DEFAULT_TEAM_ID) -> Session:
-        """Start a session of an agent (by id or name). Its sandbox comes up with the first message."""
+    async def create(self, agent: str, *, title: str = "", team_id: str | None = DEFAULT_TEAM_ID) -> Session:
+        """Start a session of an agent (by id or name; any team's with `team_id=None`).
+
+        Its sandbox comes up with the first message.
+        """
         found = await self._agents.get(agent, team_id=team_id)
         session = Session(id=new_id("ses"), team_id=found.team_id, agent_id=found.id, title=title)
         return await self._store.create_session(session)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from lap_core import Lap
-from lap_server.auth import bearer_guard
+from lap_server.auth import Principal, auth_guard
 from lap_server.errors import EXCEPTION_HANDLERS
 from lap_server.routes import ROUTES
+from lap_server.team_routes import TEAM_ROUTES
 
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
@@ -37,13 +38,17 @@ def create_app(lap: Lap, settings: ServerSettings) -> Litestar:
     async def provide_lap() -> Lap:
         return lap
 
+    async def provide_caller(request: Request[Any, Any, Any]) -> Principal:
+        principal: Principal = request.state.principal  # set by the guard on every non-open route
+        return principal
+
     return Litestar(
-        route_handlers=[*ROUTES, *extra],
-        dependencies={"lap": Provide(provide_lap)},
-        guards=[bearer_guard(settings.master_key)],
+        route_handlers=[*ROUTES, *TEAM_ROUTES, *extra],
+        dependencies={"lap": Provide(provide_lap), "caller": Provide(provide_caller)},
+        guards=[auth_guard(lap, settings.master_key)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY,
         openapi_config=OpenAPIConfig(title="LAP", version="0.1.0", path="/schema"),
-        signature_types=[Lap],
+        signature_types=[Lap, Principal],
         debug=False,
     )

@@ -1,29 +1,73 @@
-"""Bearer authentication: `Authorization: Bearer <MASTER_KEY>` (admin). Team keys come with teams."""
+"""Who is calling: the master key (an admin, every team) or a team API key (that team only).
+
+A team key looks like `lapk_<prefix>_<secret>`; the store keeps the prefix and a SHA-256 of the
+secret (32 random bytes: a slow hash buys nothing), never the secret itself.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import secrets
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from litestar.exceptions import NotAuthorizedException
+
+from lap_core import ApiKey, NotFound
+from lap_core.models import new_id
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
     from litestar.handlers import BaseRouteHandler
 
+    from lap_core import Lap
+
 OPEN_PATHS = ("/healthz", "/readyz", "/schema")
+KEY_PREFIX = "lapk"
 
 
-def bearer_guard(master_key: str) -> Any:
-    """Return a guard admitting requests with the master key (open paths excepted)."""
-    expected = master_key.encode()
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """The caller: `team_id` None means the admin (master key), who sees every team."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    team_id: str | None
+    key_id: str | None = None
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_api_key(team_id: str, name: str) -> tuple[ApiKey, str]:
+    """Return a new key's record (to store) and its full text (to show once)."""
+    prefix, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    record = ApiKey(id=new_id("key"), team_id=team_id, name=name, prefix=prefix, secret_hash=_digest(secret))
+    return record, f"{KEY_PREFIX}_{prefix}_{secret}"
+
+
+def auth_guard(lap: Lap, master_key: str) -> Any:
+    """Return a guard that admits the master key or a team key, and records the `Principal`."""
+    master = master_key.encode()
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         if connection.url.path.startswith(OPEN_PATHS):
             return
-        header = connection.headers.get("authorization", "")
-        scheme, _separator, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-            raise NotAuthorizedException("missing or invalid API key (Authorization: Bearer <key>)")
+        scheme, _separator, token = connection.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            if hmac.compare_digest(token.encode(), master):
+                connection.state.principal = Principal(team_id=None)
+                return
+            kind, _, rest = token.partition("_")
+            prefix, _, secret = rest.partition("_")
+            if kind == KEY_PREFIX and prefix and secret:
+                try:
+                    key = await lap.store.find_api_key(prefix)
+                except NotFound:
+                    key = None
+                if key is not None and hmac.compare_digest(key.secret_hash, _digest(secret)):
+                    connection.state.principal = Principal(team_id=key.team_id, key_id=key.id)
+                    return
+        raise NotAuthorizedException("missing or invalid API key (Authorization: Bearer <key>)")
 
     return guard

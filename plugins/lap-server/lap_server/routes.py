@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from lap_core import EventRecord, Lap, TextDelta, TurnEnd
+from lap_core import DEFAULT_TEAM_ID, EventRecord, Lap, TextDelta, TurnEnd
+from lap_server.auth import Principal
 from lap_server.errors import error_response
 from lap_server.schemas import (
     Aborted,
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 LapDep = NamedDependency[Lap]
+Caller = NamedDependency[Principal]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 # Bounded: a database integer is 64 bits, and no list is that long.
 Offset = Annotated[int, QueryParameter(ge=0, le=1_000_000)]
@@ -36,66 +39,71 @@ Flag = FromQuery[bool]
 
 
 @post("/api/agents", status_code=201)
-async def create_agent(data: JSONBody[AgentIn], lap: LapDep) -> AgentOut:
+async def create_agent(data: JSONBody[AgentIn], lap: LapDep, caller: Caller) -> AgentOut:
     """Create an agent."""
+    team = caller.team_id or data.team_id or DEFAULT_TEAM_ID
+    if data.team_id and data.team_id != team:
+        raise PermissionDeniedException("a team key creates agents in its own team only")
+    if caller.team_id is None:
+        await lap.store.get_team(team)  # 404 for an unknown team
     agent = await lap.agents.create(
-        data.name, harness=data.harness, model=data.model, prompt=data.prompt, options=data.options
+        data.name, harness=data.harness, model=data.model, prompt=data.prompt, options=data.options, team_id=team
     )
     return AgentOut.of(agent)
 
 
 @get("/api/agents")
 async def list_agents(
-    lap: LapDep, search: FromQuery[str | None] = None, limit: Limit = 50, offset: Offset = 0
+    lap: LapDep, caller: Caller, search: FromQuery[str | None] = None, limit: Limit = 50, offset: Offset = 0
 ) -> AgentList:
     """List agents by name, optionally those whose name contains `search`."""
-    found = await lap.store.list_agents(team_id=None, search=search, limit=limit + 1, offset=offset)
+    found = await lap.store.list_agents(team_id=caller.team_id, search=search, limit=limit + 1, offset=offset)
     more = len(found) > limit
     return AgentList(items=[AgentOut.of(a) for a in found[:limit]], next_offset=offset + limit if more else None)
 
 
 @get("/api/agents/{agent_id:str}")
-async def get_agent(agent_id: FromPath[str], lap: LapDep) -> AgentOut:
+async def get_agent(agent_id: FromPath[str], lap: LapDep, caller: Caller) -> AgentOut:
     """Return an agent (by id or name)."""
-    return AgentOut.of(await lap.agents.get(agent_id))
+    return AgentOut.of(await lap.agents.get(agent_id, team_id=caller.team_id))
 
 
 @delete("/api/agents/{agent_id:str}")
-async def delete_agent(agent_id: FromPath[str], lap: LapDep) -> None:
+async def delete_agent(agent_id: FromPath[str], lap: LapDep, caller: Caller) -> None:
     """Delete an agent that has no sessions left (409 otherwise)."""
-    await lap.agents.delete(agent_id)
+    await lap.agents.delete(agent_id, team_id=caller.team_id)
 
 
 @post("/api/sessions", status_code=201)
-async def create_session(data: JSONBody[SessionIn], lap: LapDep) -> SessionOut:
+async def create_session(data: JSONBody[SessionIn], lap: LapDep, caller: Caller) -> SessionOut:
     """Open a session of an agent; its sandbox comes up with the first message."""
-    return SessionOut.of(await lap.sessions.create(data.agent_id, title=data.title))
+    return SessionOut.of(await lap.sessions.create(data.agent_id, title=data.title, team_id=caller.team_id))
 
 
 @get("/api/sessions")
-async def list_sessions(lap: LapDep, agent_id: FromQuery[str | None] = None) -> list[SessionOut]:
+async def list_sessions(lap: LapDep, caller: Caller, agent_id: FromQuery[str | None] = None) -> list[SessionOut]:
     """List sessions, newest first."""
-    return [SessionOut.of(s) for s in await lap.sessions.list(agent=agent_id)]
+    return [SessionOut.of(s) for s in await lap.sessions.list(agent=agent_id, team_id=caller.team_id)]
 
 
 @get("/api/sessions/{session_id:str}")
-async def get_session(session_id: FromPath[str], lap: LapDep) -> SessionOut:
+async def get_session(session_id: FromPath[str], lap: LapDep, caller: Caller) -> SessionOut:
     """Return a session with its live status."""
-    return SessionOut.of(await lap.sessions.get(session_id))
+    return SessionOut.of(await lap.sessions.get(session_id, team_id=caller.team_id))
 
 
 @delete("/api/sessions/{session_id:str}")
-async def delete_session(session_id: FromPath[str], lap: LapDep) -> None:
+async def delete_session(session_id: FromPath[str], lap: LapDep, caller: Caller) -> None:
     """Delete a session, its sandbox, workspace and history."""
-    await lap.sessions.delete(session_id)
+    await lap.sessions.delete(session_id, team_id=caller.team_id)
 
 
 @post("/api/sessions/{session_id:str}/messages", status_code=202)
 async def send_message(
-    session_id: FromPath[str], data: JSONBody[MessageIn], lap: LapDep, wait: Flag = False
+    session_id: FromPath[str], data: JSONBody[MessageIn], lap: LapDep, caller: Caller, wait: Flag = False
 ) -> Response[Any]:
     """Send a message: 202 with the turn and where to follow it, or with `?wait=true` the finished turn."""
-    turn = await lap.sessions.send(session_id, data.text)
+    turn = await lap.sessions.send(session_id, data.text, team_id=caller.team_id)
     if not wait:
         url = f"/api/sessions/{session_id}/events?after={turn.user_seq - 1}"
         return Response(TurnAccepted(turn_id=turn.id, user_seq=turn.user_seq, events_url=url), status_code=202)
@@ -107,9 +115,9 @@ async def send_message(
 
 
 @get("/api/sessions/{session_id:str}/messages")
-async def history(session_id: FromPath[str], lap: LapDep, after: Seq = 0) -> list[EventRecord]:
+async def history(session_id: FromPath[str], lap: LapDep, caller: Caller, after: Seq = 0) -> list[EventRecord]:
     """Return the session's event log after `after`."""
-    return await lap.sessions.history(session_id, after=after)
+    return await lap.sessions.history(session_id, after=after, team_id=caller.team_id)
 
 
 def _event_name(record: EventRecord) -> str:
@@ -118,10 +126,10 @@ def _event_name(record: EventRecord) -> str:
 
 @get("/api/sessions/{session_id:str}/events")
 async def events(
-    session_id: FromPath[str], lap: LapDep, request: Request[Any, Any, Any], after: Seq = 0
+    session_id: FromPath[str], lap: LapDep, caller: Caller, request: Request[Any, Any, Any], after: Seq = 0
 ) -> ServerSentEvent:
     """Stream the session's events live (SSE; `id` is the event's seq, so `Last-Event-ID` resumes exactly)."""
-    await lap.sessions.get(session_id)  # 404 now rather than an empty stream
+    await lap.sessions.get(session_id, team_id=caller.team_id)  # 404 now rather than an empty stream
     last = request.headers.get("last-event-id", "").strip()
     start = int(last) if last.isdigit() else after
 
@@ -134,9 +142,9 @@ async def events(
 
 
 @post("/api/sessions/{session_id:str}/abort", status_code=202)
-async def abort(session_id: FromPath[str], lap: LapDep) -> Aborted:
+async def abort(session_id: FromPath[str], lap: LapDep, caller: Caller) -> Aborted:
     """Abort the session's running turn (it ends with `turn_end` status `aborted`)."""
-    await lap.sessions.get(session_id)
+    await lap.sessions.get(session_id, team_id=caller.team_id)
     return Aborted(aborted=lap.sessions.abort(session_id))
 
 

@@ -25,12 +25,14 @@ class AgentIn(_In, frozen=True):
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     prompt: Annotated[str, msgspec.Meta(max_length=64 * 1024)] = ""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
+    team_id: str | None = None  # the admin's choice; a team key always creates in its own team
 
 
 class AgentOut(msgspec.Struct, frozen=True, kw_only=True):
     """An agent."""
 
     id: str
+    team_id: str
     name: str
     harness: str
     model: str
@@ -62,6 +64,7 @@ class SessionOut(msgspec.Struct, frozen=True, kw_only=True):
     """A session, with its live status (`starting` while its sandbox comes up)."""
 
     id: str
+    team_id: str
     agent_id: str
     title: str
     status: str
@@ -102,3 +105,27 @@ class Aborted(msgspec.Struct, frozen=True, kw_only=True):
     """Whether a turn was running (and is now being aborted)."""
 
     aborted: bool
+
+
+class TeamIn(_In, frozen=True):
+    """A new team."""
+
+    name: Name
+
+
+class KeyIn(_In, frozen=True):
+    """A new API key (of the caller's team; the admin names the team)."""
+
+    name: Name
+    team_id: str | None = None
+
+
+class KeyOut(msgspec.Struct, frozen=True, kw_only=True):
+    """An API key; `key` (the secret) is only in the answer that created it."""
+
+    id: str
+    team_id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    key: str | None = None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from lap_core.events import EventRecord, decode_event, encode_event
-from lap_core.models import Agent, Job, Session, SessionStatus, Team, TurnRecord
+from lap_core.models import Agent, ApiKey, Job, Session, SessionStatus, Team, TurnRecord
 
 if TYPE_CHECKING:
     from lap_sql._schema import Tables
@@ -24,6 +24,18 @@ def utc(value: datetime) -> datetime:
 def team(row: Row) -> Team:
     """Return the `Team` of a `teams` row."""
     return Team(id=row["id"], name=row["name"], created_at=utc(row["created_at"]))
+
+
+def api_key(row: Row) -> ApiKey:
+    """Return the `ApiKey` of an `api_keys` row."""
+    return ApiKey(
+        id=row["id"],
+        team_id=row["team_id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        secret_hash=row["secret_hash"],
+        created_at=utc(row["created_at"]),
+    )
 
 
 def agent(row: Row) -> Agent:

@@ -100,6 +100,17 @@ class JobRow(Table, tablename="jobs"):
     updated_at = Timestamptz()
 
 
+class ApiKeyRow(Table, tablename="api_keys"):
+    """A row of `api_keys`: a key's prefix and the hash of its secret."""
+
+    id = Text(primary_key=True)
+    team_id = Text()
+    name = Text()
+    prefix = Text()
+    secret_hash = Text()
+    created_at = Timestamptz()
+
+
 class MigrationRow(Table, tablename="lap_migrations"):
     """A row of `lap_migrations`: one per migration applied."""
 
@@ -129,8 +140,21 @@ class Tables:
         self.turns = _bind(TurnRow, engine)
         self.events = _bind(EventRow, engine)
         self.jobs = _bind(JobRow, engine)
+        self.api_keys = _bind(ApiKeyRow, engine)
         self.migrations = _bind(MigrationRow, engine)
 
+
+_API_KEYS = [
+    """CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL REFERENCES teams (id),
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL UNIQUE,
+        secret_hash TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    )""",
+    "CREATE INDEX api_keys_team ON api_keys (team_id, created_at)",
+]
 
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS lap_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
 
@@ -225,4 +249,4 @@ def _jobs(dialect: Dialect) -> list[str]:
 def migrations(dialect: Dialect) -> list[tuple[str, list[str]]]:
     """Return every migration for `dialect`, oldest first, as (name, statements)."""
     # The first migration is the same SQL on SQLite and PostgreSQL.
-    return [("0001_initial", _INITIAL), ("0002_jobs", _jobs(dialect))]
+    return [("0001_initial", _INITIAL), ("0002_jobs", _jobs(dialect)), ("0003_api_keys", _API_KEYS)]

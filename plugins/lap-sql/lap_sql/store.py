@@ -16,6 +16,7 @@ from lap_sql import _notify, _rows
 from lap_sql._database import Database
 from lap_sql._db import not_found
 from lap_sql._jobs import JobQueue
+from lap_sql._keys import ApiKeys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -33,7 +34,7 @@ def _check_page(limit: int, offset: int) -> None:
         raise InvalidInput(f"limit and offset must not be negative (got limit={limit}, offset={offset})")
 
 
-class SqlStore(JobQueue, SessionStore):
+class SqlStore(ApiKeys, JobQueue, SessionStore):
     """A `SessionStore` in SQLite (`sqlite:///path/lap.db`) or PostgreSQL (`postgresql://...`).
 
     Each instance has its own engine and table classes, so stores of different databases can be

@@ -20,7 +20,7 @@ from lap_core.errors import InvalidInput, StoreError
 from lap_core.events import TextDelta, UserMessage
 from lap_core.models import Agent, Job, Session, Team, TurnRecord, new_id
 from lap_core.store import StoreChange
-from lap_core.testing import JobQueueConformance, StoreConformance
+from lap_core.testing import ApiKeyConformance, JobQueueConformance, StoreConformance
 from lap_sql import SqlStore
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from lap_core.store import SessionStore
 
-MIGRATIONS = ["0001_initial", "0002_jobs"]
+MIGRATIONS = ["0001_initial", "0002_jobs", "0003_api_keys"]
 PG_URL = os.environ.get("DATABASE_URL_TEST", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -108,6 +108,19 @@ class TestSqliteJobQueue(JobQueueConformance):
     @pytest.fixture
     def store(self, sqlite_store: SessionStore) -> SessionStore:
         return sqlite_store
+
+
+class TestSqliteApiKeys(ApiKeyConformance):
+    @pytest.fixture
+    def store(self, sqlite_store: SessionStore) -> SessionStore:
+        return sqlite_store
+
+
+@pytest.mark.postgres
+class TestPostgresApiKeys(ApiKeyConformance):
+    @pytest.fixture
+    def store(self, pg_store: SessionStore) -> SessionStore:
+        return pg_store
 
 
 @pytest.mark.postgres
