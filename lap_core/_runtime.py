@@ -41,6 +41,8 @@ async def _relay_changes(store: SessionStore, bus: EventBus, worker: Worker) -> 
     async for change in store.watch():
         if change.kind == "events" and change.session_id:
             bus.notify(change.session_id)
+        elif change.kind == "aborts" and change.session_id:
+            worker.abort_requested(change.session_id)
         else:
             worker.wake()
 
@@ -173,7 +175,7 @@ class Lap:
             await tasks.start(worker.run)
         tasks.start_soon(_relay_changes, self.store, bus, worker)
         self.agents = Agents(self.store, self.harnesses)
-        self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, worker.wake)
+        self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, worker)
         log.debug("lap.started", data_dir=str(self.data_dir), store=store_spec.name, backend=backend_spec.name)
 
     def settings_of(self, key: str) -> Any:

@@ -17,6 +17,10 @@ SessionStatus = Literal["new", "starting", "ready", "running", "failed"]
 
 TurnStatus = Literal["queued", "running", "completed", "failed", "aborted"]
 
+BusyPolicy = Literal["enqueue", "reject", "interrupt"]
+"""What a message sent while a turn is running (or queued) does: `enqueue` (wait its turn),
+`reject` (refused with `Conflict`), or `interrupt` (the pending turns are aborted, then it runs)."""
+
 JobStatus = Literal["queued", "leased", "done", "failed"]
 """Where a job is: `queued` until a worker leases it, `leased` while one works on it, then `done` or `failed`."""
 
@@ -55,7 +59,10 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Agent(msgspec.Struct, frozen=True, kw_only=True):
-    """What to run: a harness, a model and their settings. Sessions are started from an agent."""
+    """What to run: a harness, a model and their settings. Sessions are started from an agent.
+
+    `on_busy` is what a message sent to a busy session does, unless the message says otherwise.
+    """
 
     id: str
     team_id: str
@@ -64,6 +71,7 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     prompt: str = ""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
+    on_busy: BusyPolicy = "enqueue"
     created_at: datetime = msgspec.field(default_factory=utcnow)
     updated_at: datetime = msgspec.field(default_factory=utcnow)
 
@@ -90,12 +98,17 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TurnRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """A stored turn: one user message and the work done to answer it."""
+    """A stored turn: one user message and the work done to answer it.
+
+    `abort_requested` is set (by any process) to stop the turn: the worker running it, wherever
+    it runs, aborts it; a queued turn so flagged ends `aborted` without running.
+    """
 
     id: str
     session_id: str
     status: TurnStatus = "queued"
     user_seq: int = 0
+    abort_requested: bool = False
     created_at: datetime = msgspec.field(default_factory=utcnow)
     finished_at: datetime | None = None
 

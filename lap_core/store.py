@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
 
 class StoreChange(msgspec.Struct, frozen=True, kw_only=True):
-    """A change another process made: a session's log grew (`events`) or a job was queued (`jobs`)."""
+    """A change another process made: a session's log grew (`events`), a job was queued (`jobs`),
+    or a session's turns were flagged for abort (`aborts`)."""
 
-    kind: Literal["events", "jobs"]
+    kind: Literal["events", "jobs", "aborts"]
     session_id: str | None = None
 
 
@@ -144,9 +145,13 @@ class SessionStore(AsyncResource):
     # the event log and turns
     @abstractmethod
     async def start_turn(
-        self, turn: TurnRecord, message: SessionEvent, *, job: Job | None = None
+        self, turn: TurnRecord, message: SessionEvent, *, job: Job | None = None, if_idle: bool = False
     ) -> tuple[TurnRecord, EventRecord]:
         """Insert a turn and append its user message to the log, in one transaction.
+
+        With `if_idle`, raise `Conflict` and store nothing if the session has a turn that is
+        still `queued` or `running` (checked in the same transaction: of two such calls racing on
+        an idle session, one wins).
 
         With `job`, queue that job in the same transaction: the turn, the message and the job are
         stored together or not at all. The job's `session_id` must be the turn's (else `InvalidInput`);
@@ -169,6 +174,15 @@ class SessionStore(AsyncResource):
     @abstractmethod
     async def finish_turn(self, turn_id: str, status: str) -> TurnRecord:
         """Set a turn's status (`running`, `completed`, `failed`, `aborted`); end states set `finished_at`."""
+
+    @abstractmethod
+    async def request_abort(self, session_id: str, *, pending: bool = False) -> list[TurnRecord]:
+        """Flag the session's current turn (its oldest `queued` or `running` one) `abort_requested`.
+
+        With `pending`, flag every `queued` or `running` turn of the session. Return the flagged
+        turns (already flagged ones included), oldest first; none if the session is idle. Tell
+        watchers in other processes (`StoreChange(kind="aborts")`). Raise `NotFound`.
+        """
 
     @abstractmethod
     async def append_events(

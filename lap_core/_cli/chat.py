@@ -73,7 +73,7 @@ async def _turn(lap: Lap, session_id: str, text: str, printer: EventPrinter) -> 
             with anyio.open_signal_receiver(signal.SIGINT) as signals:
                 async for _ in signals:
                     click.secho("\n(aborting the turn …)", fg="yellow", err=True)
-                    lap.sessions.abort(session_id)
+                    await lap.sessions.abort(session_id)
 
         tasks.start_soon(abort_on_interrupt)
         async for record in lap.sessions.stream(session_id, text):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from msgspec.structs import replace
 
 from lap_core.errors import InvalidInput, NotFound
-from lap_core.models import DEFAULT_TEAM_ID, Agent, new_id, utcnow
+from lap_core.models import DEFAULT_TEAM_ID, Agent, BusyPolicy, new_id, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -25,8 +25,10 @@ class Agents:
         self._store = store
         self._harnesses = harnesses
 
-    def _check(self, name: str, harness: str, model: str, options: dict[str, Any]) -> None:
+    def _check(self, name: str, harness: str, model: str, options: dict[str, Any], on_busy: str) -> None:
         problems: dict[str, str] = {}
+        if on_busy not in get_args(BusyPolicy):
+            problems["on_busy"] = f"one of {', '.join(get_args(BusyPolicy))}"
         if not name or len(name) > MAX_NAME or not all(c.isalnum() or c in "-_." for c in name):
             problems["name"] = f"1 to {MAX_NAME} letters, digits, '-', '_' or '.'"
         if harness not in self._harnesses:
@@ -50,13 +52,24 @@ class Agents:
         model: str,
         prompt: str = "",
         options: dict[str, Any] | None = None,
+        on_busy: BusyPolicy = "enqueue",
         team_id: str = DEFAULT_TEAM_ID,
     ) -> Agent:
-        """Create an agent; raise `InvalidInput` (unknown harness, bad options) or `Conflict` (name taken)."""
+        """Create an agent; raise `InvalidInput` (unknown harness, bad options) or `Conflict` (name taken).
+
+        `on_busy` is what a message to one of its busy sessions does by default (see `BusyPolicy`).
+        """
         options = dict(options or {})
-        self._check(name, harness, model, options)
+        self._check(name, harness, model, options, on_busy)
         agent = Agent(
-            id=new_id("agt"), team_id=team_id, name=name, harness=harness, model=model, prompt=prompt, options=options
+            id=new_id("agt"),
+            team_id=team_id,
+            name=name,
+            harness=harness,
+            model=model,
+            prompt=prompt,
+            options=options,
+            on_busy=on_busy,
         )
         return await self._store.create_agent(agent)
 
@@ -76,7 +89,7 @@ class Agents:
 
     async def update(self, agent: Agent) -> Agent:
         """Store changes to an agent, validated like `create`."""
-        self._check(agent.name, agent.harness, agent.model, agent.options)
+        self._check(agent.name, agent.harness, agent.model, agent.options, agent.on_busy)
         return await self._store.update_agent(replace(agent, updated_at=utcnow()))
 
     async def delete(self, ref: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> None:

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args, overload
 
 import anyio
 import structlog
 
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._engine.worker import TURN
-from lap_core.errors import InvalidInput, NotSupported
+from lap_core.errors import Conflict, InvalidInput, NotSupported
 from lap_core.events import EventRecord, TurnEnd, UserMessage
-from lap_core.models import DEFAULT_TEAM_ID, Job, Session, TurnRecord, new_id
+from lap_core.models import DEFAULT_TEAM_ID, BusyPolicy, Job, Session, TurnRecord, new_id
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from lap_core._engine.agents import Agents
     from lap_core._engine.bus import EventBus
     from lap_core._engine.turns import TurnRunner
+    from lap_core._engine.worker import Worker
     from lap_core.sandbox import SandboxBackend
     from lap_core.store import SessionStore
 
@@ -39,14 +40,14 @@ class Sessions:
         backend: SandboxBackend,
         runner: TurnRunner,
         bus: EventBus,
-        on_queued: Callable[[], None],
+        worker: Worker,
     ) -> None:
         self._store = store
         self._agents = agents
         self._backend = backend
         self._runner = runner
         self._bus = bus
-        self._on_queued = on_queued
+        self._worker = worker
 
     async def create(self, agent: str, *, title: str = "", team_id: str | None = DEFAULT_TEAM_ID) -> Session:
         """Start a session of an agent (by id or name; any team's with `team_id=None`).
@@ -77,27 +78,57 @@ class Sessions:
             log.info("session.volume_kept", session_id=session.id, reason="the backend cannot delete volumes")
         await self._store.delete_session(session.id)
 
-    async def send(self, session_id: str, text: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> TurnRecord:
+    async def send(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        team_id: str | None = DEFAULT_TEAM_ID,
+        on_busy: BusyPolicy | None = None,
+    ) -> TurnRecord:
         """Store a user message and queue its turn (one transaction); return the turn.
 
         A worker runs it (in this process or another); turns of a session run one at a time, in
-        order. Follow the reply with `follow`.
+        order. Follow the reply with `follow`. If a turn of the session is still queued or
+        running, `on_busy` (by default the agent's) decides: `enqueue` waits its turn, `reject`
+        raises `Conflict` and stores nothing, `interrupt` aborts the pending turns first.
         """
         if not text.strip():
             raise InvalidInput("the message is empty")
         if len(text.encode()) > MAX_MESSAGE:
             raise InvalidInput(f"the message is larger than {MAX_MESSAGE // 1024} KiB")
+        if on_busy is not None and on_busy not in get_args(BusyPolicy):
+            raise InvalidInput(f"on_busy must be one of {', '.join(get_args(BusyPolicy))}")
         session = await self.get(session_id, team_id=team_id)
+        policy = on_busy or (await self._store.get_agent(session.agent_id)).on_busy
+        if policy == "interrupt" and await self._store.request_abort(session.id, pending=True):
+            self._worker.abort_requested(session.id)
         turn = TurnRecord(id=new_id("turn"), session_id=session.id)
         job = Job(id=new_id("job"), kind=TURN, session_id=session.id, payload={"turn_id": turn.id})
-        turn, _ = await self._store.start_turn(turn, UserMessage(text=text), job=job)
+        try:
+            turn, _ = await self._store.start_turn(turn, UserMessage(text=text), job=job, if_idle=policy == "reject")
+        except Conflict as error:
+            if policy != "reject":
+                raise
+            raise Conflict(
+                "the session is busy with another turn; wait for its turn_end, or send with on_busy "
+                "'enqueue' (run after it) or 'interrupt' (abort it)",
+                details={"session_id": session.id, "on_busy": policy},
+            ) from error
         self._bus.notify(session.id)
-        self._on_queued()
+        self._worker.wake()
         return turn
 
-    def abort(self, session_id: str) -> bool:
-        """Abort the session's running turn (it ends with `turn_end(status="aborted")`)."""
-        return self._runner.abort(session_id)
+    async def abort(self, session_id: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> bool:
+        """Abort the session's current turn, wherever it runs; return whether there was one.
+
+        The turn ends with `turn_end(status="aborted")`; a turn still queued ends so without running.
+        """
+        session = await self.get(session_id, team_id=team_id)
+        if not await self._store.request_abort(session.id):
+            return False
+        self._worker.abort_requested(session.id)
+        return True
 
     async def history(
         self, session_id: str, *, after: int = 0, team_id: str | None = DEFAULT_TEAM_ID
@@ -110,10 +141,25 @@ class Sessions:
             after = batch[-1].seq
         return records
 
+    @overload
+    def follow(
+        self, session_id: str, *, after: int = 0, until_turn: str | None = None, heartbeat: None = None
+    ) -> AsyncIterator[EventRecord]: ...
+
+    @overload
+    def follow(
+        self, session_id: str, *, after: int = 0, until_turn: str | None = None, heartbeat: float
+    ) -> AsyncIterator[EventRecord | None]: ...
+
     async def follow(
-        self, session_id: str, *, after: int = 0, until_turn: str | None = None
-    ) -> AsyncIterator[EventRecord]:
-        """Yield the session's events after `after`, live; stop after `until_turn`'s `turn_end` if given."""
+        self, session_id: str, *, after: int = 0, until_turn: str | None = None, heartbeat: float | None = None
+    ) -> AsyncIterator[EventRecord | None]:
+        """Yield the session's events after `after`, live; stop after `until_turn`'s `turn_end` if given.
+
+        With `heartbeat`, also yield None whenever that many seconds passed without an event (so a
+        stream over the network can send keep-alives).
+        """
+        quiet_since = anyio.current_time()
         while True:
             changed = self._bus.watch(session_id)
             batch = await self._store.read_events(session_id, after=after)
@@ -122,9 +168,17 @@ class Sessions:
                 after = record.seq
                 if until_turn and record.turn_id == until_turn and isinstance(record.event, TurnEnd):
                     return
-            if not batch:
-                with anyio.move_on_after(FOLLOW_POLL):
-                    await changed.wait()
+            if batch:
+                quiet_since = anyio.current_time()
+                continue
+            wait = FOLLOW_POLL
+            if heartbeat is not None:
+                wait = min(wait, max(0.0, quiet_since + heartbeat - anyio.current_time()))
+            with anyio.move_on_after(wait):
+                await changed.wait()
+            if heartbeat is not None and anyio.current_time() - quiet_since >= heartbeat:
+                yield None
+                quiet_since = anyio.current_time()
 
     async def stream(
         self, session_id: str, text: str, *, team_id: str | None = DEFAULT_TEAM_ID

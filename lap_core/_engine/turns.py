@@ -63,14 +63,19 @@ class TurnRunner:
         self._bus = bus
         self._turn_timeout = turn_timeout
         self._locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
-        self._running: dict[str, anyio.CancelScope] = {}
+        self._running: dict[str, tuple[str, anyio.CancelScope]] = {}  # session id -> (turn id, scope)
 
-    def abort(self, session_id: str) -> bool:
-        """Cancel the session's running turn; return whether one was running."""
-        scope = self._running.get(session_id)
-        if scope is not None:
-            scope.cancel()
-        return scope is not None
+    def abort(self, session_id: str, *, turn_id: str | None = None) -> bool:
+        """Cancel the session's turn running here (only if it is `turn_id`, when given); return whether one was.
+
+        This is the local half of an abort: `Sessions.abort` flags the turn in the store, and the
+        worker running it, in whichever process, calls this.
+        """
+        running = self._running.get(session_id)
+        if running is None or turn_id not in (None, running[0]):
+            return False
+        running[1].cancel()
+        return True
 
     async def _append(self, turn: TurnRecord, *events: SessionEvent) -> None:
         await self._store.append_events(turn.session_id, events, turn_id=turn.id)
@@ -81,16 +86,17 @@ class TurnRunner:
         async with self._locks[turn.session_id]:
             with structlog.contextvars.bound_contextvars(session_id=turn.session_id, turn_id=turn.id):
                 with anyio.CancelScope() as scope:
-                    self._running[turn.session_id] = scope
+                    self._running[turn.session_id] = (turn.id, scope)
                     try:
-                        return await self._run(agent, turn, text)
+                        # Flagged while it waited in the queue: it ends aborted, never having run.
+                        if not (await self._store.finish_turn(turn.id, "running")).abort_requested:
+                            return await self._run(agent, turn, text)
                     finally:
                         del self._running[turn.session_id]
                 await self._end(turn, "aborted", TurnEnd(status="aborted", reason="aborted by the user"))
                 return "aborted"
 
     async def _run(self, agent: Agent, turn: TurnRecord, text: str) -> TurnStatus:
-        await self._store.finish_turn(turn.id, "running")
         harness = self._harnesses.get(agent.harness)
         sandbox: SandboxClient | None = None
         native: Turn | None = None

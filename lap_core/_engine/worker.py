@@ -15,19 +15,23 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 import structlog
 
+from lap_core._engine.bus import EventBus
 from lap_core.errors import LapError, NotFound
 from lap_core.events import Error, TurnEnd, UserMessage
 from lap_core.models import Job, new_id
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskStatus
+    from anyio.abc import TaskGroup, TaskStatus
 
     from lap_core._engine.turns import TurnRunner
+    from lap_core.models import TurnRecord
     from lap_core.store import SessionStore
 
 log = structlog.get_logger("lap.worker")
 
 TURN = "turn"
+# How often a running turn's abort flag is re-read when no notification came (a store that cannot watch).
+ABORT_POLL = 5.0
 
 
 def worker_name() -> str:
@@ -54,10 +58,15 @@ class Worker:
         self._poll_seconds = poll_seconds
         self._slots = anyio.Semaphore(concurrency)  # released by the job task, not the one that took it
         self._wake = anyio.Event()
+        self._aborts = EventBus()
 
     def wake(self) -> None:
         """Look for a job now (a job was just queued in this process)."""
         self._wake.set()
+
+    def abort_requested(self, session_id: str) -> None:
+        """A turn of the session was flagged for abort (here or in another process): check ours now."""
+        self._aborts.notify(session_id)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Lease and run jobs until cancelled."""
@@ -80,7 +89,7 @@ class Worker:
             with structlog.contextvars.bound_contextvars(job_id=job.id, session_id=job.session_id):
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(self._heartbeat, job, tasks.cancel_scope)
-                    status, error = await self._run_turn(job)
+                    status, error = await self._run_turn(job, tasks)
                     tasks.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     if not await self._store.finish_job(job.id, self.name, status=status, error=error):
@@ -96,7 +105,19 @@ class Worker:
                 scope.cancel()
                 return
 
-    async def _run_turn(self, job: Job) -> tuple[Literal["done", "failed"], str]:
+    async def _watch_abort(self, turn: TurnRecord) -> None:
+        """Abort the turn once it is flagged: told at once via `abort_requested`, else seen by polling."""
+        while True:
+            told = self._aborts.watch(turn.session_id)
+            with anyio.move_on_after(ABORT_POLL):
+                await told.wait()
+            # Not yet running here: the runner sees the flag itself as it starts the turn.
+            if (await self._store.get_turn(turn.id)).abort_requested and self._runner.abort(
+                turn.session_id, turn_id=turn.id
+            ):
+                return
+
+    async def _run_turn(self, job: Job, tasks: TaskGroup) -> tuple[Literal["done", "failed"], str]:
         """Run the turn of a job; return the job's end status and error."""
         try:
             turn = await self._store.get_turn(str(job.payload["turn_id"]))
@@ -118,6 +139,7 @@ class Worker:
             await self._store.finish_turn(turn.id, "failed")
             return "failed", reason
         assert isinstance(message, UserMessage)
+        tasks.start_soon(self._watch_abort, turn)
         try:
             status = await self._runner.run(agent, turn, message.text)
         except LapError as error:

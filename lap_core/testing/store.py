@@ -12,7 +12,7 @@ The fixture yields an open, migrated, empty store; the tests run on asyncio (any
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, get_args
 
 import anyio
@@ -21,12 +21,21 @@ import pytest
 
 from lap_core import events as ev
 from lap_core.errors import Conflict, InvalidInput, NotFound
-from lap_core.models import Agent, Session, Team, TurnRecord, new_id
-from lap_core.testing._base import StoreSuite
+from lap_core.models import Session, Team, new_id
+from lap_core.testing._base import (
+    _EPOCH,
+    _agent,
+    _new_session,
+    _pluck,
+    _start,
+    _team,
+    _texts,
+    _utc_aware,
+    _without_at,
+)
+from lap_core.testing._turns import TurnTests
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from lap_core.store import SessionStore
 
 __all__ = ["EVERY_EVENT", "StoreConformance"]
@@ -49,45 +58,8 @@ EVERY_EVENT: tuple[ev.SessionEvent, ...] = (
 )
 """At least one event of every type of `SessionEvent`, with optional fields both set and defaulted."""
 
-_EPOCH = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
-
-def _utc_aware(*values: datetime | None) -> bool:
-    return all(value is not None and value.utcoffset() == timedelta(0) for value in values)
-
-
-def _pluck(items: Iterable[Any], field: str) -> list[Any]:
-    return [getattr(item, field) for item in items]
-
-
-def _team(name: str = "") -> Team:
-    team_id = new_id("team")
-    return Team(id=team_id, name=name or team_id)
-
-
-def _agent(team_id: str, name: str = "coder", **fields: Any) -> Agent:
-    return Agent(team_id=team_id, name=name, **{"id": new_id("agt"), "harness": "opencode", "model": "m1", **fields})
-
-
-async def _new_session(store: SessionStore, **fields: Any) -> Session:
-    team = await store.create_team(_team())
-    agent = await store.create_agent(_agent(team.id))
-    return await store.create_session(Session(id=new_id("ses"), team_id=team.id, agent_id=agent.id, **fields))
-
-
-async def _start(store: SessionStore, session_id: str, text: str = "go") -> tuple[TurnRecord, ev.EventRecord]:
-    return await store.start_turn(TurnRecord(id=new_id("turn"), session_id=session_id), ev.UserMessage(text=text))
-
-
-def _texts(records: list[ev.EventRecord]) -> list[str]:
-    return [record.event.text for record in records if isinstance(record.event, ev.TextDelta)]
-
-
-def _without_at(records: list[ev.EventRecord]) -> list[ev.EventRecord]:
-    return [msgspec.structs.replace(record, at=_EPOCH) for record in records]
-
-
-class StoreConformance(StoreSuite):
+class StoreConformance(TurnTests):
     """Tests every method of `SessionStore`; subclass it and provide the `store` fixture."""
 
     # migrations
@@ -125,7 +97,7 @@ class StoreConformance(StoreSuite):
     async def test_agent_round_trip(self, store: SessionStore) -> None:
         team = await store.create_team(_team())
         options = {"temperature": 0.2, "tools": ["bash", "edit"], "nested": {"deep": [1, None, True]}}
-        agent = _agent(team.id, prompt="Be brief.\nAlways test.", options=options, created_at=_EPOCH)
+        agent = _agent(team.id, prompt="Be brief.\nAlways test.", options=options, on_busy="reject", created_at=_EPOCH)
         assert await store.create_agent(agent) == agent
         got = await store.get_agent(agent.id)
         assert got == agent
@@ -339,50 +311,3 @@ class StoreConformance(StoreSuite):
         user_seqs = [r.seq for r in log if isinstance(r.event, ev.UserMessage)]
         assert sorted(t.user_seq for t in await store.list_turns(session.id)) == user_seqs
         assert len(user_seqs) == 10
-
-    # turns
-    async def test_start_turn_appends_the_user_message(self, store: SessionStore) -> None:
-        session = await _new_session(store)
-        await store.append_events(session.id, [ev.Status(phase="sandbox")])
-        turn = TurnRecord(id=new_id("turn"), session_id=session.id, created_at=_EPOCH)
-        message = ev.UserMessage(text="hello")
-        stored, record = await store.start_turn(turn, message)
-        assert stored == msgspec.structs.replace(turn, user_seq=2)
-        assert (record.session_id, record.seq, record.turn_id, record.event) == (session.id, 2, turn.id, message)
-        got = await store.get_turn(turn.id)
-        assert got == stored
-        assert (got.status, got.finished_at) == ("queued", None)
-        assert _utc_aware(record.at, got.created_at)
-        assert _without_at(await store.read_events(session.id, after=1)) == _without_at([record])
-        assert (await store.get_session(session.id)).last_seq == 2
-        after = await store.append_events(session.id, [ev.TextDelta(text="hi")], turn_id=turn.id)
-        assert [(r.seq, r.turn_id) for r in after] == [(3, turn.id)]
-        lost = TurnRecord(id=new_id("turn"), session_id="ses_missing")
-        with pytest.raises(NotFound):
-            await store.start_turn(lost, ev.UserMessage(text="hello"))
-        with pytest.raises(NotFound):
-            await store.get_turn(lost.id)
-        assert await store.list_turns("ses_missing") == []
-
-    async def test_list_turns_oldest_first(self, store: SessionStore) -> None:
-        session, other = await _new_session(store), await _new_session(store)
-        started = []
-        for index in range(3):
-            turn = TurnRecord(id=new_id("turn"), session_id=session.id, created_at=_EPOCH + timedelta(seconds=index))
-            started.append((await store.start_turn(turn, ev.UserMessage(text=str(index))))[0])
-        await _start(store, other.id)
-        assert await store.list_turns(session.id) == started
-
-    async def test_finish_turn(self, store: SessionStore) -> None:
-        session = await _new_session(store)
-        turn, _ = await _start(store, session.id)
-        running = await store.finish_turn(turn.id, "running")
-        assert (running.status, running.finished_at) == ("running", None)
-        for status in ("completed", "failed", "aborted"):
-            done = await store.finish_turn(turn.id, status)
-            assert done.status == status
-            assert _utc_aware(done.finished_at)
-            assert await store.get_turn(turn.id) == done
-            assert msgspec.structs.replace(done, status="queued", finished_at=None) == turn
-        with pytest.raises(NotFound):
-            await store.finish_turn("turn_missing", "completed")

@@ -134,10 +134,67 @@ async def test_abort_stops_the_running_turn(lap: Lap) -> None:
             records.append(record)
             if isinstance(record.event, HarnessSession):
                 await anyio.sleep(0.3)  # the sleeper is running now
-                assert lap.sessions.abort(session.id)
+                assert await lap.sessions.abort(session.id)
     assert records[-1].event == TurnEnd(status="aborted", reason="aborted by the user")
     assert (await lap.store.get_turn(turn.id)).status == "aborted"
     assert (await _turn(lap, session.id, "still here"))[-1].event == TurnEnd(status="completed")
+
+
+async def _until_running(lap: Lap, session_id: str, turn_id: str) -> None:
+    """Wait until the turn's harness process runs (the `hang` script reports its session first)."""
+    with anyio.fail_after(30):
+        async for record in lap.sessions.follow(session_id):
+            if record.turn_id == turn_id and isinstance(record.event, HarnessSession):
+                await anyio.sleep(0.3)
+                return
+
+
+async def test_a_busy_session_rejects_a_message_on_reject(lap: Lap) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m", on_busy="reject")
+    session = await lap.sessions.create(agent.id)
+    running = await lap.sessions.send(session.id, "hang")
+    await _until_running(lap, session.id, running.id)
+    with pytest.raises(Conflict, match="busy") as refused:
+        await lap.sessions.send(session.id, "too soon")
+    assert refused.value.details == {"session_id": session.id, "on_busy": "reject"}
+    assert [t.id for t in await lap.store.list_turns(session.id)] == [running.id]
+    queued = await lap.sessions.send(session.id, "later", on_busy="enqueue")  # the request overrides the agent
+    assert await lap.sessions.abort(session.id)
+    with anyio.fail_after(30):
+        records = [r async for r in lap.sessions.follow(session.id, until_turn=queued.id)]
+    ends = [(r.turn_id, r.event.status) for r in records if isinstance(r.event, TurnEnd)]
+    assert ends == [(running.id, "aborted"), (queued.id, "completed")]
+    # Idle again: reject lets a message through.
+    assert (await _turn(lap, session.id, "now"))[-1].event == TurnEnd(status="completed")
+
+
+async def test_interrupt_aborts_the_pending_turns_then_runs(lap: Lap) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    running = await lap.sessions.send(session.id, "hang")
+    await _until_running(lap, session.id, running.id)
+    waiting = await lap.sessions.send(session.id, "hang")
+    new = await lap.sessions.send(session.id, "hello", on_busy="interrupt")
+    with anyio.fail_after(30):
+        records = [r async for r in lap.sessions.follow(session.id, until_turn=new.id)]
+    ends = [(r.turn_id, r.event.status) for r in records if isinstance(r.event, TurnEnd)]
+    assert ends == [(running.id, "aborted"), (waiting.id, "aborted"), (new.id, "completed")]
+    # The queued turn never ran: no harness event of it between its message and its end.
+    assert {type(r.event) for r in records if r.turn_id == waiting.id} == {UserMessage, TurnEnd}
+    statuses = {t.id: t.status for t in await lap.store.list_turns(session.id)}
+    assert statuses == {running.id: "aborted", waiting.id: "aborted", new.id: "completed"}
+
+
+async def test_abort_of_an_idle_session_and_bad_policies(lap: Lap) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    assert not await lap.sessions.abort(session.id)
+    with pytest.raises(InvalidInput, match="on_busy"):
+        await lap.sessions.send(session.id, "x", on_busy="later")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="on_busy"):
+        await lap.agents.create("b", harness="script", model="m", on_busy="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        await lap.sessions.abort("ses_missing")
 
 
 async def test_messages_sent_together_run_in_order(lap: Lap) -> None:

@@ -109,7 +109,7 @@ async def test_the_real_gateway_key_never_enters_a_sandbox(lap: Lap) -> None:
     with anyio.fail_after(60):
         async for record in lap.sessions.follow(session.id, until_turn=turn.id):
             if isinstance(record.event, Status) and record.event.phase == "sandbox_ready":
-                lap.sessions.abort(session.id)
+                await lap.sessions.abort(session.id)
     ref = (await lap.backend.list({"lap.session": session.id}))[0]
     async with await lap.backend.connect(ref.name) as client:
         code, out = await _sh(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
-from litestar import Request, Response, delete, get, post
+from litestar import Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -19,6 +19,7 @@ from lap_server.schemas import (
     AgentIn,
     AgentList,
     AgentOut,
+    AgentPatch,
     MessageIn,
     SessionIn,
     SessionOut,
@@ -36,6 +37,8 @@ Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 Offset = Annotated[int, QueryParameter(ge=0, le=1_000_000)]
 Seq = Annotated[int, QueryParameter(ge=0, le=2**62)]
 Flag = FromQuery[bool]
+SSE_KEEPALIVE = 15.0
+"""Seconds of silence after which an event stream sends a comment line."""
 
 
 @post("/api/agents", status_code=201)
@@ -47,7 +50,13 @@ async def create_agent(data: JSONBody[AgentIn], lap: LapDep, caller: Caller) -> 
     if caller.team_id is None:
         await lap.store.get_team(team)  # 404 for an unknown team
     agent = await lap.agents.create(
-        data.name, harness=data.harness, model=data.model, prompt=data.prompt, options=data.options, team_id=team
+        data.name,
+        harness=data.harness,
+        model=data.model,
+        prompt=data.prompt,
+        options=data.options,
+        on_busy=data.on_busy,
+        team_id=team,
     )
     return AgentOut.of(agent)
 
@@ -66,6 +75,13 @@ async def list_agents(
 async def get_agent(agent_id: FromPath[str], lap: LapDep, caller: Caller) -> AgentOut:
     """Return an agent (by id or name)."""
     return AgentOut.of(await lap.agents.get(agent_id, team_id=caller.team_id))
+
+
+@patch("/api/agents/{agent_id:str}")
+async def update_agent(agent_id: FromPath[str], data: JSONBody[AgentPatch], lap: LapDep, caller: Caller) -> AgentOut:
+    """Change an agent's name, model, prompt, options or `on_busy`; running sessions see it from their next turn."""
+    agent = await lap.agents.get(agent_id, team_id=caller.team_id)
+    return AgentOut.of(await lap.agents.update(msgspec.structs.replace(agent, **data.changes())))
 
 
 @delete("/api/agents/{agent_id:str}")
@@ -102,8 +118,11 @@ async def delete_session(session_id: FromPath[str], lap: LapDep, caller: Caller)
 async def send_message(
     session_id: FromPath[str], data: JSONBody[MessageIn], lap: LapDep, caller: Caller, wait: Flag = False
 ) -> Response[Any]:
-    """Send a message: 202 with the turn and where to follow it, or with `?wait=true` the finished turn."""
-    turn = await lap.sessions.send(session_id, data.text, team_id=caller.team_id)
+    """Send a message: 202 with the turn and where to follow it, or with `?wait=true` the finished turn.
+
+    If the session is busy, `on_busy` (default: the agent's) queues it, rejects it (409) or interrupts.
+    """
+    turn = await lap.sessions.send(session_id, data.text, team_id=caller.team_id, on_busy=data.on_busy)
     if not wait:
         url = f"/api/sessions/{session_id}/events?after={turn.user_seq - 1}"
         return Response(TurnAccepted(turn_id=turn.id, user_seq=turn.user_seq, events_url=url), status_code=202)
@@ -134,7 +153,10 @@ async def events(
     start = int(last) if last.isdigit() else after
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
-        async for record in lap.sessions.follow(session_id, after=start):
+        async for record in lap.sessions.follow(session_id, after=start, heartbeat=SSE_KEEPALIVE):
+            if record is None:  # a comment line keeps proxies and load balancers from closing an idle stream
+                yield ServerSentEventMessage(comment="keep-alive")
+                continue
             data = msgspec.json.encode(record).decode()
             yield ServerSentEventMessage(data=data, event=_event_name(record), id=record.seq)
 
@@ -144,8 +166,7 @@ async def events(
 @post("/api/sessions/{session_id:str}/abort", status_code=202)
 async def abort(session_id: FromPath[str], lap: LapDep, caller: Caller) -> Aborted:
     """Abort the session's running turn (it ends with `turn_end` status `aborted`)."""
-    await lap.sessions.get(session_id, team_id=caller.team_id)
-    return Aborted(aborted=lap.sessions.abort(session_id))
+    return Aborted(aborted=await lap.sessions.abort(session_id, team_id=caller.team_id))
 
 
 @get("/healthz")
@@ -169,6 +190,7 @@ ROUTES = [
     create_agent,
     list_agents,
     get_agent,
+    update_agent,
     delete_agent,
     create_session,
     list_sessions,

@@ -6,8 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from lap_core import Agent, EventRecord, Session
+from lap_core.models import BusyPolicy
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256 * 1024)]
@@ -25,7 +27,22 @@ class AgentIn(_In, frozen=True):
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     prompt: Annotated[str, msgspec.Meta(max_length=64 * 1024)] = ""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
+    on_busy: BusyPolicy = "enqueue"
     team_id: str | None = None  # the admin's choice; a team key always creates in its own team
+
+
+class AgentPatch(_In, frozen=True):
+    """Changes to an agent: only the fields given are changed."""
+
+    name: Name | UnsetType = UNSET
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | UnsetType = UNSET
+    prompt: Annotated[str, msgspec.Meta(max_length=64 * 1024)] | UnsetType = UNSET
+    options: dict[str, Any] | UnsetType = UNSET
+    on_busy: BusyPolicy | UnsetType = UNSET
+
+    def changes(self) -> dict[str, Any]:
+        """Return the fields that were given."""
+        return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}
 
 
 class AgentOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +55,7 @@ class AgentOut(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     prompt: str
     options: dict[str, Any]
+    on_busy: BusyPolicy
     created_at: datetime
     updated_at: datetime
 
@@ -79,9 +97,10 @@ class SessionOut(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MessageIn(_In, frozen=True):
-    """A user message."""
+    """A user message; `on_busy` overrides the agent's policy for a session that is busy."""
 
     text: Text
+    on_busy: BusyPolicy | None = None
 
 
 class TurnAccepted(msgspec.Struct, frozen=True, kw_only=True):

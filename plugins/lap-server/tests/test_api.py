@@ -9,6 +9,8 @@ import anyio
 import httpx
 import pytest
 
+from lap_server import routes
+
 pytestmark = pytest.mark.anyio
 KEY = "test-master-key"
 
@@ -85,6 +87,15 @@ async def test_sse_resumes_exactly_after_last_event_id(api: httpx.AsyncClient) -
         ("GET", "/api/sessions/ses_missing/events", None, 404, "not_found"),
         ("POST", "/api/agents", b"x" * (2 * 1024 * 1024), 413, "request_too_large"),
         ("GET", "/api/nowhere", None, 404, "not_found"),
+        (
+            "POST",
+            "/api/agents",
+            {"name": "x", "harness": "script", "model": "m", "on_busy": "later"},
+            422,
+            "validation_error",
+        ),
+        ("PATCH", "/api/agents/agt_missing", {"model": "m2"}, 404, "not_found"),
+        ("POST", "/api/sessions/ses_missing/abort", None, 404, "not_found"),
     ],
 )
 async def test_bad_input_gets_the_error_shape(
@@ -131,3 +142,70 @@ async def test_agents_list_paginates_and_searches(api: httpx.AsyncClient) -> Non
     assert ([a["name"] for a in last["items"]], last["next_offset"]) == (["gamma"], None)
     assert [a["name"] for a in (await api.get("/api/agents?search=mm")).json()["items"]] == ["gamma"]
     assert (await api.get("/api/agents?limit=0")).status_code in (400, 422)
+
+
+async def _wait_running(api: httpx.AsyncClient, session_id: str, turn_id: str) -> None:
+    """Wait until the turn's harness runs (the `hang` script reports its native session first)."""
+    with anyio.fail_after(20):
+        while True:
+            history = (await api.get(f"/api/sessions/{session_id}/messages")).json()
+            if any(e["turn_id"] == turn_id and e["event"]["type"] == "harness_session" for e in history):
+                return
+            await anyio.sleep(0.05)
+
+
+async def _ends(api: httpx.AsyncClient, session_id: str, count: int) -> list[tuple[str, str]]:
+    with anyio.fail_after(20):
+        while True:
+            history = (await api.get(f"/api/sessions/{session_id}/messages")).json()
+            ends = [(e["turn_id"], e["event"]["status"]) for e in history if e["event"]["type"] == "turn_end"]
+            if len(ends) >= count:
+                return ends
+            await anyio.sleep(0.05)
+
+
+async def test_busy_policies_per_agent_and_per_request(api: httpx.AsyncClient) -> None:
+    agent = (await api.post("/api/agents", json={"name": "strict", "harness": "script", "model": "m"})).json()
+    assert agent["on_busy"] == "enqueue"
+    patched = await api.patch(f"/api/agents/{agent['id']}", json={"on_busy": "reject"})
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["on_busy"], patched.json()["model"]) == ("reject", "m")
+    session_id = (await api.post("/api/sessions", json={"agent_id": agent["id"]})).json()["id"]
+    messages = f"/api/sessions/{session_id}/messages"
+    running = (await api.post(messages, json={"text": "hang"})).json()["turn_id"]
+    await _wait_running(api, session_id, running)
+    refused = await api.post(messages, json={"text": "not now"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "conflict"
+    assert refused.json()["error"]["details"]["on_busy"] == "reject"
+    queued = await api.post(messages, json={"text": "hang", "on_busy": "enqueue"})
+    assert queued.status_code == 202
+    last = await api.post(messages, json={"text": "finally", "on_busy": "interrupt"})
+    assert last.status_code == 202
+    ends = await _ends(api, session_id, 3)
+    assert ends == [(running, "aborted"), (queued.json()["turn_id"], "aborted"), (last.json()["turn_id"], "completed")]
+
+
+async def test_abort_over_http(api: httpx.AsyncClient) -> None:
+    session_id = await _session(api)
+    assert (await api.post(f"/api/sessions/{session_id}/abort")).json() == {"aborted": False}
+    turn = (await api.post(f"/api/sessions/{session_id}/messages", json={"text": "hang"})).json()["turn_id"]
+    await _wait_running(api, session_id, turn)
+    aborted = await api.post(f"/api/sessions/{session_id}/abort")
+    assert (aborted.status_code, aborted.json()) == (202, {"aborted": True})
+    assert await _ends(api, session_id, 1) == [(turn, "aborted")]
+
+
+async def test_an_idle_event_stream_sends_keep_alive_comments(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes, "SSE_KEEPALIVE", 0.2)
+    session_id = await _session(api)
+    lines: list[str] = []
+    with anyio.fail_after(10):
+        async with api.stream("GET", f"/api/sessions/{session_id}/events") as response:
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if line.startswith(": keep-alive") and len([x for x in lines if x.startswith(":")]) == 2:
+                    break
+    assert [x for x in lines if x.startswith(":")] == [": keep-alive", ": keep-alive"]

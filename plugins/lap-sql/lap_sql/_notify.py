@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lap.sql")
 
-CHANNELS = {"events": "lap_events", "jobs": "lap_jobs"}
+CHANNELS = {"events": "lap_events", "jobs": "lap_jobs", "aborts": "lap_aborts"}
 RECONNECT_SECONDS = 1.0
 
 

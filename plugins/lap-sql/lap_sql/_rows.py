@@ -48,6 +48,7 @@ def agent(row: Row) -> Agent:
         model=row["model"],
         prompt=row["prompt"],
         options=msgspec.json.decode(row["options"]),
+        on_busy=row["on_busy"],
         created_at=utc(row["created_at"]),
         updated_at=utc(row["updated_at"]),
     )
@@ -61,6 +62,7 @@ def agent_values(value: Agent) -> dict[Any, Any]:
         "model": value.model,
         "prompt": value.prompt,
         "options": msgspec.json.encode(value.options).decode(),
+        "on_busy": value.on_busy,
         "created_at": utc(value.created_at),
         "updated_at": utc(value.updated_at),
     }
@@ -91,6 +93,7 @@ def turn(row: Row) -> TurnRecord:
         session_id=row["session_id"],
         status=row["status"],
         user_seq=row["user_seq"],
+        abort_requested=bool(row["abort_requested"]),
         created_at=utc(row["created_at"]),
         finished_at=None if finished_at is None else utc(finished_at),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from piccolo.columns import BigInt, Integer, Text, Timestamptz
+from piccolo.columns import BigInt, Boolean, Integer, Text, Timestamptz
 from piccolo.table import Table, create_table_class
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ class AgentRow(Table, tablename="agents"):
     model = Text()
     prompt = Text()
     options = Text()
+    on_busy = Text()
     created_at = Timestamptz()
     updated_at = Timestamptz()
 
@@ -64,6 +65,7 @@ class TurnRow(Table, tablename="turns"):
     session_id = Text()
     status = Text()
     user_seq = Integer()
+    abort_requested = Boolean()
     created_at = Timestamptz()
     finished_at = Timestamptz(null=True, default=None)
 
@@ -154,6 +156,14 @@ _API_KEYS = [
         created_at TIMESTAMPTZ NOT NULL
     )""",
     "CREATE INDEX api_keys_team ON api_keys (team_id, created_at)",
+]
+
+# Busy-session policies: the agent's default, and the abort flag any process can set on a turn.
+_BUSY_POLICY = [
+    "ALTER TABLE agents ADD COLUMN on_busy TEXT NOT NULL DEFAULT 'enqueue'",
+    "ALTER TABLE turns ADD COLUMN abort_requested BOOLEAN NOT NULL DEFAULT FALSE",
+    # `start_turn(if_idle=True)` and `request_abort` look for a session's unfinished turns.
+    "CREATE INDEX turns_session_open ON turns (session_id, user_seq) WHERE status IN ('queued', 'running')",
 ]
 
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS lap_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
@@ -249,4 +259,9 @@ def _jobs(dialect: Dialect) -> list[str]:
 def migrations(dialect: Dialect) -> list[tuple[str, list[str]]]:
     """Return every migration for `dialect`, oldest first, as (name, statements)."""
     # The first migration is the same SQL on SQLite and PostgreSQL.
-    return [("0001_initial", _INITIAL), ("0002_jobs", _jobs(dialect)), ("0003_api_keys", _API_KEYS)]
+    return [
+        ("0001_initial", _INITIAL),
+        ("0002_jobs", _jobs(dialect)),
+        ("0003_api_keys", _API_KEYS),
+        ("0004_busy_policy", _BUSY_POLICY),
+    ]

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from lap_core.models import Agent, Job, Session, Team, TurnRecord
 
 _END_STATES = frozenset({"completed", "failed", "aborted"})
+_OPEN_STATES = ["queued", "running"]
 _INSERT_CHUNK = 500
 """Event rows per INSERT: 6 parameters each stays far below SQLite's and PostgreSQL's limits."""
 
@@ -265,12 +266,12 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
         return int(rows[0]["last_seq"]) - count + 1
 
     async def start_turn(
-        self, turn: TurnRecord, message: SessionEvent, *, job: Job | None = None
+        self, turn: TurnRecord, message: SessionEvent, *, job: Job | None = None, if_idle: bool = False
     ) -> tuple[TurnRecord, EventRecord]:
         """Insert a turn, append its user message to the log and queue `job` (if given), in one transaction.
 
-        Returns the turn (with `user_seq` set) and the message's record. Raise `NotFound`, `Conflict`,
-        or `InvalidInput` if the job is of another session.
+        Returns the turn (with `user_seq` set) and the message's record. Raise `NotFound`, `Conflict`
+        (also when `if_idle` and a turn is pending), or `InvalidInput` if the job is of another session.
         """
         if job is not None and job.session_id != turn.session_id:
             raise InvalidInput(f"the job of a turn of session {turn.session_id!r} names session {job.session_id!r}")
@@ -278,6 +279,9 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
         taken = f"turn {turn.id!r}" + ("" if job is None else f" or job {job.id!r}")
         async with self._db.write(conflict=f"{taken} already exists"):
             seq = await self._claim_seqs(turn.session_id, 1)
+            # After `_claim_seqs` locked the session's row, so a racing `start_turn` waits for this one.
+            if if_idle and await t.exists().where(t.session_id == turn.session_id, t.status.is_in(_OPEN_STATES)):
+                raise Conflict("a turn of this session is still queued or running")
             stored = msgspec.structs.replace(turn, user_seq=seq)
             record = EventRecord(session_id=turn.session_id, seq=seq, event=message, turn_id=turn.id, at=utcnow())
             values = msgspec.structs.asdict(stored)
@@ -323,6 +327,25 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
             if not rows:
                 raise not_found("turn", turn_id)
         return _rows.turn(rows[0])
+
+    async def request_abort(self, session_id: str, *, pending: bool = False) -> list[TurnRecord]:
+        """Flag the session's oldest open turn (every open turn with `pending`) for abort; return them."""
+        t = self._t.turns
+        async with self._db.write():
+            query = t.select(t.id).where(t.session_id == session_id, t.status.is_in(_OPEN_STATES)).order_by(t.user_seq)
+            ids = [row["id"] for row in await (query if pending else query.limit(1))]
+            rows = []
+            if ids:
+                rows = await (
+                    t.update({t.abort_requested: True}, use_auto_update=False)
+                    .where(t.id.is_in(ids))
+                    .returning(*t.all_columns())
+                )
+                if self._db.dialect == "postgres":
+                    await _notify.notify(t, "aborts", session_id)
+            elif not await self._t.sessions.exists().where(self._t.sessions.id == session_id):
+                raise not_found("session", session_id)
+        return sorted((_rows.turn(row) for row in rows), key=lambda turn: turn.user_seq)
 
     async def append_events(
         self, session_id: str, events: Sequence[SessionEvent], *, turn_id: str | None = None
