@@ -199,6 +199,15 @@ class SessionStore(AsyncResource):
 
     # the job queue
     @abstractmethod
+    async def queue_job(self, job: Job) -> Job:
+        """Queue a job that is not a turn's (a sandbox restart, say); return it as stored.
+
+        Stored like `start_turn`'s job: `queued`, never leased, stamped by the store's clock, and
+        leased after every job of its session queued before it. Raise `NotFound` (its session does
+        not exist) or `Conflict` (its id is taken).
+        """
+
+    @abstractmethod
     async def lease_job(
         self, worker_id: str, *, lease_seconds: float, kinds: Sequence[str] | None = None
     ) -> Job | None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import get_args
 
 import click
 
 from lap_core._cli import run
 from lap_core._runtime import Lap
 from lap_core.errors import InvalidInput
+from lap_core.models import BusyPolicy
 
 
 def _options(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -35,13 +37,22 @@ def agents() -> None:
 @click.option("--model", required=True, help="A model name your LiteLLM gateway serves.")
 @click.option("--prompt", default="", help="Instructions given to the agent in every session.")
 @click.option("--option", "option_pairs", multiple=True, metavar="KEY=VALUE", help="A harness option (repeatable).")
-def create(name: str, harness: str, model: str, prompt: str, option_pairs: tuple[str, ...]) -> None:
+@click.option(
+    "--on-busy",
+    type=click.Choice(get_args(BusyPolicy)),
+    default="enqueue",
+    show_default=True,
+    help="What a message to a busy session does: wait its turn, be refused, or abort the running turn.",
+)
+def create(
+    name: str, harness: str, model: str, prompt: str, option_pairs: tuple[str, ...], on_busy: BusyPolicy
+) -> None:
     """Create an agent."""
 
     async def main() -> None:
         async with Lap(run_turns=False) as lap:
             agent = await lap.agents.create(
-                name, harness=harness, model=model, prompt=prompt, options=_options(option_pairs)
+                name, harness=harness, model=model, prompt=prompt, options=_options(option_pairs), on_busy=on_busy
             )
         click.echo(f"created agent {agent.name} ({agent.id}): {agent.harness}, model {agent.model}")
 
@@ -71,7 +82,7 @@ def show(agent: str) -> None:
     async def main() -> None:
         async with Lap(run_turns=False) as lap:
             found = await lap.agents.get(agent)
-        for key in ("id", "name", "harness", "model", "prompt", "options", "created_at", "updated_at"):
+        for key in ("id", "name", "harness", "model", "prompt", "options", "on_busy", "created_at", "updated_at"):
             click.echo(f"{key + ':':<12} {getattr(found, key)}")
 
     run(main)

@@ -62,3 +62,16 @@ def delete(session_id: str) -> None:
         click.echo(f"deleted session {session_id}")
 
     run(main)
+
+
+@sessions.command("restart")
+@click.argument("session_id")
+def restart(session_id: str) -> None:
+    """Queue a fresh sandbox for a session (same workspace and conversation); a worker brings it up."""
+
+    async def main() -> None:
+        async with Lap(run_turns=False) as lap:
+            job = await lap.sessions.restart(session_id)
+        click.echo(f"restart of session {session_id} queued (job {job.id}); `lap sessions show` follows it")
+
+    run(main)

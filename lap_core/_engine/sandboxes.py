@@ -84,3 +84,13 @@ class SandboxProvider:
         if created:
             await emit(Status(phase="sandbox_ready", detail=name))
         return client
+
+    async def replace(
+        self, session: Session, agent: Agent, harness: Harness, emit: Callable[[SessionEvent], Awaitable[None]]
+    ) -> None:
+        """Delete the session's sandbox and bring up a fresh one: same workspace and harness home."""
+        name = session.sandbox_name or sandbox_name(session.id)
+        await emit(Status(phase="sandbox_deleting", detail=name))
+        await self._backend.delete(name)
+        client = await self.get(session, agent, harness, emit)
+        await client.aclose()

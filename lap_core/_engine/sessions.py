@@ -8,7 +8,7 @@ import anyio
 import structlog
 
 from lap_core._engine.sandboxes import sandbox_name
-from lap_core._engine.worker import TURN
+from lap_core._engine.worker import RESTART, TURN
 from lap_core.errors import Conflict, InvalidInput, NotSupported
 from lap_core.events import EventRecord, TurnEnd, UserMessage
 from lap_core.models import DEFAULT_TEAM_ID, BusyPolicy, Job, Session, TurnRecord, new_id
@@ -129,6 +129,19 @@ class Sessions:
             return False
         self._worker.abort_requested(session.id)
         return True
+
+    async def restart(self, session_id: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> Job:
+        """Queue a fresh sandbox for the session, with the same workspace and conversation; return the job.
+
+        The current and queued turns are aborted first; messages sent afterwards run on the new
+        sandbox. Progress shows on the session's `status` and `status_detail`.
+        """
+        session = await self.get(session_id, team_id=team_id)
+        if await self._store.request_abort(session.id, pending=True):
+            self._worker.abort_requested(session.id)
+        job = await self._store.queue_job(Job(id=new_id("job"), kind=RESTART, session_id=session.id))
+        self._worker.wake()
+        return job
 
     async def history(
         self, session_id: str, *, after: int = 0, team_id: str | None = DEFAULT_TEAM_ID

@@ -18,7 +18,7 @@ import structlog
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._sandbox_client import SandboxdError
 from lap_core.errors import HarnessError, LapError
-from lap_core.events import Error, HarnessSession, SessionEvent, TurnEnd
+from lap_core.events import Error, HarnessSession, SessionEvent, Status, TurnEnd
 from lap_core.models import Turn
 
 if TYPE_CHECKING:
@@ -81,6 +81,41 @@ class TurnRunner:
         await self._store.append_events(turn.session_id, events, turn_id=turn.id)
         self._bus.notify(turn.session_id)
 
+    async def _bring_up_event(self, session_id: str, event: SessionEvent, turn: TurnRecord | None = None) -> None:
+        """Show a sandbox bring-up phase on the session (and in the turn's log, during a turn)."""
+        if isinstance(event, Status):
+            await self._store.update_session(session_id, status_detail=event.phase)
+        if turn is not None:
+            await self._append(turn, event)
+
+    async def restart(self, session_id: str) -> None:
+        """Replace the session's sandbox with a fresh one (workspace and harness home kept).
+
+        Runs between turns (the session's lock); progress shows on the session's status: `starting`
+        with the bring-up phase, then `ready`, or `failed` with the reason (the next turn tries again).
+        """
+        async with self._locks[session_id]:
+            with structlog.contextvars.bound_contextvars(session_id=session_id):
+                session = await self._store.update_session(session_id, status="starting", status_detail="restarting")
+                agent = await self._store.get_agent(session.agent_id)
+                try:
+                    harness = self._harnesses.get(agent.harness)
+                    if harness is None:
+                        raise HarnessError(f"harness {agent.harness!r} is not installed in this LAP")
+                    with anyio.fail_after(self._turn_timeout):
+                        await self._sandboxes.replace(
+                            session, agent, harness, lambda e: self._bring_up_event(session_id, e)
+                        )
+                except Exception as error:
+                    problem = error_event(error)
+                    log.warning("sandbox.restart_failed", code=problem.code, error=problem.message)
+                    await self._store.update_session(session_id, status="failed", status_detail=problem.message)
+                    raise
+                await self._store.update_session(
+                    session_id, status="ready", status_detail="", sandbox_name=sandbox_name(session_id)
+                )
+                log.info("sandbox.restarted")
+
     async def run(self, agent: Agent, turn: TurnRecord, text: str) -> TurnStatus:
         """Run a stored turn to its end (after the turns queued before it); return how it ended."""
         async with self._locks[turn.session_id]:
@@ -106,8 +141,12 @@ class TurnRunner:
             # Read the session now: the turn before may have set the harness's native session id.
             session = await self._store.update_session(turn.session_id, status="starting", status_detail="")
             with anyio.fail_after(self._turn_timeout):
-                sandbox = await self._sandboxes.get(session, agent, harness, lambda e: self._append(turn, e))
-                await self._store.update_session(session.id, status="running", sandbox_name=sandbox_name(session.id))
+                sandbox = await self._sandboxes.get(
+                    session, agent, harness, lambda e: self._bring_up_event(session.id, e, turn)
+                )
+                await self._store.update_session(
+                    session.id, status="running", status_detail="", sandbox_name=sandbox_name(session.id)
+                )
                 native = Turn(
                     id=turn.id,
                     session_id=session.id,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("lap.worker")
 
 TURN = "turn"
+RESTART = "restart"
 # How often a running turn's abort flag is re-read when no notification came (a store that cannot watch).
 ABORT_POLL = 5.0
 
@@ -75,7 +76,7 @@ class Worker:
             task_status.started()
             while True:
                 await self._slots.acquire()
-                job = await self._store.lease_job(self.name, lease_seconds=self._lease_seconds, kinds=(TURN,))
+                job = await self._store.lease_job(self.name, lease_seconds=self._lease_seconds, kinds=(TURN, RESTART))
                 if job is None:
                     self._slots.release()
                     with anyio.move_on_after(self._poll_seconds):
@@ -89,7 +90,8 @@ class Worker:
             with structlog.contextvars.bound_contextvars(job_id=job.id, session_id=job.session_id):
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(self._heartbeat, job, tasks.cancel_scope)
-                    status, error = await self._run_turn(job, tasks)
+                    run = self._run_turn(job, tasks) if job.kind == TURN else self._run_restart(job)
+                    status, error = await run
                     tasks.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     if not await self._store.finish_job(job.id, self.name, status=status, error=error):
@@ -116,6 +118,17 @@ class Worker:
                 turn.session_id, turn_id=turn.id
             ):
                 return
+
+    async def _run_restart(self, job: Job) -> tuple[Literal["done", "failed"], str]:
+        if job.session_id is None:
+            return "failed", "a restart job names no session"
+        try:
+            await self._runner.restart(job.session_id)
+        except NotFound as error:
+            return "failed", error.message  # deleted meanwhile
+        except Exception as error:  # logged and shown on the session by the runner
+            return "failed", str(error) or type(error).__name__
+        return "done", ""
 
     async def _run_turn(self, job: Job, tasks: TaskGroup) -> tuple[Literal["done", "failed"], str]:
         """Run the turn of a job; return the job's end status and error."""

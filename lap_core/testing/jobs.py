@@ -115,6 +115,30 @@ class JobQueueConformance(StoreSuite):
             )
         assert await store.list_jobs() == [first]
 
+    async def test_queue_job_queues_after_the_sessions_turns(self, store: SessionStore) -> None:
+        session = await _new_session(store)
+        turn = await _queue(store, session.id)
+        stale: dict[str, Any] = {"status": "done", "attempts": 3, "leased_by": "w0"}
+        restart = await store.queue_job(
+            Job(id=new_id("job"), kind="restart", session_id=session.id, payload={"why": "stuck"}, **stale)
+        )
+        assert (restart.status, restart.attempts, restart.leased_by, restart.kind) == ("queued", 0, None, "restart")
+        assert restart.payload == {"why": "stuck"}
+        assert await store.get_job(restart.id) == restart
+        later = await _queue(store, session.id)
+        assert await store.list_jobs(session_id=session.id) == [turn, restart, later]
+        assert await _leased_id(store, "w1") == turn.id
+        assert await _lease(store, "w2") is None  # the restart waits for the turn before it
+        assert await store.finish_job(turn.id, "w1", status="done")
+        assert await _leased_id(store, "w2") == restart.id
+        unbound = await store.queue_job(Job(id=new_id("job"), kind="sweep"))
+        assert unbound.session_id is None
+        with pytest.raises(NotFound):
+            await store.queue_job(Job(id=new_id("job"), kind="restart", session_id="ses_missing"))
+        with pytest.raises(Conflict):
+            await store.queue_job(Job(id=restart.id, kind="restart", session_id=session.id))
+        assert [j.id for j in await store.list_jobs()] == [turn.id, restart.id, later.id, unbound.id]
+
     async def test_get_job_not_found(self, store: SessionStore) -> None:
         with pytest.raises(NotFound):
             await store.get_job("job_missing")

@@ -28,13 +28,23 @@ def env(data_dir: Path) -> dict[str, str]:
 
 
 def test_agents_lifecycle_and_bad_input(env: dict[str, str]) -> None:
-    created = lap(env, "agents", "create", "--name", "demo", "--harness", "opencode", "--model", "m1")
+    created = lap(
+        env, "agents", "create", "--name", "demo", "--harness", "opencode", "--model", "m1", "--on-busy", "reject"
+    )
     assert created.returncode == 0, created.stderr
     assert "created agent demo" in created.stdout
     listed = lap(env, "agents", "list")
     assert "demo" in listed.stdout
     assert "opencode" in listed.stdout
-    assert "m1" in lap(env, "agents", "show", "demo").stdout
+    shown = lap(env, "agents", "show", "demo").stdout
+    assert "m1" in shown
+    assert "reject" in shown
+    bad_policy = lap(env, "agents", "create", "--name", "y", "--harness", "opencode", "--model", "m", "--on-busy", "x")
+    assert bad_policy.returncode == 2
+    assert "enqueue" in bad_policy.stderr
+    missing_session = lap(env, "sessions", "restart", "ses_missing")
+    assert missing_session.returncode == 1
+    assert "ses_missing" in missing_session.stderr
 
     unknown = lap(env, "agents", "create", "--name", "x", "--harness", "nope", "--model", "m")
     assert unknown.returncode == 1

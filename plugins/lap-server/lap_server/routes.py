@@ -21,6 +21,7 @@ from lap_server.schemas import (
     AgentOut,
     AgentPatch,
     MessageIn,
+    RestartAccepted,
     SessionIn,
     SessionOut,
     TurnAccepted,
@@ -169,6 +170,16 @@ async def abort(session_id: FromPath[str], lap: LapDep, caller: Caller) -> Abort
     return Aborted(aborted=await lap.sessions.abort(session_id, team_id=caller.team_id))
 
 
+@post("/api/sessions/{session_id:str}/restart", status_code=202)
+async def restart(session_id: FromPath[str], lap: LapDep, caller: Caller) -> RestartAccepted:
+    """Give the session a fresh sandbox with the same workspace and conversation, asynchronously.
+
+    The current and queued turns are aborted; the session's `status` shows the progress.
+    """
+    job = await lap.sessions.restart(session_id, team_id=caller.team_id)
+    return RestartAccepted(job_id=job.id, session_url=f"/api/sessions/{session_id}")
+
+
 @get("/healthz")
 async def healthz() -> dict[str, bool]:
     """The process is up."""
@@ -200,6 +211,7 @@ ROUTES = [
     history,
     events,
     abort,
+    restart,
     healthz,
     readyz,
 ]

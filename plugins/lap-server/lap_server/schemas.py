@@ -126,6 +126,13 @@ class Aborted(msgspec.Struct, frozen=True, kw_only=True):
     aborted: bool
 
 
+class RestartAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    """A sandbox restart is queued; watch the session's `status` (`starting`, then `ready` or `failed`)."""
+
+    job_id: str
+    session_url: str
+
+
 class TeamIn(_In, frozen=True):
     """A new team."""
 

@@ -96,6 +96,7 @@ async def test_sse_resumes_exactly_after_last_event_id(api: httpx.AsyncClient) -
         ),
         ("PATCH", "/api/agents/agt_missing", {"model": "m2"}, 404, "not_found"),
         ("POST", "/api/sessions/ses_missing/abort", None, 404, "not_found"),
+        ("POST", "/api/sessions/ses_missing/restart", None, 404, "not_found"),
     ],
 )
 async def test_bad_input_gets_the_error_shape(
@@ -209,3 +210,27 @@ async def test_an_idle_event_stream_sends_keep_alive_comments(
                 if line.startswith(": keep-alive") and len([x for x in lines if x.startswith(":")]) == 2:
                     break
     assert [x for x in lines if x.startswith(":")] == [": keep-alive", ": keep-alive"]
+
+
+async def test_restart_gives_a_fresh_sandbox_with_the_same_workspace(api: httpx.AsyncClient) -> None:
+    session_id = await _session(api)
+    messages = f"/api/sessions/{session_id}/messages?wait=true"
+    wrote = await api.post(messages, json={"text": "run: echo kept > notes.txt; echo $PPID"})
+    assert wrote.json()["status"] == "completed", wrote.text
+    running = (await api.post(f"/api/sessions/{session_id}/messages", json={"text": "hang"})).json()["turn_id"]
+    await _wait_running(api, session_id, running)
+    accepted = await api.post(f"/api/sessions/{session_id}/restart")
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["session_url"] == f"/api/sessions/{session_id}"
+    assert (await _ends(api, session_id, 2))[-1] == (running, "aborted")
+    with anyio.fail_after(20):
+        while (session := (await api.get(f"/api/sessions/{session_id}")).json())["status"] != "ready":
+            assert session["status"] in ("running", "starting", "ready"), session
+            await anyio.sleep(0.05)
+    after = (await api.post(messages, json={"text": "run: cat notes.txt; echo $PPID"})).json()
+    assert after["status"] == "completed"
+    kept, sandboxd = after["events"][-3]["event"]["output"].split("\n")
+    assert kept == "kept"  # the workspace survived the restart
+    assert sandboxd != wrote.json()["events"][-3]["event"]["output"]  # in a new sandbox (a new sandboxd)
+    created = [e for e in after["events"] if e["event"]["type"] == "status"]
+    assert created == []  # the fresh sandbox was already up: this turn did not create one

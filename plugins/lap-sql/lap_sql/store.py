@@ -296,6 +296,17 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
                     await _notify.notify(t, "jobs", turn.session_id)
         return stored, record
 
+    async def queue_job(self, job: Job) -> Job:
+        """Queue a job that is not a turn's (see `SessionStore.queue_job`); return it as stored."""
+        async with self._db.write(conflict=f"job {job.id!r} already exists"):
+            if job.session_id is not None:
+                # Locks the session's row (as `start_turn` does), so its jobs queue in commit order.
+                await self._claim_seqs(job.session_id, 0)
+            await self._queue_job(job)
+            if self._db.dialect == "postgres":
+                await _notify.notify(self._t.jobs, "jobs", job.session_id or "")
+        return await self.get_job(job.id)
+
     async def get_turn(self, turn_id: str) -> TurnRecord:
         """Return a turn; raise `NotFound`."""
         t = self._t.turns
