@@ -30,10 +30,19 @@ def run(main: Callable[[], Awaitable[Any]]) -> Any:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    envvar="LAP_LOG_LEVEL",
+    default="warning",
+    show_default=True,
+    help="The least severe log lines shown (servers: info logs every request); -v lowers it.",
+)
 @click.option("--log-json", is_flag=True, envvar="LAP_LOG_JSON", help="Log JSON lines (for production).")
-def main(verbose: int, log_json: bool) -> None:
+def main(verbose: int, log_level: str, log_json: bool) -> None:
     """LAP: run AI coding agents in isolated sandboxes."""
-    configure(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)], json=log_json)
+    level = logging.getLevelNamesMapping()[log_level.upper()]
+    configure(level=max(logging.DEBUG, level - 10 * verbose), json=log_json)
 
 
 def _register() -> None:

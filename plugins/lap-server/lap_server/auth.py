@@ -28,10 +28,14 @@ KEY_PREFIX = "lapk"
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """The caller: `team_id` None means the admin (master key), who sees every team."""
+    """The caller: `team_id` None means the admin (master key), who sees every team.
+
+    `key_prefix` is a team key's public part: what logs and rate limits name the caller by.
+    """
 
     team_id: str | None
     key_id: str | None = None
+    key_prefix: str | None = None
 
 
 def _digest(secret: str) -> str:
@@ -66,7 +70,7 @@ def auth_guard(lap: Lap, master_key: str) -> Any:
                 except NotFound:
                     key = None
                 if key is not None and hmac.compare_digest(key.secret_hash, _digest(secret)):
-                    connection.state.principal = Principal(team_id=key.team_id, key_id=key.id)
+                    connection.state.principal = Principal(team_id=key.team_id, key_id=key.id, key_prefix=prefix)
                     return
         raise NotAuthorizedException("missing or invalid API key (Authorization: Bearer <key>)")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import TYPE_CHECKING
 
 import anyio
@@ -16,7 +18,7 @@ from tests.fakes.plugin import FakesPlugin
 from tests.fixtures import lap_env
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
 KEY = "test-master-key"
@@ -45,3 +47,52 @@ async def api(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
                 yield client
             server.should_exit = True
+
+
+@contextlib.asynccontextmanager
+async def serve_api(
+    data_dir: Path, *plugins: object, run_turns: bool = True, **env: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Like `api`, with plugins and environment variables of a test's own (`run_turns=False`: no worker)."""
+    port = free_port()
+    full_env = lap_env(
+        data_dir,
+        LAP_SANDBOX_BACKEND="process",
+        LITELLM_API_BASE="http://127.0.0.1:9",
+        LITELLM_API_KEY="k",
+        MASTER_KEY=KEY,
+        LAP_PORT=str(port),
+        **env,
+    )
+    lap_plugins = [FakesPlugin(), *plugins]
+    async with Lap(plugins=lap_plugins, env=full_env, settings={"server": ServerSettings}, run_turns=run_turns) as lap:
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(lap, lap.settings_of("server")), port=port, log_level="warning", lifespan="off")
+        )
+        stopped = anyio.Event()
+
+        async def run() -> None:
+            try:
+                await server.serve()
+            finally:
+                stopped.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run)
+            while not server.started:
+                await anyio.sleep(0.01)
+            headers = {"Authorization": f"Bearer {KEY}"}
+            try:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as c:
+                    yield c
+            finally:
+                # Stop the server cleanly even when the test failed (else its socket is left open).
+                server.should_exit = True
+                with anyio.move_on_after(10, shield=True):
+                    await stopped.wait()
+
+
+@pytest.fixture
+def serve(data_dir: Path) -> Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]:
+    """`serve(*plugins, run_turns=..., **env)`: a server of the test's own, as `async with`."""
+    return functools.partial(serve_api, data_dir)
