@@ -8,6 +8,7 @@ import anyio
 import structlog
 
 from lap_core._engine.sandboxes import sandbox_name
+from lap_core._engine.tails import LogTails
 from lap_core._engine.worker import RESTART, TURN
 from lap_core.errors import Conflict, InvalidInput, NotSupported
 from lap_core.events import EventRecord, TurnEnd, UserMessage
@@ -48,6 +49,7 @@ class Sessions:
         self._runner = runner
         self._bus = bus
         self._worker = worker
+        self._tails = LogTails(store)
 
     async def create(self, agent: str, *, title: str = "", team_id: str | None = DEFAULT_TEAM_ID) -> Session:
         """Start a session of an agent (by id or name; any team's with `team_id=None`).
@@ -172,26 +174,28 @@ class Sessions:
         With `heartbeat`, also yield None whenever that many seconds passed without an event (so a
         stream over the network can send keep-alives).
         """
-        quiet_since = anyio.current_time()
-        while True:
-            changed = self._bus.watch(session_id)
-            batch = await self._store.read_events(session_id, after=after)
-            for record in batch:
-                yield record
-                after = record.seq
-                if until_turn and record.turn_id == until_turn and isinstance(record.event, TurnEnd):
-                    return
-            if batch:
-                quiet_since = anyio.current_time()
-                continue
-            wait = FOLLOW_POLL
-            if heartbeat is not None:
-                wait = min(wait, max(0.0, quiet_since + heartbeat - anyio.current_time()))
-            with anyio.move_on_after(wait):
-                await changed.wait()
-            if heartbeat is not None and anyio.current_time() - quiet_since >= heartbeat:
-                yield None
-                quiet_since = anyio.current_time()
+        with self._tails.following(session_id) as tail:
+            quiet_since = anyio.current_time()
+            while True:
+                waiting_since = anyio.current_time()
+                changed = self._bus.watch(session_id)
+                batch = await self._tails.read(session_id, tail, after, waiting_since)
+                for record in batch:
+                    yield record
+                    after = record.seq
+                    if until_turn and record.turn_id == until_turn and isinstance(record.event, TurnEnd):
+                        return
+                if batch:
+                    quiet_since = anyio.current_time()
+                    continue
+                wait = FOLLOW_POLL
+                if heartbeat is not None:
+                    wait = min(wait, max(0.0, quiet_since + heartbeat - anyio.current_time()))
+                with anyio.move_on_after(wait):
+                    await changed.wait()
+                if heartbeat is not None and anyio.current_time() - quiet_since >= heartbeat:
+                    yield None
+                    quiet_since = anyio.current_time()
 
     async def stream(
         self, session_id: str, text: str, *, team_id: str | None = DEFAULT_TEAM_ID

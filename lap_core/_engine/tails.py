@@ -1,0 +1,92 @@
+"""The live end of each followed session's log, read once per process and shared by its followers.
+
+A thousand clients following one session must not mean a thousand queries per event: when the
+log grows, the first follower to look reads the new records from the store into the session's
+tail (under a lock); the others find them there. A follower that falls further behind than the
+tail keeps reads the store directly until it catches up. The store stays the source of truth:
+a follower only concludes "nothing new" from a store read that began after it started waiting.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from contextlib import contextmanager
+from itertools import islice
+from typing import TYPE_CHECKING
+
+import anyio
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from lap_core.events import EventRecord
+    from lap_core.store import SessionStore
+
+TAIL_RECORDS = 256
+"""Records kept per followed session: enough for followers that are a moment behind."""
+
+
+class Tail:
+    """The newest records of one session's log: every record with `start < seq <= last`."""
+
+    def __init__(self) -> None:
+        self.records: deque[EventRecord] = deque(maxlen=TAIL_RECORDS)
+        self.start: int | None = None  # None until the first read
+        self.last = 0
+        self.read_started = float("-inf")  # when the newest store read into the tail began
+        self.lock = anyio.Lock()
+        self.followers = 0
+
+    def after(self, seq: int) -> list[EventRecord] | None:
+        """Return the records after `seq`, or None if the tail does not reach back to `seq`."""
+        if self.start is None or not self.start <= seq <= self.last:
+            return None
+        return list(islice(self.records, seq - self.start, None))  # seqs are contiguous
+
+    def extend(self, batch: list[EventRecord]) -> None:
+        self.records.extend(batch)
+        if batch:
+            self.last = batch[-1].seq
+        self.start = self.last - len(self.records)
+
+
+class LogTails:
+    """The tails of the sessions followed in this process."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self._tails: dict[str, Tail] = {}
+
+    @contextmanager
+    def following(self, session_id: str) -> Iterator[Tail]:
+        """Keep the session's tail while the caller follows it."""
+        tail = self._tails.setdefault(session_id, Tail())
+        tail.followers += 1
+        try:
+            yield tail
+        finally:
+            tail.followers -= 1
+            if not tail.followers:
+                del self._tails[session_id]
+
+    async def read(self, session_id: str, tail: Tail, after: int, since: float) -> list[EventRecord]:
+        """Return the records after `after` (a batch at most).
+
+        Empty only if a store read that began after `since` (when the caller started waiting) found
+        nothing newer.
+        """
+        if (found := tail.after(after)) is None and tail.start is not None:
+            return await self._store.read_events(session_id, after=after)  # behind (or ahead of) the tail
+        if found:
+            return found
+        async with tail.lock:
+            if found := tail.after(after):
+                return found  # read meanwhile by another follower
+            if tail.start is not None and tail.read_started >= since:
+                return []
+            began = anyio.current_time()
+            if tail.start is None:
+                tail.start = tail.last = after
+            tail.extend(await self._store.read_events(session_id, after=tail.last))
+            tail.read_started = began
+            return tail.after(after) or []
