@@ -41,6 +41,8 @@ async def _relay_changes(store: SessionStore, bus: EventBus, worker: Worker) -> 
     async for change in store.watch():
         if change.kind == "events" and change.session_id:
             bus.notify(change.session_id)
+        elif change.kind == "events":
+            bus.notify_all()
         elif change.kind == "aborts" and change.session_id:
             worker.abort_requested(change.session_id)
         else:

@@ -30,7 +30,13 @@ class StoreChange(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SessionStore(AsyncResource):
-    """Persistent state of a LAP installation. Subclass it to store LAP somewhere new."""
+    """Persistent state of a LAP installation. Subclass it to store LAP somewhere new.
+
+    Set `watches_changes` if `watch()` reports every change any process commits: followers then
+    re-read the log only when told (and rarely otherwise) instead of every couple of seconds.
+    """
+
+    watches_changes: bool = False
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -47,6 +53,7 @@ class SessionStore(AsyncResource):
 
         Followers and workers re-read the store when told; they also poll, so a store that cannot
         watch (the default: it yields nothing) is slower, never wrong. PostgreSQL: LISTEN/NOTIFY.
+        A change with no `session_id` means "anything may have changed" (e.g. after a reconnect).
         """
         await anyio.sleep_forever()
         yield StoreChange(kind="events")  # pragma: no cover - unreachable; makes this a generator

@@ -29,3 +29,9 @@ class EventBus:
         Take it *before* reading the log, then wait on it: an append in between still sets it.
         """
         return self._events[session_id]
+
+    def notify_all(self) -> None:
+        """Wake every waiter (the store may have missed telling us something)."""
+        events, self._events = self._events, defaultdict(anyio.Event)
+        for event in events.values():
+            event.set()

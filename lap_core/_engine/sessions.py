@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lap.engine")
 MAX_MESSAGE = 256 * 1024
-# Followers re-read the log at least this often, in case a notification came from elsewhere.
+# Followers re-read the log at least this often, in case a change elsewhere went untold; rarely
+# when the store reports every change (`SessionStore.watches_changes`).
 FOLLOW_POLL = 2.0
+FOLLOW_POLL_WATCHED = 30.0
 
 
 class Sessions:
@@ -188,7 +190,7 @@ class Sessions:
                 if batch:
                     quiet_since = anyio.current_time()
                     continue
-                wait = FOLLOW_POLL
+                wait = FOLLOW_POLL_WATCHED if self._store.watches_changes else FOLLOW_POLL
                 if heartbeat is not None:
                     wait = min(wait, max(0.0, quiet_since + heartbeat - anyio.current_time()))
                 with anyio.move_on_after(wait):

@@ -24,6 +24,7 @@ async def test_a_web_runtime_follows_turns_a_worker_runs_live(
 ) -> None:
     # Without the cross-process notification, a follower would wait this long to look again.
     monkeypatch.setattr(sessions, "FOLLOW_POLL", 60.0)
+    monkeypatch.setattr(sessions, "FOLLOW_POLL_WATCHED", 60.0)
     env = lap_env(
         data_dir,
         DATABASE_URL=pg_database,

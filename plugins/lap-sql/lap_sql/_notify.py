@@ -51,6 +51,7 @@ async def listen(dsn: str) -> AsyncIterator[StoreChange]:
                 for channel in CHANNELS.values():
                     await connection.add_listener(channel, deliver)
                 # A reconnect may have missed notifications: tell listeners to re-read everything.
+                yield StoreChange(kind="events")
                 yield StoreChange(kind="jobs")
                 while not connection.is_closed():
                     with anyio.move_on_after(RECONNECT_SECONDS):

@@ -47,6 +47,7 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
     def __init__(self, url: str) -> None:
         self._db = Database(url)
         self._t = self._db.tables
+        self.watches_changes = self._db.dialect == "postgres"  # LISTEN/NOTIFY
 
     def __repr__(self) -> str:
         return f"SqlStore({self._db.display_url!r})"
