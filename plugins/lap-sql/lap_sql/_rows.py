@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from lap_core.events import EventRecord, decode_event, encode_event
 from lap_core.models import Agent, ApiKey, Job, Session, SessionStatus, Team, TurnRecord
-
-if TYPE_CHECKING:
-    from lap_sql._schema import Tables
 
 Row = dict[str, Any]
 
@@ -114,29 +110,6 @@ def job(row: Row) -> Job:
         error=row["error"],
         created_at=utc(row["created_at"]),
         updated_at=utc(row["updated_at"]),
-    )
-
-
-def event(row: Row) -> EventRecord:
-    """Return the `EventRecord` of an `events` row."""
-    return EventRecord(
-        session_id=row["session_id"],
-        seq=row["seq"],
-        event=decode_event(row["data"]),
-        turn_id=row["turn_id"],
-        at=utc(row["at"]),
-    )
-
-
-def event_row(tables: Tables, record: EventRecord) -> Any:
-    """Return the `events` row of a record, ready to insert."""
-    return tables.events(
-        session_id=record.session_id,
-        seq=record.seq,
-        turn_id=record.turn_id,
-        type=record.event.__struct_config__.tag,
-        at=utc(record.at),
-        data=encode_event(record.event).decode(),
     )
 
 

@@ -12,7 +12,7 @@ from lap_core.errors import Conflict, InvalidInput
 from lap_core.events import EventRecord
 from lap_core.models import TurnStatus, utcnow
 from lap_core.store import SessionStore, StoreChange
-from lap_sql import _notify, _rows
+from lap_sql import _events, _notify, _rows
 from lap_sql._database import Database
 from lap_sql._db import not_found
 from lap_sql._jobs import JobQueue
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 _END_STATES = frozenset({"completed", "failed", "aborted"})
 _OPEN_STATES = ["queued", "running"]
-_INSERT_CHUNK = 500
-"""Event rows per INSERT: 6 parameters each stays far below SQLite's and PostgreSQL's limits."""
 
 
 def _check_page(limit: int, offset: int) -> None:
@@ -252,20 +250,6 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
             await t.delete().where(t.id == session_id)
 
     # the event log and turns
-    async def _claim_seqs(self, session_id: str, count: int) -> int:
-        """Reserve the session's next `count` seqs (in the caller's transaction); return the first."""
-        t = self._t.sessions
-        rows = await (
-            t.update({t.last_seq: t.last_seq + count}, use_auto_update=False)
-            .where(t.id == session_id)
-            .returning(t.last_seq)
-        )
-        if not rows:
-            raise not_found("session", session_id)
-        if self._db.dialect == "postgres":
-            await _notify.notify(t, "events", session_id)
-        return int(rows[0]["last_seq"]) - count + 1
-
     async def start_turn(
         self, turn: TurnRecord, message: SessionEvent, *, job: Job | None = None, if_idle: bool = False
     ) -> tuple[TurnRecord, EventRecord]:
@@ -279,8 +263,8 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
         t = self._t.turns
         taken = f"turn {turn.id!r}" + ("" if job is None else f" or job {job.id!r}")
         async with self._db.write(conflict=f"{taken} already exists"):
-            seq = await self._claim_seqs(turn.session_id, 1)
-            # After `_claim_seqs` locked the session's row, so a racing `start_turn` waits for this one.
+            seq = await _events.claim(self._db, turn.session_id, 1)
+            # After `_events.claim` locked the session's row, so a racing `start_turn` waits for this one.
             if if_idle and await t.exists().where(t.session_id == turn.session_id, t.status.is_in(_OPEN_STATES)):
                 raise Conflict("a turn of this session is still queued or running")
             stored = msgspec.structs.replace(turn, user_seq=seq)
@@ -289,9 +273,9 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
             values["created_at"] = _rows.utc(stored.created_at)
             values["finished_at"] = None if stored.finished_at is None else _rows.utc(stored.finished_at)
             await t.insert(t(**values))
-            await self._t.events.insert(_rows.event_row(self._t, record))
+            await _events.insert(self._db, [_events.row(turn.session_id, seq, turn.id, record.at, message)])
             if job is not None:
-                # After `_claim_seqs` locked the session's row: the session's jobs queue in commit order.
+                # After `_events.claim` locked the session's row: the session's jobs queue in commit order.
                 await self._queue_job(job)
                 if self._db.dialect == "postgres":
                     await _notify.notify(t, "jobs", turn.session_id)
@@ -302,7 +286,7 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
         async with self._db.write(conflict=f"job {job.id!r} already exists"):
             if job.session_id is not None:
                 # Locks the session's row (as `start_turn` does), so its jobs queue in commit order.
-                await self._claim_seqs(job.session_id, 0)
+                await _events.claim(self._db, job.session_id, 0)
             await self._queue_job(job)
             if self._db.dialect == "postgres":
                 await _notify.notify(self._t.jobs, "jobs", job.session_id or "")
@@ -367,23 +351,15 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
             await self.get_session(session_id)
             return []
         at = utcnow()
-        async with self._db.write():
-            first = await self._claim_seqs(session_id, len(events))
-            records = [
-                EventRecord(session_id=session_id, seq=first + index, event=event, turn_id=turn_id, at=at)
-                for index, event in enumerate(events)
-            ]
-            for start in range(0, len(records), _INSERT_CHUNK):
-                rows = [_rows.event_row(self._t, record) for record in records[start : start + _INSERT_CHUNK]]
-                await self._t.events.insert(*rows)
-        return records
+        first = await _events.append(self._db, session_id, events, turn_id, at)
+        return [
+            EventRecord(session_id=session_id, seq=first + index, event=event, turn_id=turn_id, at=at)
+            for index, event in enumerate(events)
+        ]
 
     async def read_events(self, session_id: str, *, after: int = 0, limit: int = 1000) -> list[EventRecord]:
         """Return the session's records with `seq > after`, in order, at most `limit`."""
         _check_page(limit, 0)
         if limit == 0:
             return []
-        t = self._t.events
-        async with self._db.read():
-            rows = await t.select().where(t.session_id == session_id, t.seq > after).order_by(t.seq).limit(limit)
-        return [_rows.event(row) for row in rows]
+        return await _events.read(self._db, session_id, after, limit)
