@@ -37,6 +37,11 @@ class CoreSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     lap_default_model: str = "gpt-4o-mini"
     lap_turn_timeout: Annotated[float, msgspec.Meta(gt=0)] = 1800.0
     lap_sandbox_start_timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    # A job whose worker stopped heartbeating is taken over after this many seconds.
+    lap_job_lease: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0
+    lap_worker_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 8
+    # On shutdown, running turns get this long to finish before they are handed to another worker.
+    lap_shutdown_grace: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 
 def read_environment(env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> dict[str, str]:

@@ -172,13 +172,21 @@ class Lap:
         bus = EventBus()
         provider = SandboxProvider(self.backend, keys, self.harness_root, start_timeout=core.lap_sandbox_start_timeout)
         runner = TurnRunner(self.store, provider, self.harnesses, bus, turn_timeout=core.lap_turn_timeout)
-        worker = Worker(self.store, runner)
+        worker = Worker(self.store, runner, lease_seconds=core.lap_job_lease, concurrency=core.lap_worker_concurrency)
         if self._run_turns:
             await tasks.start(worker.run)
+            # Runs before the task group is cancelled (the exit stack unwinds in reverse).
+            stack.push_async_callback(self._drain, worker, core.lap_shutdown_grace)
         tasks.start_soon(_relay_changes, self.store, bus, worker)
         self.agents = Agents(self.store, self.harnesses)
         self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, worker)
         log.debug("lap.started", data_dir=str(self.data_dir), store=store_spec.name, backend=backend_spec.name)
+
+    @staticmethod
+    async def _drain(worker: Worker, grace: float) -> None:
+        # Shielded and bounded: exiting on a cancellation (Ctrl-C) still hands running turns back.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(grace + 15):
+            await worker.drain(grace)
 
     def settings_of(self, key: str) -> Any:
         """Return the validated settings struct passed as `settings={key: Struct}` (e.g. a server's)."""

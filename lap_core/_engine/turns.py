@@ -18,7 +18,7 @@ import structlog
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._sandbox_client import SandboxdError
 from lap_core.errors import HarnessError, LapError
-from lap_core.events import Error, HarnessSession, SessionEvent, Status, TurnEnd
+from lap_core.events import Error, HarnessSession, SessionEvent, Status, TurnEnd, UserMessage
 from lap_core.models import Turn
 
 if TYPE_CHECKING:
@@ -45,6 +45,17 @@ def error_event(error: BaseException) -> Error:
     return Error(code="internal_error", message=f"{type(error).__name__}: {error}")
 
 
+PLATFORM_PHASES = frozenset({"sandbox_creating", "sandbox_ready", "sandbox_deleting", "turn_resumed", "turn_restarted"})
+"""The `status` phases LAP itself logs in a turn; a harness's own status events use other names."""
+
+
+def _from_harness(event: SessionEvent) -> bool:
+    """Whether an event of a turn came from its harness (what a re-attached harness yields again)."""
+    if isinstance(event, Status):
+        return event.phase not in PLATFORM_PHASES
+    return not isinstance(event, (UserMessage, HarnessSession, TurnEnd))
+
+
 class TurnRunner:
     """Runs turns one at a time per session, in the order their messages arrived."""
 
@@ -64,6 +75,7 @@ class TurnRunner:
         self._turn_timeout = turn_timeout
         self._locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
         self._running: dict[str, tuple[str, anyio.CancelScope]] = {}  # session id -> (turn id, scope)
+        self._handed_off: set[str] = set()  # turn ids
 
     def abort(self, session_id: str, *, turn_id: str | None = None) -> bool:
         """Cancel the session's turn running here (only if it is `turn_id`, when given); return whether one was.
@@ -116,8 +128,24 @@ class TurnRunner:
                 )
                 log.info("sandbox.restarted")
 
-    async def run(self, agent: Agent, turn: TurnRecord, text: str) -> TurnStatus:
-        """Run a stored turn to its end (after the turns queued before it); return how it ended."""
+    def hand_off(self, session_id: str) -> bool:
+        """Stop following the session's running turn here, leaving its work running in the sandbox.
+
+        For a worker that shuts down: `run` returns None, and the next worker resumes the turn.
+        """
+        running = self._running.get(session_id)
+        if running is None:
+            return False
+        self._handed_off.add(running[0])
+        running[1].cancel()
+        return True
+
+    async def run(self, agent: Agent, turn: TurnRecord, text: str, *, resume: bool = False) -> TurnStatus | None:
+        """Run a stored turn to its end (after the turns queued before it); return how it ended.
+
+        With `resume`, the turn was started by a worker that is gone: re-attach to its work in the
+        sandbox and log only what the log does not have yet. None: the turn was handed off.
+        """
         async with self._locks[turn.session_id]:
             with structlog.contextvars.bound_contextvars(session_id=turn.session_id, turn_id=turn.id):
                 with anyio.CancelScope() as scope:
@@ -125,25 +153,52 @@ class TurnRunner:
                     try:
                         # Flagged while it waited in the queue: it ends aborted, never having run.
                         if not (await self._store.finish_turn(turn.id, "running")).abort_requested:
-                            return await self._run(agent, turn, text)
+                            return await self._run(agent, turn, text, resume=resume)
                     finally:
                         del self._running[turn.session_id]
+                if turn.id in self._handed_off:
+                    self._handed_off.discard(turn.id)
+                    log.info("turn.handed_off")
+                    return None
                 await self._end(turn, "aborted", TurnEnd(status="aborted", reason="aborted by the user"))
                 return "aborted"
 
-    async def _run(self, agent: Agent, turn: TurnRecord, text: str) -> TurnStatus:
+    async def _logged_by_harness(self, turn: TurnRecord) -> list[SessionEvent]:
+        """Return the events of the turn its harness yielded before (what a re-attached harness replays first)."""
+        events: list[SessionEvent] = []
+        after = turn.user_seq
+        while batch := await self._store.read_events(turn.session_id, after=after):
+            events += [r.event for r in batch if r.turn_id == turn.id and _from_harness(r.event)]
+            after = batch[-1].seq
+        return events
+
+    async def _run(self, agent: Agent, turn: TurnRecord, text: str, *, resume: bool) -> TurnStatus:
         harness = self._harnesses.get(agent.harness)
         sandbox: SandboxClient | None = None
         native: Turn | None = None
+        replay: list[SessionEvent] = []
+        recreated = False
+
+        async def bring_up(event: SessionEvent) -> None:
+            nonlocal recreated
+            recreated = recreated or (isinstance(event, Status) and event.phase == "sandbox_creating")
+            await self._bring_up_event(turn.session_id, event, turn)
+
         try:
             if harness is None:
                 raise HarnessError(f"harness {agent.harness!r} is not installed in this LAP (see `lap plugins`)")
+            if resume:
+                replay = await self._logged_by_harness(turn)
+                log.info("turn.resuming", logged=len(replay))
+                await self._append(turn, Status(phase="turn_resumed", detail="a worker took the turn over"))
             # Read the session now: the turn before may have set the harness's native session id.
             session = await self._store.update_session(turn.session_id, status="starting", status_detail="")
             with anyio.fail_after(self._turn_timeout):
-                sandbox = await self._sandboxes.get(
-                    session, agent, harness, lambda e: self._bring_up_event(session.id, e, turn)
-                )
+                sandbox = await self._sandboxes.get(session, agent, harness, bring_up)
+                if recreated and replay:
+                    # The sandbox, and the turn's process with it, was lost: the harness starts over.
+                    replay = []
+                    await self._append(turn, Status(phase="turn_restarted", detail="the sandbox was lost"))
                 await self._store.update_session(
                     session.id, status="running", status_detail="", sandbox_name=sandbox_name(session.id)
                 )
@@ -155,9 +210,18 @@ class TurnRunner:
                     native_session_id=session.native_session_id,
                 )
                 events = harness.run_turn(sandbox, native)
+                replayed = 0
                 try:
                     async for event in events:
+                        if replayed < len(replay) and _from_harness(event):
+                            # Re-attached: the harness replays its process's output from the start.
+                            if event != replay[replayed]:
+                                log.warning("turn.replay_differs", logged=replay[replayed], replayed=event)
+                            replayed += 1
+                            continue
                         if isinstance(event, HarnessSession):
+                            if replayed < len(replay):
+                                continue  # the first attempt stored the session id already
                             await self._store.update_session(session.id, native_session_id=event.native_session_id)
                         if isinstance(event, TurnEnd):
                             await self._end(turn, event.status, event)
@@ -169,8 +233,9 @@ class TurnRunner:
             await self._end(turn, "completed", TurnEnd(status="completed"))
             return "completed"
         except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._abort_in_sandbox(harness, sandbox, native)
+            if turn.id not in self._handed_off:
+                with anyio.CancelScope(shield=True):
+                    await self._abort_in_sandbox(harness, sandbox, native)
             raise
         except Exception as error:
             problem = error_event(error)
@@ -179,8 +244,7 @@ class TurnRunner:
             )
             with anyio.CancelScope(shield=True):
                 await self._abort_in_sandbox(harness, sandbox, native)
-                await self._append(turn, problem)
-            await self._end(turn, "failed", TurnEnd(status="failed", reason=problem.message))
+            await self._end(turn, "failed", TurnEnd(status="failed", reason=problem.message), problem)
             return "failed"
         finally:
             if sandbox is not None:
@@ -198,12 +262,13 @@ class TurnRunner:
             except Exception as error:  # the sandbox may be the thing that failed
                 log.info("turn.abort_in_sandbox_failed", error=repr(error))
 
-    async def _end(self, turn: TurnRecord, status: TurnStatus, event: TurnEnd) -> None:
+    async def _end(self, turn: TurnRecord, status: TurnStatus, event: TurnEnd, *before: SessionEvent) -> None:
         # Shielded: an abort arriving now must not leave a turn half ended, or end it twice.
         with anyio.CancelScope(shield=True):
             await self._store.finish_turn(turn.id, status)
             # The session stays usable after a failed turn; the detail says why the last one failed.
             detail = event.reason if status == "failed" else ""
             await self._store.update_session(turn.session_id, status="ready", status_detail=detail)
-            # Last, so whoever sees `turn_end` also sees the turn and session in their final state.
-            await self._append(turn, event)
+            # Last, so whoever sees `turn_end` also sees the turn and session in their final state;
+            # with the error before it in one append, so the log never ends a turn half-way.
+            await self._append(turn, *before, event)

@@ -31,6 +31,8 @@ log = structlog.get_logger("lap.worker")
 
 TURN = "turn"
 RESTART = "restart"
+MAX_ATTEMPTS = 10
+"""Leases of a turn's job after which a turn that keeps losing its worker is failed."""
 # How often a running turn's abort flag is re-read when no notification came (a store that cannot watch).
 ABORT_POLL = 5.0
 
@@ -60,6 +62,9 @@ class Worker:
         self._slots = anyio.Semaphore(concurrency)  # released by the job task, not the one that took it
         self._wake = anyio.Event()
         self._aborts = EventBus()
+        self._active: dict[str, Job] = {}  # job id -> job, while this worker holds its lease
+        self._lost: set[str] = set()  # job ids whose lease another worker took over
+        self._draining = False
 
     def wake(self) -> None:
         """Look for a job now (a job was just queued in this process)."""
@@ -70,20 +75,43 @@ class Worker:
         self._aborts.notify(session_id)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Lease and run jobs until cancelled."""
+        """Lease and run jobs until cancelled (or, after `drain`, until its jobs are gone)."""
         log.info("worker.started", worker=self.name)
         async with anyio.create_task_group() as jobs:
             task_status.started()
-            while True:
+            while not self._draining:
                 await self._slots.acquire()
-                job = await self._store.lease_job(self.name, lease_seconds=self._lease_seconds, kinds=(TURN, RESTART))
+                job = None
+                if not self._draining:
+                    job = await self._store.lease_job(
+                        self.name, lease_seconds=self._lease_seconds, kinds=(TURN, RESTART)
+                    )
                 if job is None:
                     self._slots.release()
                     with anyio.move_on_after(self._poll_seconds):
                         await self._wake.wait()
                     self._wake = anyio.Event()
                     continue
+                self._active[job.id] = job
                 jobs.start_soon(self._run_job, job, name=f"job {job.id}")
+        log.info("worker.stopped", worker=self.name)
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking jobs; let running ones finish for `grace` seconds, then hand them back.
+
+        A turn handed back keeps running in its sandbox: the worker that leases its job next
+        re-attaches to it. Used on shutdown (SIGTERM), so a deploy never kills a turn.
+        """
+        self._draining = True
+        self._wake.set()
+        with anyio.move_on_after(grace):
+            while self._active:  # noqa: ASYNC110 - jobs end in their own tasks; a short poll is simplest
+                await anyio.sleep(0.05)
+        handed = [job for job in self._active.values() if job.session_id and self._runner.hand_off(job.session_id)]
+        with anyio.move_on_after(10):
+            while self._active:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        log.info("worker.drained", worker=self.name, handed_off=len(handed), left=len(self._active))
 
     async def _run_job(self, job: Job) -> None:
         try:
@@ -91,20 +119,35 @@ class Worker:
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(self._heartbeat, job, tasks.cancel_scope)
                     run = self._run_turn(job, tasks) if job.kind == TURN else self._run_restart(job)
-                    status, error = await run
+                    outcome = await run
                     tasks.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
-                    if not await self._store.finish_job(job.id, self.name, status=status, error=error):
-                        log.warning("worker.lease_lost", reason="the job was taken over before it finished")
+                    await self._settle(job, outcome)
         finally:
+            self._active.pop(job.id, None)
+            self._lost.discard(job.id)
             self._slots.release()
+            self._wake.set()  # the session's next job may be eligible now
+
+    async def _settle(self, job: Job, outcome: tuple[Literal["done", "failed"], str] | None) -> None:
+        """Finish the job, or hand it back (`outcome` None) unless another worker has it already."""
+        if job.id in self._lost:
+            log.warning("worker.lease_lost", reason="another worker took the job over")
+        elif outcome is None:
+            await self._store.release_job(job.id, self.name)
+            log.info("worker.job_released", reason="handed off")
+        elif not await self._store.finish_job(job.id, self.name, status=outcome[0], error=outcome[1]):
+            log.warning("worker.lease_lost", reason="the job was taken over before it finished")
 
     async def _heartbeat(self, job: Job, scope: anyio.CancelScope) -> None:
         while True:
             await anyio.sleep(self._lease_seconds / 3)
             if not await self._store.heartbeat_job(job.id, self.name, lease_seconds=self._lease_seconds):
                 log.warning("worker.lease_lost", reason="heartbeat refused")
-                scope.cancel()
+                self._lost.add(job.id)
+                # Another worker has re-attached to the turn: stop following it, without stopping it.
+                if not (job.kind == TURN and job.session_id and self._runner.hand_off(job.session_id)):
+                    scope.cancel()
                 return
 
     async def _watch_abort(self, turn: TurnRecord) -> None:
@@ -130,7 +173,7 @@ class Worker:
             return "failed", str(error) or type(error).__name__
         return "done", ""
 
-    async def _run_turn(self, job: Job, tasks: TaskGroup) -> tuple[Literal["done", "failed"], str]:
+    async def _run_turn(self, job: Job, tasks: TaskGroup) -> tuple[Literal["done", "failed"], str] | None:
         """Run the turn of a job; return the job's end status and error."""
         try:
             turn = await self._store.get_turn(str(job.payload["turn_id"]))
@@ -141,9 +184,10 @@ class Worker:
             return "failed", f"the job names no runnable turn: {error!r}"
         if turn.status in ("completed", "failed", "aborted"):
             return "done", ""  # its worker ended the turn, then died before it could finish the job
-        if turn.status != "queued":
-            # Taken over from a worker that died mid-turn: never run a turn twice ([3/5] re-attaches).
-            reason = "the worker running this turn stopped; send the message again"
+        resume = turn.status == "running"  # taken over from a worker that stopped mid-turn
+        if resume and job.attempts > MAX_ATTEMPTS:
+            # Its workers keep dying (the turn may be what kills them): stop trying.
+            reason = f"the turn was interrupted {job.attempts - 1} times; send the message again"
             await self._store.append_events(
                 turn.session_id,
                 [Error(code="turn_interrupted", message=reason), TurnEnd(status="failed", reason=reason)],
@@ -154,7 +198,9 @@ class Worker:
         assert isinstance(message, UserMessage)
         tasks.start_soon(self._watch_abort, turn)
         try:
-            status = await self._runner.run(agent, turn, message.text)
+            status = await self._runner.run(agent, turn, message.text, resume=resume)
         except LapError as error:
             return "failed", error.message
+        if status is None:
+            return None
         return ("done", "") if status in ("completed", "aborted") else ("failed", f"turn {status}")

@@ -2,6 +2,8 @@
 
 - `run: CMD` runs CMD in the sandbox as a process (tool call + result), then answers `ran`.
 - `fail` raises inside the harness; `hang` starts a process that sleeps until aborted.
+- `stream: N` starts a process that appends a line to `streams.log` in the workspace, then prints
+  `line 1` … `line N`, 0.1 s apart; each line is a text delta as it comes (a worker can re-attach).
 - anything else is echoed back as two text deltas.
 Every turn reports the native session id `native-<n>` where n counts the turns it has seen,
 so tests can check that the engine hands the previous id to the next turn.
@@ -11,12 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lap_core import Harness, HarnessSession, StartProcess, TextDelta, ToolCall, ToolResult, TurnEnd
+from lap_core import Harness, HarnessSession, HydratePayload, StartProcess, TextDelta, ToolCall, ToolResult, TurnEnd
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from lap_core import SandboxClient, SessionEvent, Turn
+    from lap_core import Agent, LLMAccess, SandboxClient, SessionEvent, Turn
 
 
 class ScriptHarness(Harness):
@@ -24,6 +26,11 @@ class ScriptHarness(Harness):
 
     def __init__(self) -> None:
         self.seen_native_ids: list[str | None] = []
+
+    def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
+        # The fake backends run sandboxd without a mount namespace, in the sandbox's workspace
+        # directory: "/workspace" would be the host's.
+        return HydratePayload(workdir=".")
 
     async def run_turn(self, sandbox: SandboxClient, turn: Turn) -> AsyncIterator[SessionEvent]:
         self.seen_native_ids.append(turn.native_session_id)
@@ -36,6 +43,15 @@ class ScriptHarness(Harness):
             async for _ in sandbox.output(turn.id):
                 pass
             yield TurnEnd(status="failed", reason="the sleeper exited on its own")
+            return
+        if turn.text.startswith("stream: "):
+            count = int(turn.text.removeprefix("stream: "))
+            script = f'echo {turn.id} >> streams.log; for i in $(seq {count}); do echo "line $i"; sleep 0.1; done'
+            await sandbox.start_process(StartProcess(id=turn.id, argv=["sh", "-c", script]))
+            async for record in sandbox.output(turn.id):
+                if record.stream == "stdout":
+                    yield TextDelta(text=f"{record.data}\n")
+            yield TurnEnd()
             return
         if turn.text.startswith("run: "):
             command = turn.text.removeprefix("run: ")

@@ -156,7 +156,7 @@ async def events(
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
         async for record in lap.sessions.follow(session_id, after=start, heartbeat=SSE_KEEPALIVE):
             if record is None:  # a comment line keeps proxies and load balancers from closing an idle stream
-                yield ServerSentEventMessage(comment="keep-alive")
+                yield ServerSentEventMessage(comment="keep-alive", data=None)
                 continue
             data = msgspec.json.encode(record).decode()
             yield ServerSentEventMessage(data=data, event=_event_name(record), id=record.seq)

@@ -210,6 +210,7 @@ async def test_an_idle_event_stream_sends_keep_alive_comments(
                 if line.startswith(": keep-alive") and len([x for x in lines if x.startswith(":")]) == 2:
                     break
     assert [x for x in lines if x.startswith(":")] == [": keep-alive", ": keep-alive"]
+    assert not [x for x in lines if x.startswith("data")]  # no empty event for EventSource to fire
 
 
 async def test_restart_gives_a_fresh_sandbox_with_the_same_workspace(api: httpx.AsyncClient) -> None:
