@@ -10,7 +10,7 @@ import structlog
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._engine.tails import LogTails
 from lap_core._engine.worker import RESTART, TURN
-from lap_core.errors import Conflict, InvalidInput, NotSupported
+from lap_core.errors import Conflict, InvalidInput, NotSupported, StoreError
 from lap_core.events import EventRecord, TurnEnd, UserMessage
 from lap_core.models import DEFAULT_TEAM_ID, BusyPolicy, Job, Session, TurnRecord, new_id
 
@@ -31,6 +31,7 @@ MAX_MESSAGE = 256 * 1024
 # when the store reports every change (`SessionStore.watches_changes`).
 FOLLOW_POLL = 2.0
 FOLLOW_POLL_WATCHED = 30.0
+STORE_RETRY = 1.0  # seconds between a follower's reads while the store is unavailable
 
 
 class Sessions:
@@ -181,7 +182,13 @@ class Sessions:
             while True:
                 waiting_since = anyio.current_time()
                 changed = self._bus.watch(session_id)
-                batch = await self._tails.read(session_id, tail, after, waiting_since)
+                try:
+                    batch = await self._tails.read(session_id, tail, after, waiting_since)
+                except StoreError as error:
+                    # The store is down for now: the stream pauses, and continues where it was.
+                    log.warning("session.follow_paused", session_id=session_id, error=error.message)
+                    await anyio.sleep(STORE_RETRY)
+                    continue
                 for record in batch:
                     yield record
                     after = record.seq

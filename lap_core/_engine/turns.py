@@ -17,7 +17,7 @@ import structlog
 
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._sandbox_client import SandboxdError
-from lap_core.errors import HarnessError, LapError
+from lap_core.errors import HarnessError, LapError, StoreError
 from lap_core.events import Error, HarnessSession, SessionEvent, Status, TurnEnd, UserMessage
 from lap_core.models import Turn
 
@@ -140,11 +140,15 @@ class TurnRunner:
         running[1].cancel()
         return True
 
-    async def run(self, agent: Agent, turn: TurnRecord, text: str, *, resume: bool = False) -> TurnStatus | None:
+    async def run(
+        self, agent: Agent, turn: TurnRecord, text: str, *, logged: list[SessionEvent] | None = None
+    ) -> TurnStatus | None:
         """Run a stored turn to its end (after the turns queued before it); return how it ended.
 
-        With `resume`, the turn was started by a worker that is gone: re-attach to its work in the
-        sandbox and log only what the log does not have yet. None: the turn was handed off.
+        With `logged` (the turn's events in the log: see `logged_events`), the turn was started by
+        a worker that is gone: re-attach to its work in the sandbox and log only what the log does
+        not have yet. None: the turn was handed off. Raises `StoreError` when the store fails
+        mid-turn: the turn's work goes on in the sandbox, for a worker to resume.
         """
         async with self._locks[turn.session_id]:
             with structlog.contextvars.bound_contextvars(session_id=turn.session_id, turn_id=turn.id):
@@ -153,7 +157,7 @@ class TurnRunner:
                     try:
                         # Flagged while it waited in the queue: it ends aborted, never having run.
                         if not (await self._store.finish_turn(turn.id, "running")).abort_requested:
-                            return await self._run(agent, turn, text, resume=resume)
+                            return await self._run(agent, turn, text, logged=logged)
                     finally:
                         del self._running[turn.session_id]
                 if turn.id in self._handed_off:
@@ -163,16 +167,16 @@ class TurnRunner:
                 await self._end(turn, "aborted", TurnEnd(status="aborted", reason="aborted by the user"))
                 return "aborted"
 
-    async def _logged_by_harness(self, turn: TurnRecord) -> list[SessionEvent]:
-        """Return the events of the turn its harness yielded before (what a re-attached harness replays first)."""
+    async def logged_events(self, turn: TurnRecord) -> list[SessionEvent]:
+        """Return the turn's events in the log after its user message."""
         events: list[SessionEvent] = []
         after = turn.user_seq
         while batch := await self._store.read_events(turn.session_id, after=after):
-            events += [r.event for r in batch if r.turn_id == turn.id and _from_harness(r.event)]
+            events += [r.event for r in batch if r.turn_id == turn.id]
             after = batch[-1].seq
         return events
 
-    async def _run(self, agent: Agent, turn: TurnRecord, text: str, *, resume: bool) -> TurnStatus:
+    async def _run(self, agent: Agent, turn: TurnRecord, text: str, *, logged: list[SessionEvent] | None) -> TurnStatus:
         harness = self._harnesses.get(agent.harness)
         sandbox: SandboxClient | None = None
         native: Turn | None = None
@@ -187,8 +191,9 @@ class TurnRunner:
         try:
             if harness is None:
                 raise HarnessError(f"harness {agent.harness!r} is not installed in this LAP (see `lap plugins`)")
-            if resume:
-                replay = await self._logged_by_harness(turn)
+            if logged is not None:
+                # What the harness yielded before: a re-attached harness replays it first.
+                replay = [event for event in logged if _from_harness(event)]
                 log.info("turn.resuming", logged=len(replay))
                 await self._append(turn, Status(phase="turn_resumed", detail="a worker took the turn over"))
             # Read the session now: the turn before may have set the harness's native session id.
@@ -232,6 +237,8 @@ class TurnRunner:
                         await events.aclose()
             await self._end(turn, "completed", TurnEnd(status="completed"))
             return "completed"
+        except StoreError:
+            raise  # nothing can be logged now; the work goes on in the sandbox for a worker to resume
         except anyio.get_cancelled_exc_class():
             if turn.id not in self._handed_off:
                 with anyio.CancelScope(shield=True):

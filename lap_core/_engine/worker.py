@@ -16,8 +16,8 @@ import anyio
 import structlog
 
 from lap_core._engine.bus import EventBus
-from lap_core.errors import LapError, NotFound
-from lap_core.events import Error, TurnEnd, UserMessage
+from lap_core.errors import LapError, NotFound, StoreError
+from lap_core.events import Error, SessionEvent, TurnEnd, UserMessage
 from lap_core.models import Job, new_id
 
 if TYPE_CHECKING:
@@ -83,9 +83,13 @@ class Worker:
                 await self._slots.acquire()
                 job = None
                 if not self._draining:
-                    job = await self._store.lease_job(
-                        self.name, lease_seconds=self._lease_seconds, kinds=(TURN, RESTART)
-                    )
+                    try:
+                        job = await self._store.lease_job(
+                            self.name, lease_seconds=self._lease_seconds, kinds=(TURN, RESTART)
+                        )
+                    except StoreError as error:
+                        log.warning("worker.lease_failed", error=error.message)  # retried after the poll
+
                 if job is None:
                     self._slots.release()
                     with anyio.move_on_after(self._poll_seconds):
@@ -131,6 +135,14 @@ class Worker:
 
     async def _settle(self, job: Job, outcome: tuple[Literal["done", "failed"], str] | None) -> None:
         """Finish the job, or hand it back (`outcome` None) unless another worker has it already."""
+        try:
+            await self._settle_in_store(job, outcome)
+        except StoreError as error:
+            log.warning(
+                "worker.job_left", reason="the store is unavailable; the lease will run out", error=error.message
+            )
+
+    async def _settle_in_store(self, job: Job, outcome: tuple[Literal["done", "failed"], str] | None) -> None:
         if job.id in self._lost:
             log.warning("worker.lease_lost", reason="another worker took the job over")
         elif outcome is None:
@@ -142,7 +154,12 @@ class Worker:
     async def _heartbeat(self, job: Job, scope: anyio.CancelScope) -> None:
         while True:
             await anyio.sleep(self._lease_seconds / 3)
-            if not await self._store.heartbeat_job(job.id, self.name, lease_seconds=self._lease_seconds):
+            try:
+                kept = await self._store.heartbeat_job(job.id, self.name, lease_seconds=self._lease_seconds)
+            except StoreError as error:
+                log.warning("worker.heartbeat_failed", error=error.message)
+                continue  # a short outage: the next beat may get through before the lease runs out
+            if not kept:
                 log.warning("worker.lease_lost", reason="heartbeat refused")
                 self._lost.add(job.id)
                 # Another worker has re-attached to the turn: stop following it, without stopping it.
@@ -150,16 +167,30 @@ class Worker:
                     scope.cancel()
                 return
 
+    async def _ended(self, turn: TurnRecord, logged: list[SessionEvent]) -> bool:
+        """Complete a turn whose worker stopped while ending it; return whether it had ended."""
+        end = next((event for event in logged if isinstance(event, TurnEnd)), None)
+        if end is not None:
+            if turn.status != end.status:
+                await self._store.finish_turn(turn.id, end.status)
+            return True
+        if turn.status in ("completed", "failed", "aborted"):  # stored, but not logged yet
+            await self._store.append_events(turn.session_id, [TurnEnd(status=turn.status)], turn_id=turn.id)
+            return True
+        return False
+
     async def _watch_abort(self, turn: TurnRecord) -> None:
         """Abort the turn once it is flagged: told at once via `abort_requested`, else seen by polling."""
         while True:
             told = self._aborts.watch(turn.session_id)
             with anyio.move_on_after(ABORT_POLL):
                 await told.wait()
+            try:
+                flagged = (await self._store.get_turn(turn.id)).abort_requested
+            except StoreError:
+                continue  # the store is down for now
             # Not yet running here: the runner sees the flag itself as it starts the turn.
-            if (await self._store.get_turn(turn.id)).abort_requested and self._runner.abort(
-                turn.session_id, turn_id=turn.id
-            ):
+            if flagged and self._runner.abort(turn.session_id, turn_id=turn.id):
                 return
 
     async def _run_restart(self, job: Job) -> tuple[Literal["done", "failed"], str]:
@@ -174,7 +205,16 @@ class Worker:
         return "done", ""
 
     async def _run_turn(self, job: Job, tasks: TaskGroup) -> tuple[Literal["done", "failed"], str] | None:
-        """Run the turn of a job; return the job's end status and error."""
+        """Run the turn of a job; return the job's end status and error (None: hand the job back)."""
+        try:
+            return await self._turn_of(job, tasks)
+        except StoreError as error:
+            # The store is down: nothing can be logged or finished. The lease runs out, and a worker
+            # resumes the turn (its work goes on in the sandbox) once the store is back.
+            log.warning("worker.store_unavailable", error=error.message)
+            return None
+
+    async def _turn_of(self, job: Job, tasks: TaskGroup) -> tuple[Literal["done", "failed"], str] | None:
         try:
             turn = await self._store.get_turn(str(job.payload["turn_id"]))
             session = await self._store.get_session(turn.session_id)
@@ -182,23 +222,27 @@ class Worker:
             message = (await self._store.read_events(turn.session_id, after=turn.user_seq - 1, limit=1))[0].event
         except (NotFound, KeyError, IndexError) as error:
             return "failed", f"the job names no runnable turn: {error!r}"
-        if turn.status in ("completed", "failed", "aborted"):
-            return "done", ""  # its worker ended the turn, then died before it could finish the job
-        resume = turn.status == "running"  # taken over from a worker that stopped mid-turn
-        if resume and job.attempts > MAX_ATTEMPTS:
-            # Its workers keep dying (the turn may be what kills them): stop trying.
-            reason = f"the turn was interrupted {job.attempts - 1} times; send the message again"
-            await self._store.append_events(
-                turn.session_id,
-                [Error(code="turn_interrupted", message=reason), TurnEnd(status="failed", reason=reason)],
-                turn_id=turn.id,
-            )
-            await self._store.finish_turn(turn.id, "failed")
-            return "failed", reason
         assert isinstance(message, UserMessage)
+        logged = None
+        if turn.status != "queued":  # taken over from a worker that stopped
+            logged = await self._runner.logged_events(turn)
+            if await self._ended(turn, logged):
+                return "done", ""
+            if job.attempts > MAX_ATTEMPTS:
+                # Its workers keep dying (the turn may be what kills them): stop trying.
+                reason = f"the turn was interrupted {job.attempts - 1} times; send the message again"
+                await self._store.append_events(
+                    turn.session_id,
+                    [Error(code="turn_interrupted", message=reason), TurnEnd(status="failed", reason=reason)],
+                    turn_id=turn.id,
+                )
+                await self._store.finish_turn(turn.id, "failed")
+                return "failed", reason
         tasks.start_soon(self._watch_abort, turn)
         try:
-            status = await self._runner.run(agent, turn, message.text, resume=resume)
+            status = await self._runner.run(agent, turn, message.text, logged=logged)
+        except StoreError:
+            raise
         except LapError as error:
             return "failed", error.message
         if status is None:

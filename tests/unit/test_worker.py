@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
 from lap_core import Error, Lap, Status, TextDelta, TurnEnd, UserMessage
 from lap_core._engine import worker as worker_module
+from lap_core.errors import StoreError
 from lap_core.models import Job, TurnRecord
 from tests.fakes.plugin import FakesPlugin
 from tests.fakes.shared import SharedFakesPlugin, stop_all
 from tests.fixtures import cleanup_sandboxes, lap_env
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
+
+    from lap_core import EventRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -113,3 +117,55 @@ async def test_a_turn_that_keeps_losing_its_worker_is_failed_not_retried_forever
         after = [r async for r in worker.sessions.stream(session.id, "still usable")]
         assert after[-1].event == TurnEnd(status="completed")
         await cleanup_sandboxes(worker)
+
+
+async def test_a_store_outage_mid_turn_pauses_the_turn_and_it_resumes_once(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _env(data_dir) | {"LAP_JOB_LEASE": "1"}
+    async with Lap(plugins=[FakesPlugin()], env=env) as lap:
+        agent = await lap.agents.create("a", harness="script", model="m")
+        session = await lap.sessions.create(agent.id)
+        down = anyio.Event()
+        store = lap.store
+
+        def failing(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                if down.is_set():
+                    raise StoreError("the database is restarting")
+                return await method(*args, **kwargs)
+
+            return call
+
+        for name in (
+            "append_events",
+            "read_events",
+            "get_turn",
+            "finish_turn",
+            "update_session",
+            "lease_job",
+            "heartbeat_job",
+            "finish_job",
+            "release_job",
+            "get_session",
+            "get_agent",
+        ):
+            monkeypatch.setattr(store, name, failing(getattr(store, name)))
+        turn = await lap.sessions.send(session.id, "stream: 30")
+        received: list[EventRecord] = []
+        with anyio.fail_after(30):
+            async for record in lap.sessions.follow(session.id, until_turn=turn.id):
+                received.append(record)
+                if record.event == TextDelta(text="line 5\n"):
+                    down.set()  # the store goes away mid-turn, for two seconds
+                    await anyio.sleep(2)
+                    down = anyio.Event()
+        texts = [r.event.text for r in received if isinstance(r.event, TextDelta)]
+        assert texts == [f"line {n}\n" for n in range(1, 31)]  # each once, in order: nothing lost or repeated
+        assert received[-1].event == TurnEnd(status="completed")
+        assert [r.seq for r in received] == list(range(1, len(received) + 1))
+        with anyio.fail_after(5):  # the job is finished just after the turn's last event
+            while (job := (await lap.store.list_jobs(session_id=session.id))[0]).status == "leased":
+                await anyio.sleep(0.05)
+        assert (job.status, job.attempts) == ("done", 2)
+        await cleanup_sandboxes(lap)
