@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from lap_core.errors import StoreError
 from lap_core.models import utcnow
@@ -21,6 +20,7 @@ from lap_sql._db import (
     translate_errors,
 )
 from lap_sql._schema import MIGRATIONS_TABLE, Tables, migrations
+from lap_sql._sqlite import SQLite
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -49,6 +49,7 @@ class Database:
     never leaves a connection mid-transaction. On SQLite, writers of this process also queue on
     an anyio lock (SQLite has one writer at a time; waiting here is cheaper than its busy loop),
     and the transaction is `BEGIN IMMEDIATE` so two writers never deadlock upgrading read locks.
+    SQLite's connections stay open between queries (see `lap_sql._sqlite`).
     """
 
     def __init__(self, url: str) -> None:
@@ -71,7 +72,7 @@ class Database:
         return redact(self.url)
 
     async def open(self) -> None:
-        """Connect: open PostgreSQL's pool, or create SQLite's file (in WAL mode)."""
+        """Connect: open PostgreSQL's pool, or create SQLite's file (in WAL mode) and open its connections."""
         if self._open:
             return
         with translate_errors(self.url):
@@ -81,13 +82,18 @@ class Database:
                 check_sqlite_version()
                 path = sqlite_path(self.url)
                 await anyio.Path(path).parent.mkdir(parents=True, exist_ok=True)
-                # WAL lets readers run during a write; the setting is stored in the file.
-                await self.engine.run_ddl("PRAGMA journal_mode=WAL")
+                await self.engine.open()
         self._open = True
 
     async def aclose(self) -> None:
-        """Close the pool (PostgreSQL); SQLite keeps no connection open between queries."""
+        """Close the pool (PostgreSQL) or the connections (SQLite)."""
         self._open = False
+        if isinstance(self.engine, SQLite):
+            assert self._write_lock is not None
+            with anyio.CancelScope(shield=True):
+                async with self._write_lock:  # no write is left halfway
+                    await self.engine.close()
+            return
         if not isinstance(self.engine, PostgresEngine) or self.engine.pool is None:
             return  # piccolo's close_connection_pool() warns without a pool, an error under `-W error`
         pool, self.engine.pool = self.engine.pool, None
@@ -115,8 +121,8 @@ class Database:
         """
         async with self._write_lock or nullcontext():
             with anyio.CancelScope(shield=True), translate_errors(self.url, conflict=conflict, foreign_key=foreign_key):
-                if isinstance(self.engine, SQLiteEngine):
-                    async with self.engine.transaction(transaction_type=TransactionType.immediate):
+                if isinstance(self.engine, SQLite):
+                    async with self.engine.write_transaction():
                         yield
                 elif one_statement:
                     yield

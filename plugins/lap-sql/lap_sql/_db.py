@@ -14,9 +14,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine
 
 from lap_core.errors import Conflict, InvalidInput, LapError, NotFound, StoreError
+from lap_sql._sqlite import SQLite
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -38,13 +38,6 @@ _SQLITE_FOREIGN_KEY = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
 
 SQLITE_MIN_VERSION = (3, 35)
 """`UPDATE ... RETURNING`, which hands out event seqs, arrived in SQLite 3.35."""
-
-
-class _SQLite(SQLiteEngine):
-    """A SQLite engine without piccolo's start-up version check (which only warns); see `check_sqlite_version`."""
-
-    async def check_version(self) -> None:
-        """Skip piccolo's version check."""
 
 
 def check_sqlite_version() -> None:
@@ -97,7 +90,7 @@ def sqlite_path(url: str) -> Path:
 
     As in SQLAlchemy: `sqlite:///relative/lap.db` is relative to the working directory and
     `sqlite:////absolute/lap.db` (which is what `f"sqlite:///{path}"` gives for an absolute
-    path) is absolute. In-memory databases are refused: every query opens its own connection.
+    path) is absolute. In-memory databases are refused: each connection would have a database of its own.
     """
     rest = url.split(":", 1)[1]
     if not rest.startswith("///"):
@@ -108,10 +101,10 @@ def sqlite_path(url: str) -> Path:
     return Path(path)
 
 
-def build_engine(url: str) -> SQLiteEngine | PostgresEngine:
+def build_engine(url: str) -> SQLite | PostgresEngine:
     """Return a piccolo engine for `url`, doing no I/O."""
     if dialect_of(url) == "sqlite":
-        return _SQLite(path=str(sqlite_path(url)), timeout=SQLITE_BUSY_TIMEOUT)
+        return SQLite(path=str(sqlite_path(url)), timeout=SQLITE_BUSY_TIMEOUT)
     dsn = "postgresql" + url[url.index(":") :]  # asyncpg knows neither `postgres+driver:` nor all aliases
     return _Postgres(config={"dsn": dsn, "timeout": PG_CONNECT_TIMEOUT, "command_timeout": PG_COMMAND_TIMEOUT})
 
