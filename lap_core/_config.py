@@ -42,6 +42,9 @@ class CoreSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     lap_worker_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 8
     # On shutdown, running turns get this long to finish before they are handed to another worker.
     lap_shutdown_grace: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    # A session's sandbox is suspended after this long without activity (0: never).
+    session_idle_timeout: Annotated[float, msgspec.Meta(ge=0)] = 1800.0
+    lap_reconcile_interval: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
 
 
 def read_environment(env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> dict[str, str]:

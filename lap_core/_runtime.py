@@ -12,6 +12,7 @@ import structlog
 
 from lap_core._config import CoreSettings, default_data_dir, load_settings, read_environment
 from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRunner, Worker
+from lap_core._engine.reconciler import Decisions, Reconciler
 from lap_core._plugins import PluginRegistry
 from lap_core._vault import LLMProxy, StubKeys
 from lap_core.errors import ConfigError, Conflict, NotFound
@@ -61,7 +62,8 @@ class Lap:
     with everything else; read them back with `settings_of(key)`.
 
     Attributes available inside the `async with`: `agents`, `sessions`, `store`, `backend`,
-    `harnesses`, `settings`, `data_dir`, `plugins`.
+    `harnesses`, `settings`, `data_dir`, `plugins`, and `decisions` (the reconciler's, counted by
+    action and reason: `decisions.counts`).
     """
 
     def __init__(
@@ -172,9 +174,26 @@ class Lap:
         bus = EventBus()
         provider = SandboxProvider(self.backend, keys, self.harness_root, start_timeout=core.lap_sandbox_start_timeout)
         runner = TurnRunner(self.store, provider, self.harnesses, bus, turn_timeout=core.lap_turn_timeout)
-        worker = Worker(self.store, runner, lease_seconds=core.lap_job_lease, concurrency=core.lap_worker_concurrency)
+        self.decisions = Decisions()
+        worker = Worker(
+            self.store,
+            runner,
+            lease_seconds=core.lap_job_lease,
+            concurrency=core.lap_worker_concurrency,
+            decisions=self.decisions,
+        )
         if self._run_turns:
             await tasks.start(worker.run)
+            reconciler = Reconciler(
+                self.store,
+                self.backend,
+                self.decisions,
+                interval=core.lap_reconcile_interval,
+                idle_timeout=core.session_idle_timeout,
+                stuck_after=2 * core.lap_sandbox_start_timeout,
+                on_queued=worker.wake,
+            )
+            tasks.start_soon(reconciler.run)
             # Runs before the task group is cancelled (the exit stack unwinds in reverse).
             stack.push_async_callback(self._drain, worker, core.lap_shutdown_grace)
         tasks.start_soon(_relay_changes, self.store, bus, worker)

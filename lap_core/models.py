@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 import msgspec
 
-SessionStatus = Literal["new", "starting", "ready", "running", "failed"]
-"""Where a session is in its life: `new` until its sandbox is first brought up."""
+SessionStatus = Literal["new", "starting", "ready", "running", "failed", "suspended"]
+"""Where a session is in its life: `new` until its sandbox is first brought up; `suspended` while
+its sandbox is down (idle, or vanished): the next message brings it back, workspace and all."""
 
 TurnStatus = Literal["queued", "running", "completed", "failed", "aborted"]
 

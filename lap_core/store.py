@@ -16,9 +16,10 @@ from anyio.abc import AsyncResource
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+    from datetime import datetime
 
     from lap_core.events import EventRecord, SessionEvent
-    from lap_core.models import Agent, ApiKey, Job, JobStatus, Session, Team, TurnRecord
+    from lap_core.models import Agent, ApiKey, Job, JobStatus, Session, SessionStatus, Team, TurnRecord
 
 
 class StoreChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -134,9 +135,17 @@ class SessionStore(AsyncResource):
 
     @abstractmethod
     async def list_sessions(
-        self, *, team_id: str | None = None, agent_id: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        team_id: str | None = None,
+        agent_id: str | None = None,
+        status: Sequence[SessionStatus] | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[Session]:
-        """Return sessions, newest first."""
+        """Return sessions, newest first: of one team or agent, in one of `status`, or not updated
+        since `updated_before`, when given (the reconciler's questions)."""
 
     @abstractmethod
     async def update_session(self, session_id: str, **changes: Any) -> Session:

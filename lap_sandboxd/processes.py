@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Generator
     from pathlib import Path
 
-__all__ = ["ManagedProcess", "ProcessTable", "run_exec"]
+__all__ = ["ManagedProcess", "ProcessTable", "count_descendants", "run_exec"]
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _SIGNALS: dict[SignalName, signal.Signals] = {"TERM": signal.SIGTERM, "INT": signal.SIGINT, "KILL": signal.SIGKILL}
@@ -55,6 +55,27 @@ def _killpg(pid: int, signum: int) -> None:
         os.killpg(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def count_descendants(pid: int) -> int:
+    """Return how many live processes descend from `pid` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it exited meanwhile
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    count, pending = 0, list(children.get(pid, []))
+    while pending:
+        count += 1
+        pending += children.get(pending.pop(), [])
+    return count
 
 
 def _write_json(path: Path, value: object) -> None:

@@ -46,11 +46,13 @@ SignalName = Literal["TERM", "INT", "KILL"]
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer of `GET /healthz`: protocol version, daemon pid, start time (epoch seconds)."""
+    """The answer of `GET /healthz`: protocol version, daemon pid, start time (epoch seconds), and
+    how many processes run under the daemon now (the agent's work: a sandbox with any is not idle)."""
 
     version: str
     pid: int
     started_at: float
+    processes: int = 0
 
 
 class FileSpec(msgspec.Struct, frozen=True, kw_only=True):

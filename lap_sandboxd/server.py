@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from lap_sandboxd.egress import EgressServer, parse_egress
-from lap_sandboxd.processes import run_exec
+from lap_sandboxd.processes import count_descendants, run_exec
 from lap_sandboxd.protocol import (
     VERSION,
     ErrorBody,
@@ -171,7 +171,13 @@ class Handler(BaseHTTPRequestHandler):
         return {"GET": functools.partial(self._info, process_id)}
 
     def _health(self, _query: dict[str, list[str]]) -> None:
-        self._send_json(200, Health(version=VERSION, pid=os.getpid(), started_at=self.sandboxd.started_at))
+        health = Health(
+            version=VERSION,
+            pid=os.getpid(),
+            started_at=self.sandboxd.started_at,
+            processes=count_descendants(os.getpid()),
+        )
+        self._send_json(200, health)
 
     def _hydrate(self, _query: dict[str, list[str]]) -> None:
         self.sandboxd.hydrate(self._body(HydrateRequest))

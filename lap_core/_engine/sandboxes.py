@@ -94,3 +94,14 @@ class SandboxProvider:
         await self._backend.delete(name)
         client = await self.get(session, agent, harness, emit)
         await client.aclose()
+
+    async def suspend_if_idle(self, session: Session) -> bool:
+        """Delete the session's sandbox (its volume stays) unless a process still runs in it."""
+        name = session.sandbox_name or sandbox_name(session.id)
+        ref = await self._backend.status(name)
+        if ref is not None and ref.state == "ready":
+            async with await self._backend.connect(name) as client:
+                if (await client.health()).processes:
+                    return False
+        await self._backend.delete(name)
+        return True

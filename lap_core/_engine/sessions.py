@@ -202,6 +202,7 @@ class Sessions:
                     wait = min(wait, max(0.0, quiet_since + heartbeat - anyio.current_time()))
                 with anyio.move_on_after(wait):
                     await changed.wait()
+                await self._tails.touch(session_id, tail)
                 if heartbeat is not None and anyio.current_time() - quiet_since >= heartbeat:
                     yield None
                     quiet_since = anyio.current_time()

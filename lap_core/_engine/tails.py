@@ -15,6 +15,9 @@ from itertools import islice
 from typing import TYPE_CHECKING
 
 import anyio
+import structlog
+
+from lap_core.errors import LapError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -22,8 +25,12 @@ if TYPE_CHECKING:
     from lap_core.events import EventRecord
     from lap_core.store import SessionStore
 
+log = structlog.get_logger("lap.engine")
+
 TAIL_RECORDS = 256
 """Records kept per followed session: enough for followers that are a moment behind."""
+ACTIVITY_TOUCH = 60.0
+"""How often a followed session is marked active (an open stream keeps its sandbox from being suspended)."""
 
 
 class Tail:
@@ -36,6 +43,7 @@ class Tail:
         self.read_started = float("-inf")  # when the newest store read into the tail began
         self.lock = anyio.Lock()
         self.followers = 0
+        self.touched = anyio.current_time()
 
     def after(self, seq: int) -> list[EventRecord] | None:
         """Return the records after `seq`, or None if the tail does not reach back to `seq`."""
@@ -90,3 +98,13 @@ class LogTails:
             tail.extend(await self._store.read_events(session_id, after=tail.last))
             tail.read_started = began
             return tail.after(after) or []
+
+    async def touch(self, session_id: str, tail: Tail) -> None:
+        """Mark the session active now and then, while someone follows it (once per tail)."""
+        if anyio.current_time() - tail.touched < ACTIVITY_TOUCH:
+            return
+        tail.touched = anyio.current_time()
+        try:
+            await self._store.update_session(session_id)
+        except LapError as error:  # deleted, or the store is down: the stream itself carries on
+            log.info("session.touch_failed", session_id=session_id, error=error.message)

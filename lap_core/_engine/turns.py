@@ -23,6 +23,7 @@ from lap_core.models import Turn
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from datetime import datetime
 
     from lap_core._engine.bus import EventBus
     from lap_core._engine.sandboxes import SandboxProvider
@@ -127,6 +128,19 @@ class TurnRunner:
                     session_id, status="ready", status_detail="", sandbox_name=sandbox_name(session_id)
                 )
                 log.info("sandbox.restarted")
+
+    async def suspend(self, session_id: str, idle_before: datetime) -> tuple[str, str]:
+        """Park an idle session's sandbox (between turns); return the decision and its reason."""
+        async with self._locks[session_id]:
+            session = await self._store.get_session(session_id)
+            if session.status != "ready" or session.updated_at >= idle_before:
+                return "keep", "active again"  # a turn, a stream or a restart since it was queued
+            if not await self._sandboxes.suspend_if_idle(session):
+                await self._store.update_session(session_id)  # counts as activity: look again later
+                return "keep", "a process is running in the sandbox"
+            detail = f"idle since {session.updated_at:%Y-%m-%d %H:%M:%S} UTC; the next message resumes it"
+            await self._store.update_session(session_id, status="suspended", status_detail=detail)
+            return "suspend", "idle"
 
     def hand_off(self, session_id: str) -> bool:
         """Stop following the session's running turn here, leaving its work running in the sandbox.

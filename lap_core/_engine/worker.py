@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 import anyio
 import structlog
 
 from lap_core._engine.bus import EventBus
+from lap_core._engine.reconciler import SUSPEND, Decisions
 from lap_core.errors import LapError, NotFound, StoreError
 from lap_core.events import Error, SessionEvent, TurnEnd, UserMessage
 from lap_core.models import Job, new_id
@@ -53,6 +55,7 @@ class Worker:
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         concurrency: int = 8,
+        decisions: Decisions | None = None,
     ) -> None:
         self.name = worker_name()
         self._store = store
@@ -65,6 +68,7 @@ class Worker:
         self._active: dict[str, Job] = {}  # job id -> job, while this worker holds its lease
         self._lost: set[str] = set()  # job ids whose lease another worker took over
         self._draining = False
+        self._decisions = decisions or Decisions()
 
     def wake(self) -> None:
         """Look for a job now (a job was just queued in this process)."""
@@ -85,7 +89,7 @@ class Worker:
                 if not self._draining:
                     try:
                         job = await self._store.lease_job(
-                            self.name, lease_seconds=self._lease_seconds, kinds=(TURN, RESTART)
+                            self.name, lease_seconds=self._lease_seconds, kinds=(TURN, RESTART, SUSPEND)
                         )
                     except StoreError as error:
                         log.warning("worker.lease_failed", error=error.message)  # retried after the poll
@@ -122,8 +126,10 @@ class Worker:
             with structlog.contextvars.bound_contextvars(job_id=job.id, session_id=job.session_id):
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(self._heartbeat, job, tasks.cancel_scope)
-                    run = self._run_turn(job, tasks) if job.kind == TURN else self._run_restart(job)
-                    outcome = await run
+                    if job.kind == TURN:
+                        outcome = await self._run_turn(job, tasks)
+                    else:
+                        outcome = await (self._run_restart(job) if job.kind == RESTART else self._run_suspend(job))
                     tasks.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     await self._settle(job, outcome)
@@ -192,6 +198,17 @@ class Worker:
             # Not yet running here: the runner sees the flag itself as it starts the turn.
             if flagged and self._runner.abort(turn.session_id, turn_id=turn.id):
                 return
+
+    async def _run_suspend(self, job: Job) -> tuple[Literal["done", "failed"], str]:
+        try:
+            idle_before = datetime.fromisoformat(str(job.payload["idle_before"]))
+            action, reason = await self._runner.suspend(str(job.session_id), idle_before)
+        except (KeyError, ValueError, NotFound) as error:
+            return "failed", f"not a suspend job of a live session: {error!r}"
+        except LapError as error:
+            return "failed", error.message
+        self._decisions.record(action, reason, session_id=job.session_id)
+        return "done", ""
 
     async def _run_restart(self, job: Job) -> tuple[Literal["done", "failed"], str]:
         if job.session_id is None:

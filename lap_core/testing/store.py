@@ -12,7 +12,7 @@ The fixture yields an open, migrated, empty store; the tests run on asyncio (any
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, get_args
 
 import anyio
@@ -213,6 +213,19 @@ class StoreConformance(TurnTests):
         assert _pluck(await store.list_sessions(agent_id=agent.id), "id") == [third, first]
         assert await store.list_sessions(team_id=other.id, agent_id=agent.id) == []
         assert _pluck(await store.list_sessions(team_id=team.id, limit=1, offset=1), "id") == [third]
+        # The reconciler's questions: sessions in a state, and those not updated since a moment.
+        await store.update_session(first, status="ready")
+        await anyio.sleep(0.05)
+        cutoff = datetime.now(UTC)
+        await anyio.sleep(0.05)
+        await store.update_session(third, status="suspended")
+        assert _pluck(await store.list_sessions(status=["ready", "suspended"]), "id") == [third, first]
+        assert _pluck(await store.list_sessions(status=["ready"], team_id=team.id), "id") == [first]
+        assert await store.list_sessions(status=[]) == []
+        assert _pluck(await store.list_sessions(updated_before=_EPOCH + timedelta(days=1)), "id") == []
+        updated = _pluck(await store.list_sessions(updated_before=cutoff), "id")
+        assert set(updated) == {first, second, foreign}  # not third: it changed after the cutoff
+        assert _pluck(await store.list_sessions(status=["ready"], updated_before=cutoff), "id") == [first]
 
     async def test_update_session(self, store: SessionStore) -> None:
         session = await _new_session(store, updated_at=_EPOCH)

@@ -377,3 +377,17 @@ def test_sandboxd_needs_only_the_stdlib_and_msgspec(lib: Path, isolated: bool) -
     out = subprocess.run(argv, env=env, cwd=lib, check=True, capture_output=True, text=True).stdout
     assert "lap_core" not in out
     assert out.strip() == "['__main__', 'lap_sandboxd', 'msgspec']"
+
+
+async def test_health_counts_the_processes_running_under_the_daemon(client: SandboxClient) -> None:
+    assert (await client.health()).processes == 0
+    pid = new_id()
+    # A process that leaves a child behind in the background: both are the sandbox's work.
+    await client.start_process(StartProcess(id=pid, argv=["sh", "-c", "sleep 30 & sleep 30"]))
+    with anyio.fail_after(10):
+        while (await client.health()).processes < 3:  # sh, and its two sleeps
+            await anyio.sleep(0.05)
+    await client.signal(pid, "KILL")  # the whole process group
+    with anyio.fail_after(10):
+        while (await client.health()).processes:
+            await anyio.sleep(0.05)

@@ -20,9 +20,10 @@ from lap_sql._keys import ApiKeys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+    from datetime import datetime
 
     from lap_core.events import SessionEvent
-    from lap_core.models import Agent, Job, Session, Team, TurnRecord
+    from lap_core.models import Agent, Job, Session, SessionStatus, Team, TurnRecord
 
 _END_STATES = frozenset({"completed", "failed", "aborted"})
 _OPEN_STATES = ["queued", "running"]
@@ -200,16 +201,27 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
         return _rows.session(row)
 
     async def list_sessions(
-        self, *, team_id: str | None = None, agent_id: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        team_id: str | None = None,
+        agent_id: str | None = None,
+        status: Sequence[SessionStatus] | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[Session]:
-        """Return sessions, newest first."""
+        """Return sessions, newest first (filtered as `SessionStore.list_sessions` says)."""
         _check_page(limit, offset)
-        if limit == 0:
+        if limit == 0 or (status is not None and not status):
             return []
         t = self._t.sessions
         where = [t.team_id == team_id] if team_id is not None else []
         if agent_id is not None:
             where.append(t.agent_id == agent_id)
+        if status is not None:
+            where.append(t.status.is_in(list(status)))
+        if updated_before is not None:
+            where.append(t.updated_at < _rows.utc(updated_before))
         query = t.select().order_by(t.created_at, t.id, ascending=False).limit(limit).offset(offset)
         async with self._db.read():
             rows = await (query.where(*where) if where else query)
