@@ -56,4 +56,4 @@ class Harness(ABC):
 
     async def abort(self, sandbox: SandboxClient, turn: Turn) -> None:
         """Stop the turn's work in the sandbox (the default signals the turn's process)."""
-        await sandbox.signal(turn.id, "TERM")
+        await sandbox.signal(turn.process_id, "TERM")

@@ -118,7 +118,9 @@ class Turn(msgspec.Struct, frozen=True, kw_only=True):
     """What a harness needs to run one turn.
 
     `native_session_id` is None on the first turn of a session; afterwards it is the id the
-    harness reported (see `HarnessSession`), so the harness resumes its own conversation.
+    harness reported (see `HarnessSession`), so the harness resumes its own conversation. Run the
+    turn's work as a sandbox process named `process_id`, and map its output to events the same
+    way every time: a worker that takes the turn over re-attaches to it and replays its output.
     """
 
     id: str
@@ -126,6 +128,16 @@ class Turn(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     agent: Agent
     native_session_id: str | None = None
+    attempt: int = 0
+
+    @property
+    def process_id(self) -> str:
+        """The id to give the turn's sandbox process: starting it again re-attaches to it.
+
+        A turn that had to start over in a new sandbox (`attempt` > 0) gets a new id, so it never
+        finds the dead attempt's process.
+        """
+        return self.id if not self.attempt else f"{self.id}.{self.attempt}"
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):

@@ -70,7 +70,15 @@ class SandboxProvider:
             )
             await self._backend.create(spec)
             created = True
-        ref = await self._backend.wait_ready(name, timeout=self._start_timeout)
+        try:
+            ref = await self._backend.wait_ready(name, timeout=self._start_timeout)
+        except SandboxError:
+            if created:
+                raise
+            # It died while we waited for it (it was killed, say): bring up a new one, once.
+            log.info("sandbox.replacing", sandbox=name, state="died")
+            await self._backend.delete(name)
+            return await self.get(session, agent, harness, emit)
         if ref.state != "ready":
             raise SandboxError(f"sandbox {name} is {ref.state}: {ref.detail}")
         client = await self._backend.connect(name)

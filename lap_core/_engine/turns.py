@@ -50,11 +50,37 @@ PLATFORM_PHASES = frozenset({"sandbox_creating", "sandbox_ready", "sandbox_delet
 """The `status` phases LAP itself logs in a turn; a harness's own status events use other names."""
 
 
+def _replay_of(logged: list[SessionEvent]) -> list[SessionEvent]:
+    """Return what a re-attached harness replays first: its events since the turn last started over."""
+    start = max(
+        (i + 1 for i, e in enumerate(logged) if isinstance(e, Status) and e.phase == "turn_restarted"), default=0
+    )
+    return [event for event in logged[start:] if _from_harness(event)]
+
+
 def _from_harness(event: SessionEvent) -> bool:
     """Whether an event of a turn came from its harness (what a re-attached harness yields again)."""
     if isinstance(event, Status):
         return event.phase not in PLATFORM_PHASES
     return not isinstance(event, (UserMessage, HarnessSession, TurnEnd))
+
+
+SANDBOX_RETRIES = 2
+"""How many times a turn that lost touch with its sandbox re-attaches, or starts over in a new one."""
+
+
+class _Attempt:
+    """The sandbox client and harness turn of a turn's current attempt (closed by `_run`)."""
+
+    def __init__(self) -> None:
+        self.sandbox: SandboxClient | None = None
+        self.turn: Turn | None = None
+
+    async def close(self) -> None:
+        if self.sandbox is not None:
+            with anyio.CancelScope(shield=True):
+                await self.sandbox.aclose()
+        self.sandbox = self.turn = None
 
 
 class TurnRunner:
@@ -192,71 +218,31 @@ class TurnRunner:
 
     async def _run(self, agent: Agent, turn: TurnRecord, text: str, *, logged: list[SessionEvent] | None) -> TurnStatus:
         harness = self._harnesses.get(agent.harness)
-        sandbox: SandboxClient | None = None
-        native: Turn | None = None
-        replay: list[SessionEvent] = []
-        recreated = False
-
-        async def bring_up(event: SessionEvent) -> None:
-            nonlocal recreated
-            recreated = recreated or (isinstance(event, Status) and event.phase == "sandbox_creating")
-            await self._bring_up_event(turn.session_id, event, turn)
-
+        current = _Attempt()
         try:
             if harness is None:
                 raise HarnessError(f"harness {agent.harness!r} is not installed in this LAP (see `lap plugins`)")
             if logged is not None:
-                # What the harness yielded before: a re-attached harness replays it first.
-                replay = [event for event in logged if _from_harness(event)]
-                log.info("turn.resuming", logged=len(replay))
+                log.info("turn.resuming", logged=len(logged))
                 await self._append(turn, Status(phase="turn_resumed", detail="a worker took the turn over"))
-            # Read the session now: the turn before may have set the harness's native session id.
-            session = await self._store.update_session(turn.session_id, status="starting", status_detail="")
             with anyio.fail_after(self._turn_timeout):
-                sandbox = await self._sandboxes.get(session, agent, harness, bring_up)
-                if recreated and replay:
-                    # The sandbox, and the turn's process with it, was lost: the harness starts over.
-                    replay = []
-                    await self._append(turn, Status(phase="turn_restarted", detail="the sandbox was lost"))
-                await self._store.update_session(
-                    session.id, status="running", status_detail="", sandbox_name=sandbox_name(session.id)
-                )
-                native = Turn(
-                    id=turn.id,
-                    session_id=session.id,
-                    text=text,
-                    agent=agent,
-                    native_session_id=session.native_session_id,
-                )
-                events = harness.run_turn(sandbox, native)
-                replayed = 0
-                try:
-                    async for event in events:
-                        if replayed < len(replay) and _from_harness(event):
-                            # Re-attached: the harness replays its process's output from the start.
-                            if event != replay[replayed]:
-                                log.warning("turn.replay_differs", logged=replay[replayed], replayed=event)
-                            replayed += 1
-                            continue
-                        if isinstance(event, HarnessSession):
-                            if replayed < len(replay):
-                                continue  # the first attempt stored the session id already
-                            await self._store.update_session(session.id, native_session_id=event.native_session_id)
-                        if isinstance(event, TurnEnd):
-                            await self._end(turn, event.status, event)
-                            return event.status
-                        await self._append(turn, event)
-                finally:
-                    if isinstance(events, AsyncGenerator):  # close it now, not whenever it is collected
-                        await events.aclose()
-            await self._end(turn, "completed", TurnEnd(status="completed"))
-            return "completed"
+                for retry in range(SANDBOX_RETRIES):
+                    try:
+                        return await self._attempt(agent, turn, text, harness, current, logged)
+                    except SandboxdError as error:
+                        if error.status:
+                            raise  # sandboxd answered: not a connection lost
+                        # Lost touch with the sandbox: re-attach if it is still there, else start over.
+                        log.warning("turn.sandbox_unreachable", retry=retry + 1, error=str(error))
+                    await current.close()
+                    logged = await self.logged_events(turn)
+                return await self._attempt(agent, turn, text, harness, current, logged)
         except StoreError:
             raise  # nothing can be logged now; the work goes on in the sandbox for a worker to resume
         except anyio.get_cancelled_exc_class():
             if turn.id not in self._handed_off:
                 with anyio.CancelScope(shield=True):
-                    await self._abort_in_sandbox(harness, sandbox, native)
+                    await self._abort_in_sandbox(harness, current)
             raise
         except Exception as error:
             problem = error_event(error)
@@ -264,22 +250,83 @@ class TurnRunner:
                 "turn.failed", code=problem.code, error=problem.message, exc_info=problem.code == "internal_error"
             )
             with anyio.CancelScope(shield=True):
-                await self._abort_in_sandbox(harness, sandbox, native)
+                await self._abort_in_sandbox(harness, current)
             await self._end(turn, "failed", TurnEnd(status="failed", reason=problem.message), problem)
             return "failed"
         finally:
-            if sandbox is not None:
-                with anyio.CancelScope(shield=True):
-                    await sandbox.aclose()
+            await current.close()
 
-    async def _abort_in_sandbox(
-        self, harness: Harness | None, sandbox: SandboxClient | None, turn: Turn | None
-    ) -> None:
-        if harness is None or sandbox is None or turn is None:
+    async def _attempt(
+        self,
+        agent: Agent,
+        turn: TurnRecord,
+        text: str,
+        harness: Harness,
+        current: _Attempt,
+        logged: list[SessionEvent] | None,
+    ) -> TurnStatus:
+        """Bring the sandbox up and run the harness once; `current` keeps what `_run` must clean up.
+
+        With `logged` (the turn's events so far), the turn is continued: re-attached to its process
+        if its sandbox is still there, else started over in a new one (`turn_restarted`).
+        """
+        restarts = sum(1 for e in logged or [] if isinstance(e, Status) and e.phase == "turn_restarted")
+        replay = _replay_of(logged or [])
+        recreated = False
+
+        async def bring_up(event: SessionEvent) -> None:
+            nonlocal recreated
+            recreated = recreated or (isinstance(event, Status) and event.phase == "sandbox_creating")
+            await self._bring_up_event(turn.session_id, event, turn)
+
+        # Read the session now: the turn before may have set the harness's native session id.
+        session = await self._store.update_session(turn.session_id, status="starting", status_detail="")
+        current.sandbox = await self._sandboxes.get(session, agent, harness, bring_up)
+        if recreated and logged is not None:
+            # The sandbox, and the turn's process with it, was lost: the harness starts over.
+            replay, restarts = [], restarts + 1
+            await self._append(turn, Status(phase="turn_restarted", detail="the sandbox was lost"))
+        await self._store.update_session(
+            session.id, status="running", status_detail="", sandbox_name=sandbox_name(session.id)
+        )
+        current.turn = Turn(
+            id=turn.id,
+            session_id=session.id,
+            text=text,
+            agent=agent,
+            native_session_id=session.native_session_id,
+            attempt=restarts,
+        )
+        events = harness.run_turn(current.sandbox, current.turn)
+        replayed = 0
+        try:
+            async for event in events:
+                if replayed < len(replay) and _from_harness(event):
+                    # Re-attached: the harness replays its process's output from the start.
+                    if event != replay[replayed]:
+                        log.warning("turn.replay_differs", logged=replay[replayed], replayed=event)
+                    replayed += 1
+                    continue
+                if isinstance(event, HarnessSession):
+                    if replayed < len(replay):
+                        continue  # the first attempt stored the session id already
+                    await self._store.update_session(session.id, native_session_id=event.native_session_id)
+                if isinstance(event, TurnEnd):
+                    await self._end(turn, event.status, event)
+                    return event.status
+                await self._append(turn, event)
+        finally:
+            if isinstance(events, AsyncGenerator):  # close it now, not whenever it is collected
+                await events.aclose()
+        await self._end(turn, "completed", TurnEnd(status="completed"))
+        return "completed"
+
+    async def _abort_in_sandbox(self, harness: Harness | None, current: _Attempt) -> None:
+        if harness is None or current.sandbox is None or current.turn is None:
             return
         with anyio.move_on_after(5):
             try:
-                await harness.abort(sandbox, turn)
+                await harness.abort(current.sandbox, current.turn)
             except Exception as error:  # the sandbox may be the thing that failed
                 log.info("turn.abort_in_sandbox_failed", error=repr(error))
 

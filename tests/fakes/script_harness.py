@@ -39,16 +39,16 @@ class ScriptHarness(Harness):
         if turn.text == "fail":
             raise RuntimeError("the harness broke")
         if turn.text == "hang":
-            await sandbox.start_process(StartProcess(id=turn.id, argv=["sleep", "600"]))
-            async for _ in sandbox.output(turn.id):
+            await sandbox.start_process(StartProcess(id=turn.process_id, argv=["sleep", "600"]))
+            async for _ in sandbox.output(turn.process_id):
                 pass
             yield TurnEnd(status="failed", reason="the sleeper exited on its own")
             return
         if turn.text.startswith("stream: "):
             count = int(turn.text.removeprefix("stream: "))
             script = f'echo {turn.id} >> streams.log; for i in $(seq {count}); do echo "line $i"; sleep 0.1; done'
-            await sandbox.start_process(StartProcess(id=turn.id, argv=["sh", "-c", script]))
-            async for record in sandbox.output(turn.id):
+            await sandbox.start_process(StartProcess(id=turn.process_id, argv=["sh", "-c", script]))
+            async for record in sandbox.output(turn.process_id):
                 if record.stream == "stdout":
                     yield TextDelta(text=f"{record.data}\n")
             yield TurnEnd()
@@ -56,8 +56,8 @@ class ScriptHarness(Harness):
         if turn.text.startswith("run: "):
             command = turn.text.removeprefix("run: ")
             yield ToolCall(call_id="c1", name="sh", input={"command": command})
-            await sandbox.start_process(StartProcess(id=turn.id, argv=["sh", "-c", command]))
-            lines = [r.data async for r in sandbox.output(turn.id) if r.stream == "stdout"]
+            await sandbox.start_process(StartProcess(id=turn.process_id, argv=["sh", "-c", command]))
+            lines = [r.data async for r in sandbox.output(turn.process_id) if r.stream == "stdout"]
             yield ToolResult(call_id="c1", output="\n".join(lines))
             yield TextDelta(text="ran")
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import TYPE_CHECKING
 
 import anyio
@@ -243,3 +245,26 @@ async def test_deleting_a_session_removes_its_sandbox_and_log(lap: Lap, plugin: 
         await lap.sessions.history(session.id)
     await lap.agents.delete(agent.id)
     assert await lap.agents.list() == []
+
+
+async def test_a_turn_whose_sandbox_dies_starts_over_in_a_new_one(lap: Lap) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    turn = await lap.sessions.send(session.id, "stream: 20")
+    records: list[EventRecord] = []
+    with anyio.fail_after(30):
+        async for record in lap.sessions.follow(session.id, until_turn=turn.id):
+            records.append(record)
+            if record.event == TextDelta(text="line 3\n") and len(records) < 10:  # the first time only
+                ref = (await lap.backend.list({"lap.session": session.id}))[0]
+                async with await lap.backend.connect(ref.name) as sandbox:
+                    os.kill((await sandbox.health()).pid, signal.SIGKILL)  # the sandbox dies mid-turn
+    phases = [r.event.phase for r in records if isinstance(r.event, Status)]
+    assert phases[-1] == "turn_restarted"
+    restart = next(
+        i for i, r in enumerate(records) if isinstance(r.event, Status) and r.event.phase == "turn_restarted"
+    )
+    after = [r.event.text for r in records[restart:] if isinstance(r.event, TextDelta)]
+    assert after == [f"line {n}\n" for n in range(1, 21)]  # the whole reply, once, after the restart
+    assert records[-1].event == TurnEnd(status="completed")
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))

@@ -83,14 +83,14 @@ class OpencodeHarness(Harness):
         return argv
 
     async def run_turn(self, sandbox: SandboxClient, turn: Turn) -> AsyncIterator[SessionEvent]:
-        """Start the turn's process (idempotent by turn id) and map its output as it arrives."""
+        """Start the turn's process (idempotent by its id) and map its output as it arrives."""
         # The message goes in on stdin: no argv length limit, and it never shows in a process list.
-        process = StartProcess(id=turn.id, argv=self.argv(turn), cwd=WORKSPACE_DIR, stdin=turn.text)
+        process = StartProcess(id=turn.process_id, argv=self.argv(turn), cwd=WORKSPACE_DIR, stdin=turn.text)
         await sandbox.start_process(process)
         mapper = OpencodeEventMapper(turn.native_session_id)
         stderr: list[str] = []
         failed = False
-        async for record in sandbox.output(turn.id):
+        async for record in sandbox.output(turn.process_id):
             if record.stream == "stdout":
                 for event in mapper.map_line(record.data):
                     failed = failed or isinstance(event, Error)
