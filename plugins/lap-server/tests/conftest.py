@@ -24,8 +24,14 @@ if TYPE_CHECKING:
 KEY = "test-master-key"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The API tests run on the embedded SQLite file and on a fresh PostgreSQL database."""
+    return {"DATABASE_URL": request.getfixturevalue("pg_database")} if request.param == "postgres" else {}
+
+
 @pytest.fixture
-async def api(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def api(data_dir: Path, database: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
     env = lap_env(
         data_dir,
@@ -34,8 +40,9 @@ async def api(data_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
         LITELLM_API_KEY="k",
         MASTER_KEY=KEY,
         LAP_PORT=str(port),
+        **database,
     )
-    async with Lap(plugins=[FakesPlugin()], env=env, settings={"server": ServerSettings}) as lap:
+    async with Lap(plugins=[FakesPlugin()], env=env, settings={"server": ServerSettings}, migrate=True) as lap:
         server = uvicorn.Server(
             uvicorn.Config(create_app(lap, lap.settings_of("server")), port=port, log_level="warning", lifespan="off")
         )
