@@ -156,6 +156,15 @@ class SandboxBackend(AsyncResource):
         """Delete a volume's workspace and harness home for good."""
         raise NotSupported(f"{type(self).__name__} cannot delete volumes")
 
+    async def volume_exists(self, volume: str) -> bool:
+        """Whether a volume (workspace and harness home) is still there.
+
+        LAP asks before it recreates the sandbox of a session with history: a lost volume means
+        the harness's own session is gone too, and the conversation is replayed from the log. The
+        default answers True (a backend that cannot tell keeps its volumes).
+        """
+        return True
+
     async def suspend(self, name: str) -> None:
         """Stop the sandbox's processes, keeping its volume (capability `suspend`)."""
         raise NotSupported(f"{type(self).__name__} cannot suspend sandboxes")

@@ -60,6 +60,8 @@ class SandboxProvider:
                 raise HarnessError(
                     f"harness {agent.harness!r} is not installed: run `lap harness install {agent.harness}`"
                 )
+            if session.native_session_id and not await self._backend.volume_exists(session.id):
+                await emit(Status(phase="volume_lost", detail="the workspace and the agent's own session are gone"))
             await emit(Status(phase="sandbox_creating", detail=name))
             spec = SandboxSpec(
                 name=name,

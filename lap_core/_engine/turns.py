@@ -18,15 +18,16 @@ import structlog
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._sandbox_client import SandboxdError
 from lap_core.errors import HarnessError, LapError, StoreError
-from lap_core.events import Error, HarnessSession, SessionEvent, Status, TurnEnd, UserMessage
+from lap_core.events import Error, HarnessSession, SessionEvent, Status, TextDelta, TurnEnd, UserMessage
 from lap_core.models import Turn
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
     from datetime import datetime
 
     from lap_core._engine.bus import EventBus
     from lap_core._engine.sandboxes import SandboxProvider
+    from lap_core.events import EventRecord
     from lap_core.harness import Harness
     from lap_core.models import Agent, TurnRecord, TurnStatus
     from lap_core.sandbox import SandboxClient
@@ -46,7 +47,9 @@ def error_event(error: BaseException) -> Error:
     return Error(code="internal_error", message=f"{type(error).__name__}: {error}")
 
 
-PLATFORM_PHASES = frozenset({"sandbox_creating", "sandbox_ready", "sandbox_deleting", "turn_resumed", "turn_restarted"})
+PLATFORM_PHASES = frozenset(
+    {"sandbox_creating", "sandbox_ready", "sandbox_deleting", "turn_resumed", "turn_restarted", "volume_lost"}
+)
 """The `status` phases LAP itself logs in a turn; a harness's own status events use other names."""
 
 
@@ -65,6 +68,8 @@ def _from_harness(event: SessionEvent) -> bool:
     return not isinstance(event, (UserMessage, HarnessSession, TurnEnd))
 
 
+HISTORY_LIMIT = 200_000
+"""Characters of conversation replayed to a harness whose own session was lost (the newest kept)."""
 SANDBOX_RETRIES = 2
 """How many times a turn that lost touch with its sandbox re-attaches, or starts over in a new one."""
 
@@ -272,16 +277,21 @@ class TurnRunner:
         """
         restarts = sum(1 for e in logged or [] if isinstance(e, Status) and e.phase == "turn_restarted")
         replay = _replay_of(logged or [])
-        recreated = False
+        phases: set[str] = set()
 
         async def bring_up(event: SessionEvent) -> None:
-            nonlocal recreated
-            recreated = recreated or (isinstance(event, Status) and event.phase == "sandbox_creating")
+            if isinstance(event, Status):
+                phases.add(event.phase)
             await self._bring_up_event(turn.session_id, event, turn)
 
         # Read the session now: the turn before may have set the harness's native session id.
         session = await self._store.update_session(turn.session_id, status="starting", status_detail="")
         current.sandbox = await self._sandboxes.get(session, agent, harness, bring_up)
+        recreated = "sandbox_creating" in phases
+        if "volume_lost" in phases:
+            # The harness's own session went with the volume: it starts a new one, told the story so far.
+            session = await self._store.update_session(session.id, native_session_id=None)
+            text = await self._with_history(turn, text)
         if recreated and logged is not None:
             # The sandbox, and the turn's process with it, was lost: the harness starts over.
             replay, restarts = [], restarts + 1
@@ -320,6 +330,27 @@ class TurnRunner:
                 await events.aclose()
         await self._end(turn, "completed", TurnEnd(status="completed"))
         return "completed"
+
+    async def _with_history(self, turn: TurnRecord, text: str) -> str:
+        """Return the message prefixed with the conversation before it, read from the log."""
+        lines: list[str] = []
+        async for record in self._history_before(turn):
+            event = record.event
+            if isinstance(event, UserMessage):
+                lines.append(f"\nUser: {event.text}\nAssistant: ")
+            elif isinstance(event, TextDelta) and lines:
+                lines[-1] += event.text
+        story = "".join(lines)[-HISTORY_LIMIT:]
+        return f"(Your earlier session was lost; the conversation so far follows.)\n{story}\n\n---\n\n{text}"
+
+    async def _history_before(self, turn: TurnRecord) -> AsyncIterator[EventRecord]:
+        after = 0
+        while batch := await self._store.read_events(turn.session_id, after=after):
+            for record in batch:
+                if record.seq >= turn.user_seq:
+                    return
+                yield record
+            after = batch[-1].seq
 
     async def _abort_in_sandbox(self, harness: Harness | None, current: _Attempt) -> None:
         if harness is None or current.sandbox is None or current.turn is None:

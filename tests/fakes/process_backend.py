@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import secrets
+import shutil
 import subprocess
 import sys
 from typing import TYPE_CHECKING, ClassVar
@@ -36,12 +37,23 @@ class ProcessBackend(SandboxBackend):
     def _dir(self, name: str) -> Path:
         return self._root / name
 
+    def _volume(self, volume: str) -> Path:
+        return self._root / "volumes" / volume
+
+    async def volume_exists(self, volume: str) -> bool:
+        return self._volume(volume).is_dir()
+
+    async def delete_volume(self, volume: str) -> None:
+        shutil.rmtree(self._volume(volume), ignore_errors=True)
+
     async def create(self, spec: SandboxSpec) -> SandboxRef:
         existing = await self.status(spec.name)
         if existing is not None and existing.state != "stopped":
             return existing
         directory = self._dir(spec.name)
-        (directory / "workspace").mkdir(parents=True, exist_ok=True)
+        workspace = self._volume(spec.volume or spec.name)
+        workspace.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
         token = secrets.token_urlsafe(16)
         argv = [
             sys.executable,
@@ -57,7 +69,7 @@ class ProcessBackend(SandboxBackend):
         process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the test fake keeps it simple
             argv,
             env={"LAP_SANDBOXD_TOKEN": token, "PATH": "/usr/bin:/bin"},
-            cwd=directory / "workspace",
+            cwd=workspace,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -268,3 +268,26 @@ async def test_a_turn_whose_sandbox_dies_starts_over_in_a_new_one(lap: Lap) -> N
     assert after == [f"line {n}\n" for n in range(1, 21)]  # the whole reply, once, after the restart
     assert records[-1].event == TurnEnd(status="completed")
     assert [r.seq for r in records] == list(range(1, len(records) + 1))
+
+
+async def test_a_lost_volume_replays_the_conversation_to_a_new_harness_session(lap: Lap, plugin: FakesPlugin) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    await _turn(lap, session.id, "my name is Ada")
+    await _turn(lap, session.id, "I like tea")
+    name = (await lap.sessions.get(session.id)).sandbox_name
+    assert name is not None
+    await lap.backend.delete(name)
+    await lap.backend.delete_volume(session.id)  # the workspace and harness home are gone too
+    records = await _turn(lap, session.id, "who am I?")
+    assert next(r.event.phase for r in records if isinstance(r.event, Status)) == "volume_lost"
+    assert plugin.harness.seen_native_ids[-1] is None  # a new harness session ...
+    reply = "".join(r.event.text for r in records if isinstance(r.event, TextDelta))
+    assert "User: my name is Ada\nAssistant: you said: my name is Ada" in reply  # ... told the story so far
+    assert "User: I like tea" in reply
+    assert reply.endswith("who am I?")
+    assert records[-1].event == TurnEnd(status="completed")
+    # The next turn continues the new harness session, with no replay.
+    again = await _turn(lap, session.id, "and now?")
+    assert "".join(r.event.text for r in again if isinstance(r.event, TextDelta)) == "you said: and now?"
+    assert plugin.harness.seen_native_ids[-1] == "native-1"

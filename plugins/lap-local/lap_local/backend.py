@@ -343,6 +343,10 @@ class LocalBackend(SandboxBackend):
         )
         return checks
 
+    async def volume_exists(self, volume: str) -> bool:
+        """Whether the volume's directory is there."""
+        return self._volume(volume).is_dir()
+
     async def delete_volume(self, volume: str) -> None:
         """Delete a volume's workspace and harness home."""
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(self._volume(volume), ignore_errors=True))
