@@ -23,7 +23,7 @@ import msgspec
 
 from lap_core.errors import InvalidInput
 from lap_core.models import JobStatus, utcnow
-from lap_sql import _rows
+from lap_sql import _notify, _rows
 from lap_sql._db import not_found
 
 if TYPE_CHECKING:
@@ -177,12 +177,19 @@ class JobQueue:
             rows = await self._run(
                 _FINISH, job=job_id, worker=worker_id, status=status, error=error, now=self._clock().now
             )
+            await self._jobs_changed(rows)
         return bool(rows)
+
+    async def _jobs_changed(self, rows: list[Any]) -> None:
+        # The session's next job is eligible now: wake the workers of other processes (at commit).
+        if rows and self._db.dialect == "postgres":
+            await _notify.notify(self._t.jobs, "jobs", "")
 
     async def release_job(self, job_id: str, worker_id: str) -> bool:
         """Queue the job again, unleased; False if `worker_id` does not hold it any more."""
         async with self._db.write():
             rows = await self._run(_RELEASE, job=job_id, worker=worker_id, now=self._clock().now)
+            await self._jobs_changed(rows)
         return bool(rows)
 
     async def get_job(self, job_id: str) -> Job:
