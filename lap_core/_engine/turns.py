@@ -293,8 +293,12 @@ class TurnRunner:
             session = await self._store.update_session(session.id, native_session_id=None)
             text = await self._with_history(turn, text)
         if recreated and logged is not None:
-            # The sandbox, and the turn's process with it, was lost: the harness starts over.
+            # The sandbox, and the turn's process with it, was lost: the harness starts over, from
+            # its session as it was before this turn (not as the lost attempt left it).
             replay, restarts = [], restarts + 1
+            if "volume_lost" not in phases:
+                before = await self._native_before(turn)
+                session = await self._store.update_session(session.id, native_session_id=before)
             await self._append(turn, Status(phase="turn_restarted", detail="the sandbox was lost"))
         await self._store.update_session(
             session.id, status="running", status_detail="", sandbox_name=sandbox_name(session.id)
@@ -342,6 +346,14 @@ class TurnRunner:
                 lines[-1] += event.text
         story = "".join(lines)[-HISTORY_LIMIT:]
         return f"(Your earlier session was lost; the conversation so far follows.)\n{story}\n\n---\n\n{text}"
+
+    async def _native_before(self, turn: TurnRecord) -> str | None:
+        """Return the harness's session id as it was when the turn began (from the log)."""
+        native = None
+        async for record in self._history_before(turn):
+            if isinstance(record.event, HarnessSession):
+                native = record.event.native_session_id
+        return native
 
     async def _history_before(self, turn: TurnRecord) -> AsyncIterator[EventRecord]:
         after = 0

@@ -266,6 +266,9 @@ async def test_a_turn_whose_sandbox_dies_starts_over_in_a_new_one(lap: Lap) -> N
     )
     after = [r.event.text for r in records[restart:] if isinstance(r.event, TextDelta)]
     assert after == [f"line {n}\n" for n in range(1, 21)]  # the whole reply, once, after the restart
+    # The new attempt continued the harness's session from before the turn, not the lost attempt's.
+    natives = [r.event.native_session_id for r in records if isinstance(r.event, HarnessSession)]
+    assert natives == ["native-1", "native-1"]
     assert records[-1].event == TurnEnd(status="completed")
     assert [r.seq for r in records] == list(range(1, len(records) + 1))
 

@@ -125,6 +125,9 @@ def classify(exc: BaseException) -> Failure | None:
         | asyncpg.CannotConnectNowError
         | asyncpg.TooManyConnectionsError
         | asyncpg.InterfaceError
+        | asyncpg.InternalClientError  # a pooled connection caught mid-operation as the server went away
+        | asyncpg.OperatorInterventionError  # the server is shutting down (admin or crash)
+        | TimeoutError
         | OSError,
     ):
         return "unreachable"
