@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,10 +162,13 @@ class SharedProcessBackend(SandboxBackend):
         return SandboxClient(token=record.token, uds=str(self._dir(name) / "sock"))
 
     async def delete(self, name: str) -> None:
+        """Stop the sandbox and forget its processes, as a real backend does; its workspace stays."""
         record = _read(self._dir(name))
         if record is not None:
             await anyio.to_thread.run_sync(_stop, record.pid)
             (self._dir(name) / "sandbox.json").unlink(missing_ok=True)
+        # sandboxd's state (its processes' outputs) goes with the sandbox: a new one starts empty.
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(self._dir(name) / "state", ignore_errors=True))
 
     async def list(self, labels: dict[str, str] | None = None) -> builtins.list[SandboxRef]:
         names = sorted(path.name for path in self._root.iterdir()) if self._root.is_dir() else []

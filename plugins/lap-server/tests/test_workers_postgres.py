@@ -1,158 +1,44 @@
 """The production shape over real processes: `lap serve --no-worker` plus two `lap worker`s on one PostgreSQL database.
 
-Every process is the real `lap` command; they share a fresh database and data directory, and
-load the test fakes from an entry point (`tests.fakes.shared`): the scripted harness, and a
-process backend whose sandboxes every worker finds (as they find a real backend's). Each turn
+The cluster (tests/cluster.py) runs the real `lap` command in every process, on a fresh
+database and data directory, with the test fakes loaded from an entry point. Each turn
 runs `run: CMD`, and every CMD makes a file of its own under `runs/`: the files of a message
 count how many times its turn really ran.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 import pytest
 
 from lap_sql import SqlStore
-from tests.fakes.litellm import free_port
-from tests.fakes.shared import BACKEND, entry_point_dir, stop_all
-from tests.fixtures import lap_env
+from tests.cluster import Cluster, api_client, cluster_env, running_cluster, sse_records
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
+
+    import httpx
 
     from lap_core import Job
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
-KEY = "workers-master-key"
-REPO = Path(__file__).resolve().parents[3]
 LEASE = 3  # seconds: a dead worker's job is taken over this soon
-LAP = [sys.executable, "-m", "lap_core._cli"]
 WORKER_CONCURRENCY = 8
 """`Worker`'s default concurrency (`lap worker` has no setting for it): jobs one worker runs at once."""
 
 
-class Cluster:
-    """The web process, the workers, their logs, and what the turns' commands leave behind."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str], logs: Path) -> None:
-        self.data_dir = data_dir
-        self.env = env
-        self.logs = logs
-        self.runs = data_dir / "runs"
-        self.runs.mkdir()
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.killed: set[str] = set()
-        self.base_url = ""
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("wb") as log:
-            process = subprocess.Popen([*LAP, "-v", *args], env=self.env, cwd=self.data_dir, stderr=log)
-        self.processes[name] = process
-        return process
-
-    @property
-    def workers(self) -> dict[str, subprocess.Popen[bytes]]:
-        return {name: p for name, p in self.processes.items() if name.startswith("worker")}
-
-    def worker_of(self, job: Job) -> str:
-        """The name of our worker that leased `job` last (a worker's name says its pid: `host:pid:id`)."""
-        assert job.leased_by is not None, job
-        pid = int(job.leased_by.split(":")[1])
-        names = [name for name, p in self.workers.items() if p.pid == pid]
-        assert names, f"{job.leased_by} is none of our workers ({ {n: p.pid for n, p in self.workers.items()} })"
-        return names[0]
-
-    def kill(self, name: str) -> None:
-        self.processes[name].send_signal(signal.SIGKILL)
-        self.processes[name].wait(5)
-        self.killed.add(name)
-
-    def executions(self, tag: str) -> int:
-        """How many times the command of the message tagged `tag` ran."""
-        return len(list(self.runs.glob(f"{tag}.*")))
-
-    def command(self, tag: str, then: str = "") -> str:
-        """A message whose turn records its execution, says `tag`, then does `then`."""
-        return f"run: mktemp {self.runs}/{tag}.XXXXXX >/dev/null; echo {tag}{'; ' + then if then else ''}"
-
-    def log_text(self) -> str:
-        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')}" for path in sorted(self.logs.iterdir()))
-
-    def stop(self) -> dict[str, int | None]:
-        """SIGTERM every process still running; return their exit codes (None: had to be killed)."""
-        codes: dict[str, int | None] = {}
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for name, process in self.processes.items():
-            try:
-                codes[name] = process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                codes[name] = None
-        return codes
-
-
 @pytest.fixture
 def cluster(data_dir: Path, pg_database: str, tmp_path: Path) -> Iterator[Cluster]:
-    port = free_port()
-    env = lap_env(
-        data_dir,
-        DATABASE_URL=pg_database,
-        LAP_SANDBOX_BACKEND=BACKEND,
-        LITELLM_API_BASE="http://127.0.0.1:9",  # no turn calls a model
-        LITELLM_API_KEY="k",
-        MASTER_KEY=KEY,
-        LAP_PORT=str(port),
-        LAP_JOB_LEASE=str(LEASE),
-        HOME=os.environ.get("HOME", "/root"),
-        PYTHONPATH=f"{REPO}{os.pathsep}{entry_point_dir(tmp_path / 'entry-point')}",
-    )
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    cluster = Cluster(data_dir, env, logs)
-    migrated = subprocess.run([*LAP, "migrate"], env=env, cwd=data_dir, capture_output=True, text=True, timeout=60)
-    assert migrated.returncode == 0, migrated.stderr
-    try:
-        cluster.start("web", "serve", "--no-worker")
-        cluster.start("worker-a", "worker")
-        cluster.start("worker-b", "worker")
-        deadline = time.monotonic() + 30
-        while True:
-            assert cluster.processes["web"].poll() is None, cluster.log_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the web process did not get ready\n{cluster.log_text()}"
-            time.sleep(0.05)
-        cluster.base_url = f"http://127.0.0.1:{port}"
+    env = cluster_env(data_dir, pg_database, tmp_path / "entry-point", LAP_JOB_LEASE=str(LEASE))
+    with running_cluster(data_dir, env, tmp_path / "logs") as cluster:
         yield cluster
-    finally:
-        codes = cluster.stop()
-        stop_all(data_dir)
-    clean = {name: code for name, code in codes.items() if name not in cluster.killed}
-    assert clean == dict.fromkeys(clean, 0), f"a process did not stop cleanly: {codes}\n{cluster.log_text()}"
-    assert "Traceback" not in cluster.log_text(), cluster.log_text()
-
-
-def _client(cluster: Cluster) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=cluster.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
 
 
 async def _sessions(api: httpx.AsyncClient, count: int) -> list[str]:
@@ -176,19 +62,9 @@ async def _send(api: httpx.AsyncClient, session: str, text: str) -> str:
 async def _follow(api: httpx.AsyncClient, session: str, turns: int) -> list[dict[str, Any]]:
     """Follow the session's SSE stream from the start until `turns` turns have ended; return its records."""
     records: list[dict[str, Any]] = []
-    fields: dict[str, str] = {}
     async with api.stream("GET", f"/api/sessions/{session}/events", timeout=None) as stream:
         assert stream.status_code == 200
-        async for line in stream.aiter_lines():
-            if line:
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-                continue
-            event, fields = fields, {}
-            if not event.get("data"):
-                continue  # a keep-alive comment (litestar sends it with an empty `data:` line)
-            record = json.loads(event["data"])
-            assert (event.get("id"), event.get("event")) == (str(record["seq"]), record["event"]["type"]), event
+        async for record in sse_records(stream):
             records.append(record)
             if sum(r["event"]["type"] == "turn_end" for r in records) == turns:
                 return records
@@ -255,7 +131,7 @@ async def test_two_workers_share_the_queue_and_run_every_turn_once_in_order(clus
         f" do sleep 0.1; n=$((n + 1)); set -- {barrier}/*; done; echo $#"
     )
     started = time.monotonic()
-    async with _client(cluster) as api:
+    async with api_client(cluster) as api:
         ids = await _sessions(api, sessions)
         turns: dict[str, list[str]] = {}
 
@@ -300,7 +176,7 @@ async def test_two_workers_share_the_queue_and_run_every_turn_once_in_order(clus
 
 
 async def test_a_killed_workers_turn_is_resumed_by_another_and_ends_once(cluster: Cluster, pg_database: str) -> None:
-    async with _client(cluster) as api:
+    async with api_client(cluster) as api:
         victim_session, other = await _sessions(api, 2)
         hang = cluster.command("v0", f"sleep {LEASE * 3}; echo v0")  # outlasts the kill and the lease
         victim_turns = [await _send(api, victim_session, text) for text in (hang, *map(cluster.command, ("v1", "v2")))]

@@ -77,7 +77,17 @@ class Database:
             return
         with translate_errors(self.url):
             if isinstance(self.engine, PostgresEngine):
-                await self.engine.start_connection_pool(min_size=1, max_size=PG_POOL_SIZE, reset=_no_reset)
+                # No floor of idle connections: while the server is down, asyncpg would keep trying to
+                # restore it (a logged traceback each time); the first query after that reconnects.
+                await self.engine.start_connection_pool(min_size=0, max_size=PG_POOL_SIZE, reset=_no_reset)
+                pool = self.engine.pool
+                assert pool is not None
+                try:
+                    async with pool.acquire():  # fail now if the server cannot be reached
+                        pass
+                except BaseException:
+                    await self.engine.close_connection_pool()
+                    raise
             else:
                 check_sqlite_version()
                 path = sqlite_path(self.url)
