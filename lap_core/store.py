@@ -275,6 +275,10 @@ class SessionStore(AsyncResource):
         """Return a job; raise `NotFound`."""
 
     @abstractmethod
+    async def prune_jobs(self, finished_before: datetime) -> int:
+        """Delete the `done` and `failed` jobs last changed before `finished_before`; return how many."""
+
+    @abstractmethod
     async def list_jobs(
         self, *, session_id: str | None = None, status: JobStatus | None = None, limit: int = 100
     ) -> list[Job]:

@@ -2,11 +2,12 @@
 
 Every few seconds it deletes orphan sandboxes (their session is gone), marks sessions whose
 sandbox vanished `suspended` (the next message brings the sandbox back, workspace and all),
-fails bring-ups nobody is working on any more, and queues a `suspend` job for sessions idle for
-`SESSION_IDLE_TIMEOUT`. Suspending is a job so that it runs in the session's queue, never beside
-one of its turns; the job checks again that nothing happened since (a turn, an open stream, a
-process still running in the sandbox) before it deletes the sandbox. Every decision is idempotent
-(several workers may reconcile at once), logged with its reason and counted (`Decisions`).
+fails bring-ups nobody is working on any more, queues a `suspend` job for sessions idle for
+`SESSION_IDLE_TIMEOUT`, and deletes jobs finished over a week ago. Suspending is a job so that
+it runs in the session's queue, never beside one of its turns; the job checks again that nothing
+happened since (a turn, an open stream, a process still running in the sandbox) before it deletes
+the sandbox. Every decision is idempotent (several workers may reconcile at once), logged with
+its reason and counted (`Decisions`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ log = structlog.get_logger("lap.reconciler")
 
 SUSPEND = "suspend"
 PAGE = 500
+JOB_RETENTION = timedelta(days=7)
+"""How long finished jobs stay in the queue's table (for `list_jobs` and debugging)."""
 
 
 class Decisions:
@@ -86,6 +89,8 @@ class Reconciler:
         await self._fail_stuck()
         if self._idle_timeout:
             await self._suspend_idle()
+        if pruned := await self._store.prune_jobs(utcnow() - JOB_RETENTION):
+            self._decisions.record("prune_jobs", f"finished over {JOB_RETENTION.days} days ago", jobs=pruned)
 
     async def _sessions(self, **filters: object) -> list[Session]:
         found: list[Session] = []

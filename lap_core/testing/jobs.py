@@ -23,7 +23,7 @@ import pytest
 
 from lap_core import events as ev
 from lap_core.errors import Conflict, InvalidInput, NotFound
-from lap_core.models import Agent, Job, Session, Team, TurnRecord, new_id
+from lap_core.models import Agent, Job, Session, Team, TurnRecord, new_id, utcnow
 from lap_core.testing._base import StoreSuite
 
 if TYPE_CHECKING:
@@ -322,6 +322,16 @@ class JobQueueConformance(StoreSuite):
         assert stored == {job.id: ("leased", worker_id) for worker_id, job in leased}
 
     # sessions
+    async def test_prune_deletes_old_finished_jobs_only(self, store: SessionStore) -> None:
+        done, failed, open_ = await _queue_in_new_sessions(store, 3)
+        for job, status in ((done, "done"), (failed, "failed")):
+            assert await _leased_id(store, f"w-{status}") == job.id
+            assert await store.finish_job(job.id, f"w-{status}", status=status)  # type: ignore[arg-type]
+        assert await store.prune_jobs(utcnow() - timedelta(hours=1)) == 0  # finished just now: kept
+        assert await store.prune_jobs(utcnow() + timedelta(seconds=1)) == 2
+        assert [j.id for j in await store.list_jobs()] == [open_.id]  # a queued job is never pruned
+        assert await store.prune_jobs(utcnow() + timedelta(seconds=1)) == 0
+
     async def test_delete_session_deletes_its_jobs(self, store: SessionStore) -> None:
         session, kept = await _new_session(store), await _new_session(store)
         leased, queued = await _queue(store, session.id), await _queue(store, session.id)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
 from lap_core import Lap, SandboxSpec, StartProcess, ToolResult, TurnEnd
-from lap_core._engine import tails
+from lap_core._engine import reconciler, tails
 from lap_core._engine.sandboxes import sandbox_name
 from tests.fakes.plugin import FakesPlugin
 from tests.fixtures import cleanup_sandboxes, lap_env
@@ -120,3 +121,14 @@ async def test_orphans_vanished_sandboxes_and_stuck_bring_ups(lap: Lap) -> None:
     # Both come back with the next message.
     for again in (session, stuck):
         assert [r async for r in lap.sessions.stream(again.id, "hello")][-1].event == TurnEnd(status="completed")
+
+
+async def test_finished_jobs_are_pruned_after_their_retention(lap: Lap, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconciler, "JOB_RETENTION", timedelta(0))
+    session = await _session_with_sandbox(lap)
+
+    async def pruned() -> bool:
+        return not await lap.store.list_jobs(session_id=session.id)
+
+    await _until(pruned)
+    assert lap.decisions.counts["prune_jobs", "finished over 0 days ago"] >= 1

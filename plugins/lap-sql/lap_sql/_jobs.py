@@ -201,6 +201,17 @@ class JobQueue:
             raise not_found("job", job_id)
         return _rows.job(row)
 
+    async def prune_jobs(self, finished_before: datetime) -> int:
+        """Delete the finished jobs last changed before `finished_before`; return how many."""
+        t = self._t.jobs
+        async with self._db.write():
+            rows = await (
+                t.delete()
+                .where(t.status.is_in(["done", "failed"]), t.updated_at < _rows.utc(finished_before))
+                .returning(t.id)
+            )
+        return len(rows)
+
     async def list_jobs(
         self, *, session_id: str | None = None, status: JobStatus | None = None, limit: int = 100
     ) -> list[Job]:
