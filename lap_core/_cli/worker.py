@@ -6,17 +6,31 @@ import signal
 
 import anyio
 import click
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from lap_core._cli import run
 from lap_core._runtime import Lap
+from lap_core.metrics import DecisionCollector
 
 
 @click.command()
-def worker() -> None:
-    """Run turns from the store's queue until SIGTERM or Ctrl-C."""
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    envvar="LAP_METRICS_PORT",
+    default=None,
+    help="Serve Prometheus metrics (the reconciler's decisions, the process) on this port.",
+)
+def worker(metrics_port: int | None) -> None:
+    """Run turns from the store's queue until SIGTERM or Ctrl-C (then hand running turns back)."""
 
     async def main() -> None:
         async with Lap() as lap:
+            if metrics_port is not None:
+                registry = CollectorRegistry()
+                registry.register(DecisionCollector(lap))
+                ProcessCollector(registry=registry)
+                start_http_server(metrics_port, registry=registry)  # a daemon thread
             click.secho(f"worker running (data dir {lap.data_dir}); Ctrl-C stops it", dim=True, err=True)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
+from tests.fakes.litellm import free_port
 from tests.fixtures import lap_env
 
 if TYPE_CHECKING:
@@ -106,3 +110,29 @@ def test_postgres_needs_lap_migrate_first(env: dict[str, str], pg_database: str)
     assert lap(env, "migrate").stdout.strip() == "database up to date"
     assert lap(env, "agents", "create", "--name", "pg", "--harness", "opencode", "--model", "m").returncode == 0
     assert "pg" in lap(env, "agents", "list").stdout
+
+
+def test_a_worker_serves_its_metrics_and_stops_on_sigterm(env: dict[str, str]) -> None:
+    port = free_port()
+    worker_env = env | {"LITELLM_API_BASE": "http://127.0.0.1:9", "LITELLM_API_KEY": "k", "LAP_METRICS_PORT": str(port)}
+    with subprocess.Popen(
+        [sys.executable, "-m", "lap_core._cli", "worker"], env=worker_env, stderr=subprocess.PIPE, text=True
+    ) as worker:
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                    break
+                except httpx.TransportError:
+                    assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+                    assert time.monotonic() < deadline, "the worker's metrics never came up"
+                    time.sleep(0.1)
+            assert "# HELP lap_reconciler_decisions_total " in metrics
+            assert "process_cpu_seconds_total" in metrics
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, errors = worker.communicate(timeout=30)
+    assert worker.returncode == 0, errors
+    assert "worker stopped" in errors
+    assert "Traceback" not in errors

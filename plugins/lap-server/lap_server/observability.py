@@ -25,17 +25,13 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
 
+from lap_core.metrics import DecisionCollector
 from lap_server.auth import Principal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from litestar.handlers import HTTPRouteHandler
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
-    from prometheus_client.metrics_core import Metric
 
     from lap_core import Lap
     from lap_core.models import JobStatus
@@ -94,23 +90,6 @@ class Metrics:
             return
         for status, count in counts.items():
             self.jobs.labels(status=status).set(count)
-
-
-class DecisionCollector(Collector):
-    """`lap_reconciler_decisions_total`: the reconciler's decisions in this process, by action and reason."""
-
-    def __init__(self, lap: Lap) -> None:
-        self._lap = lap
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "lap_reconciler_decisions",
-            "What the reconciler of this process's worker decided, by action and reason.",
-            labels=["action", "reason"],
-        )
-        for (action, reason), count in sorted(self._lap.decisions.counts.items()):
-            family.add_metric([action, reason], count)
-        yield family
 
 
 def metrics_route(lap: Lap, metrics: Metrics) -> HTTPRouteHandler:
