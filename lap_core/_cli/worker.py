@@ -21,7 +21,14 @@ from lap_core.metrics import DecisionCollector
     default=None,
     help="Serve Prometheus metrics (the reconciler's decisions, the process) on this port.",
 )
-def worker(metrics_port: int | None) -> None:
+@click.option(
+    "--metrics-host",
+    envvar="LAP_METRICS_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Where the metrics listen (0.0.0.0 for a scraper on another host: they are unauthenticated).",
+)
+def worker(metrics_port: int | None, metrics_host: str) -> None:
     """Run turns from the store's queue until SIGTERM or Ctrl-C (then hand running turns back)."""
 
     async def main() -> None:
@@ -30,7 +37,7 @@ def worker(metrics_port: int | None) -> None:
                 registry = CollectorRegistry()
                 registry.register(DecisionCollector(lap))
                 ProcessCollector(registry=registry)
-                start_http_server(metrics_port, registry=registry)  # a daemon thread
+                start_http_server(metrics_port, addr=metrics_host, registry=registry)  # a daemon thread
             click.secho(f"worker running (data dir {lap.data_dir}); Ctrl-C stops it", dim=True, err=True)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
