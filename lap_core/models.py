@@ -102,7 +102,8 @@ class TurnRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A stored turn: one user message and the work done to answer it.
 
     `abort_requested` is set (by any process) to stop the turn: the worker running it, wherever
-    it runs, aborts it; a queued turn so flagged ends `aborted` without running.
+    it runs, aborts it; a queued turn so flagged ends `aborted` without running. `client_key` is
+    the sender's idempotency key: a message sent again with the same key is the same turn.
     """
 
     id: str
@@ -110,6 +111,7 @@ class TurnRecord(msgspec.Struct, frozen=True, kw_only=True):
     status: TurnStatus = "queued"
     user_seq: int = 0
     abort_requested: bool = False
+    client_key: str | None = None
     created_at: datetime = msgspec.field(default_factory=utcnow)
     finished_at: datetime | None = None
 

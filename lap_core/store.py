@@ -184,6 +184,13 @@ class SessionStore(AsyncResource):
         """Return a turn; raise `NotFound`."""
 
     @abstractmethod
+    async def find_turn(self, session_id: str, client_key: str) -> TurnRecord:
+        """Return the session's turn started with this `client_key`; raise `NotFound`.
+
+        A session's turns never share a `client_key` (`start_turn` raises `Conflict`).
+        """
+
+    @abstractmethod
     async def list_turns(self, session_id: str) -> list[TurnRecord]:
         """Return a session's turns, oldest first."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, get_args, overload
 
 import anyio
@@ -10,7 +11,7 @@ import structlog
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._engine.tails import LogTails
 from lap_core._engine.worker import RESTART, TURN
-from lap_core.errors import Conflict, InvalidInput, NotSupported, StoreError
+from lap_core.errors import Conflict, InvalidInput, NotFound, NotSupported, StoreError
 from lap_core.events import EventRecord, TurnEnd, UserMessage
 from lap_core.models import DEFAULT_TEAM_ID, BusyPolicy, Job, Session, TurnRecord, new_id
 
@@ -90,6 +91,7 @@ class Sessions:
         *,
         team_id: str | None = DEFAULT_TEAM_ID,
         on_busy: BusyPolicy | None = None,
+        client_key: str | None = None,
     ) -> TurnRecord:
         """Store a user message and queue its turn (one transaction); return the turn.
 
@@ -97,6 +99,9 @@ class Sessions:
         order. Follow the reply with `follow`. If a turn of the session is still queued or
         running, `on_busy` (by default the agent's) decides: `enqueue` waits its turn, `reject`
         raises `Conflict` and stores nothing, `interrupt` aborts the pending turns first.
+
+        With `client_key` (the sender's idempotency key), sending again (after a lost answer,
+        say) returns the turn the first send started, instead of starting another.
         """
         if not text.strip():
             raise InvalidInput("the message is empty")
@@ -105,14 +110,20 @@ class Sessions:
         if on_busy is not None and on_busy not in get_args(BusyPolicy):
             raise InvalidInput(f"on_busy must be one of {', '.join(get_args(BusyPolicy))}")
         session = await self.get(session_id, team_id=team_id)
+        if client_key is not None:
+            with contextlib.suppress(NotFound):
+                return await self._store.find_turn(session.id, client_key)
         policy = on_busy or (await self._store.get_agent(session.agent_id)).on_busy
         if policy == "interrupt" and await self._store.request_abort(session.id, pending=True):
             self._worker.abort_requested(session.id)
-        turn = TurnRecord(id=new_id("turn"), session_id=session.id)
+        turn = TurnRecord(id=new_id("turn"), session_id=session.id, client_key=client_key)
         job = Job(id=new_id("job"), kind=TURN, session_id=session.id, payload={"turn_id": turn.id})
         try:
             turn, _ = await self._store.start_turn(turn, UserMessage(text=text), job=job, if_idle=policy == "reject")
         except Conflict as error:
+            if client_key is not None:
+                with contextlib.suppress(NotFound):
+                    return await self._store.find_turn(session.id, client_key)  # sent twice at once
             if policy != "reject":
                 raise
             raise Conflict(

@@ -125,3 +125,21 @@ class TurnTests(StoreSuite):
             assert msgspec.structs.replace(done, status="queued", finished_at=None) == turn
         with pytest.raises(NotFound):
             await store.finish_turn("turn_missing", "completed")
+
+    async def test_client_keys_are_unique_per_session(self, store: SessionStore) -> None:
+        session, other = await _new_session(store), await _new_session(store)
+        message = ev.UserMessage(text="once")
+        first, _ = await store.start_turn(
+            TurnRecord(id=new_id("turn"), session_id=session.id, client_key="k1"), message
+        )
+        assert first.client_key == "k1"
+        assert await store.find_turn(session.id, "k1") == first == await store.get_turn(first.id)
+        with pytest.raises(Conflict):
+            await store.start_turn(TurnRecord(id=new_id("turn"), session_id=session.id, client_key="k1"), message)
+        assert len(await store.read_events(session.id)) == 1  # the refused message was not stored
+        # Another session may use the same key; turns without a key never collide.
+        await store.start_turn(TurnRecord(id=new_id("turn"), session_id=other.id, client_key="k1"), message)
+        for _ in range(2):
+            await store.start_turn(TurnRecord(id=new_id("turn"), session_id=session.id), message)
+        with pytest.raises(NotFound):
+            await store.find_turn(session.id, "k2")

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from lap_core import DEFAULT_TEAM_ID, EventRecord, Lap, TextDelta, TurnEnd
@@ -38,6 +38,9 @@ Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 Offset = Annotated[int, QueryParameter(ge=0, le=1_000_000)]
 Seq = Annotated[int, QueryParameter(ge=0, le=2**62)]
 Flag = FromQuery[bool]
+IdempotencyKey = Annotated[
+    str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+]
 SSE_KEEPALIVE = 15.0
 """Seconds of silence after which an event stream sends a comment line."""
 
@@ -117,13 +120,22 @@ async def delete_session(session_id: FromPath[str], lap: LapDep, caller: Caller)
 
 @post("/api/sessions/{session_id:str}/messages", status_code=202)
 async def send_message(
-    session_id: FromPath[str], data: JSONBody[MessageIn], lap: LapDep, caller: Caller, wait: Flag = False
+    session_id: FromPath[str],
+    data: JSONBody[MessageIn],
+    lap: LapDep,
+    caller: Caller,
+    wait: Flag = False,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response[Any]:
     """Send a message: 202 with the turn and where to follow it, or with `?wait=true` the finished turn.
 
+    With an `Idempotency-Key` header, sending again (after a lost answer) gives the same turn.
+
     If the session is busy, `on_busy` (default: the agent's) queues it, rejects it (409) or interrupts.
     """
-    turn = await lap.sessions.send(session_id, data.text, team_id=caller.team_id, on_busy=data.on_busy)
+    turn = await lap.sessions.send(
+        session_id, data.text, team_id=caller.team_id, on_busy=data.on_busy, client_key=idempotency_key
+    )
     if not wait:
         url = f"/api/sessions/{session_id}/events?after={turn.user_seq - 1}"
         return Response(TurnAccepted(turn_id=turn.id, user_seq=turn.user_seq, events_url=url), status_code=202)

@@ -235,3 +235,24 @@ async def test_restart_gives_a_fresh_sandbox_with_the_same_workspace(api: httpx.
     assert sandboxd != wrote.json()["events"][-3]["event"]["output"]  # in a new sandbox (a new sandboxd)
     created = [e for e in after["events"] if e["event"]["type"] == "status"]
     assert created == []  # the fresh sandbox was already up: this turn did not create one
+
+
+async def test_a_message_sent_again_with_its_idempotency_key_is_one_turn(api: httpx.AsyncClient) -> None:
+    session_id = await _session(api)
+    url = f"/api/sessions/{session_id}/messages"
+    headers = {"Idempotency-Key": "msg-1"}
+    first = await api.post(url, json={"text": "once"}, headers=headers)
+    again = await api.post(url, json={"text": "once"}, headers=headers)
+    assert first.status_code == again.status_code == 202, again.text
+    assert again.json()["turn_id"] == first.json()["turn_id"]
+    await _ends(api, session_id, 1)
+    later = await api.post(url + "?wait=true", json={"text": "once"}, headers=headers)  # after it finished
+    assert later.json()["turn_id"] == first.json()["turn_id"]
+    assert later.json()["status"] == "completed"
+    other = await api.post(url, json={"text": "twice"}, headers={"Idempotency-Key": "msg-2"})
+    assert other.json()["turn_id"] != first.json()["turn_id"]
+    await _ends(api, session_id, 2)
+    history = (await api.get(url)).json()
+    assert [e["event"]["text"] for e in history if e["event"]["type"] == "user_message"] == ["once", "twice"]
+    bad = await api.post(url, json={"text": "x"}, headers={"Idempotency-Key": "x" * 129})
+    assert bad.status_code == 422, bad.text

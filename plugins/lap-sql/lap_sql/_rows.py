@@ -90,6 +90,7 @@ def turn(row: Row) -> TurnRecord:
         status=row["status"],
         user_seq=row["user_seq"],
         abort_requested=bool(row["abort_requested"]),
+        client_key=row["client_key"],
         created_at=utc(row["created_at"]),
         finished_at=None if finished_at is None else utc(finished_at),
     )

@@ -66,6 +66,7 @@ class TurnRow(Table, tablename="turns"):
     status = Text()
     user_seq = Integer()
     abort_requested = Boolean()
+    client_key = Text(null=True, default=None)
     created_at = Timestamptz()
     finished_at = Timestamptz(null=True, default=None)
 
@@ -166,6 +167,12 @@ _BUSY_POLICY = [
     "CREATE INDEX turns_session_open ON turns (session_id, user_seq) WHERE status IN ('queued', 'running')",
 ]
 
+# Idempotent sends: a client's key for a message, unique within the session.
+_CLIENT_KEYS = [
+    "ALTER TABLE turns ADD COLUMN client_key TEXT",
+    "CREATE UNIQUE INDEX turns_session_client_key ON turns (session_id, client_key) WHERE client_key IS NOT NULL",
+]
+
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS lap_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
 
 # Each migration is a list of statements run in one transaction. SQLite takes the column types
@@ -264,4 +271,5 @@ def migrations(dialect: Dialect) -> list[tuple[str, list[str]]]:
         ("0002_jobs", _jobs(dialect)),
         ("0003_api_keys", _API_KEYS),
         ("0004_busy_policy", _BUSY_POLICY),
+        ("0005_client_keys", _CLIENT_KEYS),
     ]

@@ -304,6 +304,15 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
                 await _notify.notify(self._t.jobs, "jobs", job.session_id or "")
         return await self.get_job(job.id)
 
+    async def find_turn(self, session_id: str, client_key: str) -> TurnRecord:
+        """Return the session's turn started with `client_key`; raise `NotFound`."""
+        t = self._t.turns
+        async with self._db.read():
+            row = await t.select().where(t.session_id == session_id, t.client_key == client_key).first()
+        if row is None:
+            raise not_found("turn", client_key)
+        return _rows.turn(row)
+
     async def get_turn(self, turn_id: str) -> TurnRecord:
         """Return a turn; raise `NotFound`."""
         t = self._t.turns
