@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
-from lap_core._engine.sandboxes import sandbox_name
+from lap_core._engine.sandboxes import sandbox_of
 from lap_core.errors import LapError, NotFound, NotSupported
 from lap_core.models import Job, new_id, utcnow
 
@@ -119,7 +119,7 @@ class Reconciler:
 
     async def _mark_vanished(self, sandboxes: dict[str, SandboxRef]) -> None:
         for session in await self._sessions(status=["ready"]):
-            name = session.sandbox_name or sandbox_name(session.id)
+            name = sandbox_of(session)
             if name in sandboxes and sandboxes[name].state not in ("stopped", "failed"):
                 continue
             ref = await self._backend.status(name)  # again: it may have come up since the list

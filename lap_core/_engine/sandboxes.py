@@ -30,6 +30,11 @@ def sandbox_name(session_id: str) -> str:
     return "lap-" + session_id.replace("_", "-").lower()
 
 
+def sandbox_of(session: Session) -> str:
+    """Return the name of the session's sandbox (the one it has, or the one it will get)."""
+    return session.sandbox_name or sandbox_name(session.id)
+
+
 def sandbox_labels(session: Session) -> dict[str, str]:
     """Return the labels every sandbox of a session carries (the reconciler finds them by these)."""
     return {"lap.team": session.team_id, "lap.agent": session.agent_id, "lap.session": session.id}
@@ -48,7 +53,7 @@ class SandboxProvider:
         self, session: Session, agent: Agent, harness: Harness, emit: Callable[[SessionEvent], Awaitable[None]]
     ) -> SandboxClient:
         """Return a client of the session's sandbox, creating the sandbox if it is missing or dead."""
-        name = session.sandbox_name or sandbox_name(session.id)
+        name = sandbox_of(session)
         ref = await self._backend.status(name)
         created = False
         if ref is not None and ref.state in ("stopped", "failed"):
@@ -99,7 +104,7 @@ class SandboxProvider:
         self, session: Session, agent: Agent, harness: Harness, emit: Callable[[SessionEvent], Awaitable[None]]
     ) -> None:
         """Delete the session's sandbox and bring up a fresh one: same workspace and harness home."""
-        name = session.sandbox_name or sandbox_name(session.id)
+        name = sandbox_of(session)
         await emit(Status(phase="sandbox_deleting", detail=name))
         await self._backend.delete(name)
         client = await self.get(session, agent, harness, emit)
@@ -107,7 +112,7 @@ class SandboxProvider:
 
     async def suspend_if_idle(self, session: Session) -> bool:
         """Delete the session's sandbox (its volume stays) unless a process still runs in it."""
-        name = session.sandbox_name or sandbox_name(session.id)
+        name = sandbox_of(session)
         ref = await self._backend.status(name)
         if ref is not None and ref.state == "ready":
             async with await self._backend.connect(name) as client:

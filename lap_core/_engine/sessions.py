@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, get_args, overload
 import anyio
 import structlog
 
-from lap_core._engine.sandboxes import sandbox_name
-from lap_core._engine.tails import LogTails
+from lap_core._engine.sandboxes import sandbox_of
+from lap_core._engine.tails import LogTails, read_log
 from lap_core._engine.worker import RESTART, TURN
 from lap_core.errors import Conflict, InvalidInput, NotFound, NotSupported, StoreError
 from lap_core.events import EventRecord, TurnEnd, UserMessage
@@ -77,7 +77,7 @@ class Sessions:
         """Abort the running turn, delete the sandbox, its workspace and the session's log."""
         session = await self.get(session_id, team_id=team_id)
         self._runner.abort(session.id)
-        await self._backend.delete(session.sandbox_name or sandbox_name(session.id))
+        await self._backend.delete(sandbox_of(session))
         try:
             await self._backend.delete_volume(session.id)
         except NotSupported:
@@ -114,8 +114,8 @@ class Sessions:
             with contextlib.suppress(NotFound):
                 return await self._store.find_turn(session.id, client_key)
         policy = on_busy or (await self._store.get_agent(session.agent_id)).on_busy
-        if policy == "interrupt" and await self._store.request_abort(session.id, pending=True):
-            self._worker.abort_requested(session.id)
+        if policy == "interrupt":
+            await self._request_abort(session.id, pending=True)
         turn = TurnRecord(id=new_id("turn"), session_id=session.id, client_key=client_key)
         job = Job(id=new_id("job"), kind=TURN, session_id=session.id, payload={"turn_id": turn.id})
         try:
@@ -141,9 +141,13 @@ class Sessions:
         The turn ends with `turn_end(status="aborted")`; a turn still queued ends so without running.
         """
         session = await self.get(session_id, team_id=team_id)
-        if not await self._store.request_abort(session.id):
+        return await self._request_abort(session.id, pending=False)
+
+    async def _request_abort(self, session_id: str, *, pending: bool) -> bool:
+        """Flag the current turn (every open one with `pending`) and tell the worker; return whether any."""
+        if not await self._store.request_abort(session_id, pending=pending):
             return False
-        self._worker.abort_requested(session.id)
+        self._worker.abort_requested(session_id)
         return True
 
     async def restart(self, session_id: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> Job:
@@ -153,8 +157,7 @@ class Sessions:
         sandbox. Progress shows on the session's `status` and `status_detail`.
         """
         session = await self.get(session_id, team_id=team_id)
-        if await self._store.request_abort(session.id, pending=True):
-            self._worker.abort_requested(session.id)
+        await self._request_abort(session.id, pending=True)
         job = await self._store.queue_job(Job(id=new_id("job"), kind=RESTART, session_id=session.id))
         self._worker.wake()
         return job
@@ -164,11 +167,7 @@ class Sessions:
     ) -> builtins.list[EventRecord]:
         """Return the session's whole event log after `after`."""
         session = await self.get(session_id, team_id=team_id)
-        records: builtins.list[EventRecord] = []
-        while batch := await self._store.read_events(session.id, after=after):
-            records += batch
-            after = batch[-1].seq
-        return records
+        return [record async for record in read_log(self._store, session.id, after=after)]
 
     @overload
     def follow(

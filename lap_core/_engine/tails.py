@@ -20,7 +20,7 @@ import structlog
 from lap_core.errors import LapError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
     from lap_core.events import EventRecord
     from lap_core.store import SessionStore
@@ -31,6 +31,18 @@ TAIL_RECORDS = 256
 """Records kept per followed session: enough for followers that are a moment behind."""
 ACTIVITY_TOUCH = 60.0
 """How often a followed session is marked active (an open stream keeps its sandbox from being suspended)."""
+
+
+async def read_log(
+    store: SessionStore, session_id: str, *, after: int = 0, until: int | None = None
+) -> AsyncIterator[EventRecord]:
+    """Yield the session's records after seq `after` (and before seq `until`, when given), in order."""
+    while batch := await store.read_events(session_id, after=after):
+        for record in batch:
+            if until is not None and record.seq >= until:
+                return
+            yield record
+        after = batch[-1].seq
 
 
 class Tail:

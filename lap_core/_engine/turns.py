@@ -16,18 +16,18 @@ import anyio
 import structlog
 
 from lap_core._engine.sandboxes import sandbox_name
+from lap_core._engine.tails import read_log
 from lap_core._sandbox_client import SandboxdError
 from lap_core.errors import HarnessError, LapError, StoreError
 from lap_core.events import Error, HarnessSession, SessionEvent, Status, TextDelta, TurnEnd, UserMessage
 from lap_core.models import Turn
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import Mapping
     from datetime import datetime
 
     from lap_core._engine.bus import EventBus
     from lap_core._engine.sandboxes import SandboxProvider
-    from lap_core.events import EventRecord
     from lap_core.harness import Harness
     from lap_core.models import Agent, TurnRecord, TurnStatus
     from lap_core.sandbox import SandboxClient
@@ -214,12 +214,8 @@ class TurnRunner:
 
     async def logged_events(self, turn: TurnRecord) -> list[SessionEvent]:
         """Return the turn's events in the log after its user message."""
-        events: list[SessionEvent] = []
-        after = turn.user_seq
-        while batch := await self._store.read_events(turn.session_id, after=after):
-            events += [r.event for r in batch if r.turn_id == turn.id]
-            after = batch[-1].seq
-        return events
+        records = read_log(self._store, turn.session_id, after=turn.user_seq)
+        return [record.event async for record in records if record.turn_id == turn.id]
 
     async def _run(self, agent: Agent, turn: TurnRecord, text: str, *, logged: list[SessionEvent] | None) -> TurnStatus:
         harness = self._harnesses.get(agent.harness)
@@ -338,7 +334,7 @@ class TurnRunner:
     async def _with_history(self, turn: TurnRecord, text: str) -> str:
         """Return the message prefixed with the conversation before it, read from the log."""
         lines: list[str] = []
-        async for record in self._history_before(turn):
+        async for record in read_log(self._store, turn.session_id, until=turn.user_seq):
             event = record.event
             if isinstance(event, UserMessage):
                 lines.append(f"\nUser: {event.text}\nAssistant: ")
@@ -350,19 +346,10 @@ class TurnRunner:
     async def _native_before(self, turn: TurnRecord) -> str | None:
         """Return the harness's session id as it was when the turn began (from the log)."""
         native = None
-        async for record in self._history_before(turn):
+        async for record in read_log(self._store, turn.session_id, until=turn.user_seq):
             if isinstance(record.event, HarnessSession):
                 native = record.event.native_session_id
         return native
-
-    async def _history_before(self, turn: TurnRecord) -> AsyncIterator[EventRecord]:
-        after = 0
-        while batch := await self._store.read_events(turn.session_id, after=after):
-            for record in batch:
-                if record.seq >= turn.user_seq:
-                    return
-                yield record
-            after = batch[-1].seq
 
     async def _abort_in_sandbox(self, harness: Harness | None, current: _Attempt) -> None:
         if harness is None or current.sandbox is None or current.turn is None:

@@ -93,7 +93,6 @@ class Worker:
                         )
                     except StoreError as error:
                         log.warning("worker.lease_failed", error=error.message)  # retried after the poll
-
                 if job is None:
                     self._slots.release()
                     with anyio.move_on_after(self._poll_seconds):
@@ -112,14 +111,16 @@ class Worker:
         """
         self._draining = True
         self._wake.set()
-        with anyio.move_on_after(grace):
+        await self._until_idle(grace)
+        handed = [job for job in self._active.values() if job.session_id and self._runner.hand_off(job.session_id)]
+        await self._until_idle(10)
+        log.info("worker.drained", worker=self.name, handed_off=len(handed), left=len(self._active))
+
+    async def _until_idle(self, seconds: float) -> None:
+        """Wait until no job runs here, for `seconds` at most."""
+        with anyio.move_on_after(seconds):
             while self._active:  # noqa: ASYNC110 - jobs end in their own tasks; a short poll is simplest
                 await anyio.sleep(0.05)
-        handed = [job for job in self._active.values() if job.session_id and self._runner.hand_off(job.session_id)]
-        with anyio.move_on_after(10):
-            while self._active:  # noqa: ASYNC110
-                await anyio.sleep(0.05)
-        log.info("worker.drained", worker=self.name, handed_off=len(handed), left=len(self._active))
 
     async def _run_job(self, job: Job) -> None:
         try:
