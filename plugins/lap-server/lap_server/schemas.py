@@ -13,6 +13,8 @@ from lap_core.models import BusyPolicy
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256 * 1024)]
+Model = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Prompt = Annotated[str, msgspec.Meta(max_length=64 * 1024)]
 
 
 class _In(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -24,8 +26,8 @@ class AgentIn(_In, frozen=True):
 
     name: Name
     harness: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    prompt: Annotated[str, msgspec.Meta(max_length=64 * 1024)] = ""
+    model: Model
+    prompt: Prompt = ""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     on_busy: BusyPolicy = "enqueue"
     team_id: str | None = None  # the admin's choice; a team key always creates in its own team
@@ -35,8 +37,8 @@ class AgentPatch(_In, frozen=True):
     """Changes to an agent: only the fields given are changed."""
 
     name: Name | UnsetType = UNSET
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | UnsetType = UNSET
-    prompt: Annotated[str, msgspec.Meta(max_length=64 * 1024)] | UnsetType = UNSET
+    model: Model | UnsetType = UNSET
+    prompt: Prompt | UnsetType = UNSET
     options: dict[str, Any] | UnsetType = UNSET
     on_busy: BusyPolicy | UnsetType = UNSET
 
