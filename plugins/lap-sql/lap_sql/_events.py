@@ -37,8 +37,9 @@ _APPEND = f"""WITH claimed AS (
 SELECT base, pg_notify('{CHANNELS["events"]}', $1::text) FROM claimed"""
 
 # PostgreSQL's claim of seqs, with its NOTIFY in the same round trip.
+# Claiming no seqs (`queue_job` only locks the row) tells nobody the log grew.
 _CLAIM = f"""UPDATE sessions SET last_seq = last_seq + $2::bigint WHERE id = $1::text
-RETURNING last_seq, pg_notify('{CHANNELS["events"]}', $1::text)"""
+RETURNING last_seq, CASE WHEN $2::bigint > 0 THEN pg_notify('{CHANNELS["events"]}', $1::text) END"""
 
 _INSERT = {
     "postgres": f"INSERT INTO events ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",

@@ -423,4 +423,10 @@ async def test_postgres_tells_other_processes_what_changed(pg_url: str) -> None:
                 ]
                 while seen[2:] != [expected[0], expected[0], expected[1]]:
                     await anyio.sleep(0.01)
+                # A job of its own queues no event: only the job is told.
+                await writer.queue_job(Job(id="job_q", kind="restart", session_id=session.id))
+                while len(seen) < 6:
+                    await anyio.sleep(0.01)
+                await anyio.sleep(0.2)  # room for a stray notification
+                assert seen[5:] == [expected[1]]
             tasks.cancel_scope.cancel()
