@@ -23,6 +23,19 @@ if TYPE_CHECKING:
     from lap_core import SandboxContext
 
 
+async def wait_until_ready(backend: SandboxBackend, name: str, *, timeout: float, interval: float) -> SandboxRef:
+    """Poll `backend.status` until the sandbox is ready; raise `SandboxError` if it stops or times out."""
+    with anyio.move_on_after(timeout):
+        while True:
+            ref = await backend.status(name)
+            if ref is None or ref.state == "stopped":
+                raise SandboxError(f"sandbox {name} failed to start: {ref.detail if ref else 'missing'}")
+            if ref.state == "ready":
+                return ref
+            await anyio.sleep(interval)
+    raise SandboxError(f"sandbox {name} not ready within {timeout} s")
+
+
 class ProcessBackend(SandboxBackend):
     """Runs each sandbox's sandboxd as a subprocess; `fail_start` makes the next creations crash."""
 
@@ -91,15 +104,7 @@ class ProcessBackend(SandboxBackend):
         return SandboxRef(name=name, state="ready", labels=labels)
 
     async def wait_ready(self, name: str, *, timeout: float) -> SandboxRef:
-        with anyio.move_on_after(timeout):
-            while True:
-                ref = await self.status(name)
-                if ref is None or ref.state == "stopped":
-                    raise SandboxError(f"sandbox {name} failed to start: {ref.detail if ref else 'missing'}")
-                if ref.state == "ready":
-                    return ref
-                await anyio.sleep(0.02)
-        raise SandboxError(f"sandbox {name} not ready within {timeout} s")
+        return await wait_until_ready(self, name, timeout=timeout, interval=0.02)
 
     async def connect(self, name: str) -> SandboxClient:
         _, token, _ = self._sandboxes[name]

@@ -36,6 +36,7 @@ from lap_core import (
     SandboxSpec,
     hookimpl,
 )
+from tests.fakes.process_backend import wait_until_ready
 from tests.fakes.script_harness import ScriptHarness
 
 if TYPE_CHECKING:
@@ -145,15 +146,7 @@ class SharedProcessBackend(SandboxBackend):
         return SandboxRef(name=name, state="ready", labels=record.labels)
 
     async def wait_ready(self, name: str, *, timeout: float) -> SandboxRef:
-        with anyio.move_on_after(timeout):
-            while True:
-                ref = await self.status(name)
-                if ref is None or ref.state == "stopped":
-                    raise SandboxError(f"sandbox {name} failed to start: {ref.detail if ref else 'missing'}")
-                if ref.state == "ready":
-                    return ref
-                await anyio.sleep(0.05)
-        raise SandboxError(f"sandbox {name} not ready within {timeout} s")
+        return await wait_until_ready(self, name, timeout=timeout, interval=0.05)
 
     async def connect(self, name: str) -> SandboxClient:
         record = _read(self._dir(name))

@@ -11,12 +11,23 @@ from lap_core import HarnessSession, Lap, TurnEnd
 from lap_core._engine import sessions
 from lap_core._engine import worker as worker_module
 from tests.fakes.plugin import FakesPlugin
-from tests.fixtures import lap_env
+from tests.fixtures import cleanup_sandboxes, lap_env
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+
+def _env(data_dir: Path, pg_database: str) -> dict[str, str]:
+    """Web and worker runtimes on one PostgreSQL database, the process backend, no gateway."""
+    return lap_env(
+        data_dir,
+        DATABASE_URL=pg_database,
+        LAP_SANDBOX_BACKEND="process",
+        LITELLM_API_BASE="http://127.0.0.1:9",
+        LITELLM_API_KEY="k",
+    )
 
 
 async def test_a_web_runtime_follows_turns_a_worker_runs_live(
@@ -25,13 +36,7 @@ async def test_a_web_runtime_follows_turns_a_worker_runs_live(
     # Without the cross-process notification, a follower would wait this long to look again.
     monkeypatch.setattr(sessions, "FOLLOW_POLL", 60.0)
     monkeypatch.setattr(sessions, "FOLLOW_POLL_WATCHED", 60.0)
-    env = lap_env(
-        data_dir,
-        DATABASE_URL=pg_database,
-        LAP_SANDBOX_BACKEND="process",
-        LITELLM_API_BASE="http://127.0.0.1:9",
-        LITELLM_API_KEY="k",
-    )
+    env = _env(data_dir, pg_database)
     async with Lap(plugins=[FakesPlugin()], env=env, run_turns=False, migrate=True) as web:
         agent = await web.agents.create("a", harness="script", model="m")
         session = await web.sessions.create(agent.id)
@@ -42,8 +47,7 @@ async def test_a_web_runtime_follows_turns_a_worker_runs_live(
             assert records[-1].event == TurnEnd(status="completed")
             assert again[-1].event == TurnEnd(status="completed")
             assert [r.seq for r in records + again] == list(range(1, len(records) + len(again) + 1))
-            for ref in await worker.backend.list():
-                await worker.backend.delete(ref.name)
+            await cleanup_sandboxes(worker)
 
 
 async def test_an_abort_sent_to_the_web_runtime_stops_the_turn_in_the_worker(
@@ -51,13 +55,7 @@ async def test_an_abort_sent_to_the_web_runtime_stops_the_turn_in_the_worker(
 ) -> None:
     # Without the cross-process notification, the worker would look at the flag this late.
     monkeypatch.setattr(worker_module, "ABORT_POLL", 60.0)
-    env = lap_env(
-        data_dir,
-        DATABASE_URL=pg_database,
-        LAP_SANDBOX_BACKEND="process",
-        LITELLM_API_BASE="http://127.0.0.1:9",
-        LITELLM_API_KEY="k",
-    )
+    env = _env(data_dir, pg_database)
     async with Lap(plugins=[FakesPlugin()], env=env, run_turns=False, migrate=True) as web:
         agent = await web.agents.create("a", harness="script", model="m")
         session = await web.sessions.create(agent.id)
@@ -83,5 +81,4 @@ async def test_an_abort_sent_to_the_web_runtime_stops_the_turn_in_the_worker(
                 ]
             ends = [(r.turn_id, r.event.status) for r in records if isinstance(r.event, TurnEnd)]
             assert ends == [(interrupted.id, "aborted"), (last.id, "completed")]
-            for ref in await worker.backend.list():
-                await worker.backend.delete(ref.name)
+            await cleanup_sandboxes(worker)
