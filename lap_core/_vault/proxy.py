@@ -111,6 +111,9 @@ class LLMProxy:
                 pass
             except h11.RemoteProtocolError as error:
                 log.warning("vault.bad_request", error=str(error))
+            except Exception:
+                # One connection's failure must never take the proxy (and the runtime) down.
+                log.exception("vault.connection_failed")
 
     async def _next_event(self, conn: h11.Connection, stream: SocketStream) -> object:
         while True:
@@ -133,7 +136,8 @@ class LLMProxy:
             if isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > MAX_BODY:
-                    await self._send_error(conn, stream, _Reject(413, "request_too_large", "request body too large"))
+                    too_large = _Reject(413, "request_too_large", "request body too large")
+                    await self._send_error(conn, stream, request, too_large)
                     return False
             elif isinstance(event, h11.EndOfMessage):
                 break
@@ -144,7 +148,7 @@ class LLMProxy:
             with structlog.contextvars.bound_contextvars(session_id=session_id):
                 await self._forward(conn, stream, request, bytes(body))
         except _Reject as reject:
-            await self._send_error(conn, stream, reject)
+            await self._send_error(conn, stream, request, reject)
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
     def _authenticate(self, request: h11.Request) -> str:
@@ -187,11 +191,14 @@ class LLMProxy:
             await response.aclose()
         log.debug("vault.forwarded", target=request.target.decode("latin-1"), status=response.status_code)
 
-    async def _send_error(self, conn: h11.Connection, stream: SocketStream, reject: _Reject) -> None:
+    async def _send_error(
+        self, conn: h11.Connection, stream: SocketStream, request: h11.Request, reject: _Reject
+    ) -> None:
         payload = json.dumps({"error": {"type": reject.kind, "message": reject.message}}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         if conn.our_state is not h11.SEND_RESPONSE:
             return
         await stream.send(conn.send(h11.Response(status_code=reject.status, headers=headers)) or b"")
-        await stream.send(conn.send(h11.Data(data=payload)) or b"")
+        if request.method != b"HEAD":  # a HEAD response has headers only
+            await stream.send(conn.send(h11.Data(data=payload)) or b"")
         await stream.send(conn.send(h11.EndOfMessage()) or b"")

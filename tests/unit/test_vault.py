@@ -126,6 +126,17 @@ async def test_requests_without_a_valid_stub_never_reach_the_gateway(
     assert Upstream.seen == []
 
 
+async def test_an_unauthenticated_head_request_gets_headers_only_and_the_proxy_serves_on(
+    client: httpx.AsyncClient, keys: StubKeys
+) -> None:
+    # Claude Code probes its base URL with `HEAD /` and no key; a body here once crashed the proxy.
+    head = await client.head("/")
+    assert head.status_code == 401
+    assert head.content == b""
+    response = await client.post("/v1/messages", json={}, headers={"x-api-key": keys.issue("ses_1")})
+    assert response.status_code == 200
+
+
 async def test_a_gateway_that_is_down_is_a_clear_502(tmp_path: Path, keys: StubKeys) -> None:
     async with _proxy(tmp_path, "http://127.0.0.1:9", keys) as client:
         response = await client.post("/v1/responses", json={}, headers={"Authorization": f"Bearer {keys.issue('s')}"})
