@@ -1,16 +1,18 @@
 """The Harness contract: how an agent CLI runs a turn inside a sandbox.
 
-Conformance: `lap_core.testing.HarnessConformance`.
+Most harnesses run one CLI process per turn and translate its output lines: subclass
+`CliHarness`. Conformance: `lap_core.testing.HarnessConformance`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import msgspec
 
-from lap_core.sandbox import HydratePayload
+from lap_core.events import Error, TurnEnd
+from lap_core.sandbox import WORKSPACE_DIR, HydratePayload, StartProcess
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
     from lap_core.events import SessionEvent
     from lap_core.models import Agent, Turn
     from lap_core.sandbox import SandboxClient
+
+STDERR_TAIL = 20
+"""How many of a failed CLI's last stderr lines its error message quotes."""
 
 
 class LLMAccess(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,24 +32,42 @@ class LLMAccess(msgspec.Struct, frozen=True, kw_only=True):
     api_key: str
 
 
+class NoOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A harness without options."""
+
+
 class Harness(ABC):
     """An agent CLI (opencode, Claude Code, Codex ...) driven by LAP.
 
-    `npm_packages` are installed (pinned) under the sandbox's `HARNESS_ROOT`.
+    `npm_packages` are installed (pinned) under the sandbox's `HARNESS_ROOT`. `Options` is the
+    msgspec struct of the agent options the harness accepts (`Agent.options`), validated when an
+    agent is created or changed and read back with `options(agent)`.
     """
 
     npm_packages: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, str]:
-        """Return problems with an agent's harness options, keyed by option name (empty: valid).
+        """Return problems with an agent's harness options, keyed by option name (empty: valid)."""
+        fields = {field.encode_name: field for field in msgspec.structs.fields(self.Options)}
+        problems: dict[str, str] = {}
+        for key, value in options.items():
+            if key not in fields:
+                problems[key] = f"unknown option (known: {', '.join(sorted(fields)) or 'none'})"
+                continue
+            try:
+                msgspec.convert(value, fields[key].type)
+            except msgspec.ValidationError as error:
+                problems[key] = str(error).replace(" - at `$`", "")
+        return problems
 
-        The default accepts no options at all.
-        """
-        return dict.fromkeys(options, "unknown option")
+    def options(self, agent: Agent) -> Any:
+        """Return the agent's options as an `Options` struct (defaults filled in)."""
+        return msgspec.convert(agent.options, self.Options)
 
     def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
         """Return the env and files a fresh sandbox needs for this agent (config, credentials stubs)."""
-        return HydratePayload(env={}, files=[], workdir="/workspace")
+        return HydratePayload(env={}, files=[], workdir=WORKSPACE_DIR)
 
     @abstractmethod
     def run_turn(self, sandbox: SandboxClient, turn: Turn) -> AsyncIterator[SessionEvent]:
@@ -57,3 +80,62 @@ class Harness(ABC):
     async def abort(self, sandbox: SandboxClient, turn: Turn) -> None:
         """Stop the turn's work in the sandbox (the default signals the turn's process)."""
         await sandbox.signal(turn.process_id, "TERM")
+
+
+class LineMapper(Protocol):
+    """Turns a CLI's stdout lines into events; may keep state across the lines of one turn."""
+
+    def map_line(self, line: str) -> list[SessionEvent]:
+        """Return the events of one stdout line (none for lines that mean nothing)."""
+        ...
+
+
+class CliHarness(Harness):
+    """A harness that runs one CLI process per turn and maps its stdout lines to events.
+
+    Subclasses give `argv(turn)` (the message is sent on stdin), `mapper(turn)` and maybe `env(turn)`. The process
+    is the sandbox process `turn.process_id`, so a worker taking the turn over re-attaches to it.
+    The turn fails if the mapper reported an `Error` or the process exited non-zero (then the
+    error quotes the last stderr lines).
+    """
+
+    cli_name: ClassVar[str] = "the harness CLI"
+
+    @abstractmethod
+    def argv(self, turn: Turn) -> list[str]:
+        """Return the command line of one turn."""
+
+    @abstractmethod
+    def mapper(self, turn: Turn) -> LineMapper:
+        """Return a fresh mapper for one turn's output."""
+
+    def env(self, turn: Turn) -> dict[str, str]:
+        """Return environment variables for this turn's process (on top of the sandbox's)."""
+        return {}
+
+    async def run_turn(self, sandbox: SandboxClient, turn: Turn) -> AsyncIterator[SessionEvent]:
+        """Start the turn's process (idempotent by its id) and map its output as it arrives."""
+        # The message goes in on stdin: no argv length limit, and it never shows in a process list.
+        process = StartProcess(
+            id=turn.process_id, argv=self.argv(turn), env=self.env(turn), cwd=WORKSPACE_DIR, stdin=turn.text
+        )
+        await sandbox.start_process(process)
+        mapper = self.mapper(turn)
+        stderr: list[str] = []
+        failed = False
+        async for record in sandbox.output(turn.process_id):
+            if record.stream == "stdout":
+                for event in mapper.map_line(record.data):
+                    failed = failed or isinstance(event, Error)
+                    yield event
+            elif record.stream == "stderr":
+                stderr = [*stderr[-STDERR_TAIL + 1 :], record.data]
+            elif record.stream == "exit":
+                code = int(record.data)
+                if code != 0 and not failed:
+                    tail = " | ".join(line for line in stderr if line.strip())[-2000:]
+                    yield Error(code="harness_error", message=f"{self.cli_name} exited with code {code}: {tail}")
+                    failed = True
+        yield TurnEnd(
+            status="failed" if failed else "completed", reason=f"{self.cli_name} reported an error" if failed else ""
+        )

@@ -57,8 +57,8 @@ def _killpg(pid: int, signum: int) -> None:
         pass
 
 
-def count_descendants(pid: int) -> int:
-    """Return how many live processes descend from `pid` (read from /proc)."""
+def descendants(pid: int) -> list[int]:
+    """Return the live processes that descend from `pid` (read from /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -71,11 +71,28 @@ def count_descendants(pid: int) -> int:
             continue  # it exited meanwhile
         if fields[0] != "Z":
             children.setdefault(int(fields[1]), []).append(int(entry.name))
-    count, pending = 0, list(children.get(pid, []))
+    found, pending = [], list(children.get(pid, []))
     while pending:
-        count += 1
-        pending += children.get(pending.pop(), [])
-    return count
+        found.append(pending.pop())
+        pending += children.get(found[-1], [])
+    return found
+
+
+def count_descendants(pid: int) -> int:
+    """Return how many live processes descend from `pid`."""
+    return len(descendants(pid))
+
+
+def _signal_tree(pid: int, signum: int) -> None:
+    """Signal the process's group and every process it started, also those in groups of their own
+    (an agent CLI often runs its tools in new sessions, out of reach of a group signal)."""
+    tree = descendants(pid)  # before the signal: children of a dead parent are re-parented
+    _killpg(pid, signum)
+    for child in tree:
+        try:
+            os.kill(child, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _write_json(path: Path, value: object) -> None:
@@ -106,7 +123,7 @@ def run_exec(req: ExecRequest, env: dict[str, str], cwd: str | None) -> ExecResu
         out, err = proc.communicate(stdin, timeout=req.timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        _killpg(proc.pid, signal.SIGKILL)
+        _signal_tree(proc.pid, signal.SIGKILL)
         try:
             out, err = proc.communicate(timeout=_DRAIN_SECONDS)
         except subprocess.TimeoutExpired:
@@ -288,14 +305,14 @@ class ProcessTable:
         threading.Thread(target=wait, name=f"wait-{proc.id}", daemon=True).start()
 
     def signal(self, process_id: str, name: SignalName) -> ProcessInfo | None:
-        """Signal the process's group (a no-op once it has exited); None if the id is unknown."""
+        """Signal the process and all it started (a no-op once it has exited); None if the id is unknown."""
         proc = self.get(process_id)
         if proc is None:
             return None
         with self._lock:
             running = process_id in self._popens
         if running:
-            _killpg(proc.pid, _SIGNALS[name])
+            _signal_tree(proc.pid, _SIGNALS[name])
         return proc.info()
 
     def terminate_all(self, grace: float) -> None:
@@ -303,13 +320,13 @@ class ProcessTable:
         with self._lock:
             running = [(self._procs[pid], popen) for pid, popen in self._popens.items()]
         for _, popen in running:
-            _killpg(popen.pid, signal.SIGTERM)
+            _signal_tree(popen.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for _, popen in running:
             try:
                 popen.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _killpg(popen.pid, signal.SIGKILL)
+                _signal_tree(popen.pid, signal.SIGKILL)
         # Let the waiters write the exit records, so a restarted sandboxd finds complete outputs.
         deadline = time.monotonic() + _DRAIN_SECONDS
         for proc, _ in running:

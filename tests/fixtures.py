@@ -55,10 +55,17 @@ def bwrap() -> None:
 def harness_root() -> Path:
     """The shared directory of installed harness CLIs (installed once, cached across runs)."""
     require(shutil.which("npm") is not None, "npm (apt-get install npm)")
+    from lap_claude_code import ClaudeCodeHarness
+    from lap_codex import CodexHarness
     from lap_core._install import install_harness
     from lap_opencode import OpencodeHarness
 
-    anyio.run(install_harness, HARNESS_CACHE, "opencode", OpencodeHarness())
+    for name, harness in (
+        ("opencode", OpencodeHarness()),
+        ("claude-code", ClaudeCodeHarness()),
+        ("codex", CodexHarness()),
+    ):
+        anyio.run(install_harness, HARNESS_CACHE, name, harness)
     return HARNESS_CACHE
 
 

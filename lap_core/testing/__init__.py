@@ -1,7 +1,8 @@
 """Test kit for LAP plugin authors: conformance suites and fixtures (opt-in pytest plugin)."""
 
+from lap_core.testing.harness import HarnessConformance, ScriptedLLM
 from lap_core.testing.jobs import JobQueueConformance
 from lap_core.testing.keys import ApiKeyConformance
 from lap_core.testing.store import StoreConformance
 
-__all__ = ["ApiKeyConformance", "JobQueueConformance", "StoreConformance"]
+__all__ = ["ApiKeyConformance", "HarnessConformance", "JobQueueConformance", "ScriptedLLM", "StoreConformance"]

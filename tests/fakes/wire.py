@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,11 +17,15 @@ USAGE = {"input": 12, "output": 7}
 
 @dataclass
 class Reply:
-    """A text answer, or one tool call (`tool` = name, `arguments` = its JSON object)."""
+    """A text answer, or one tool call (`tool` = name, `arguments` = its JSON object).
+
+    Every reply has ids of its own, as a real provider's do (Claude Code drops messages whose
+    id it has seen when it reloads a session)."""
 
     text: list[str] = field(default_factory=list)
     tool: str | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: secrets.token_hex(6))
 
 
 def _tools(kind: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -41,11 +46,17 @@ def _after_last_user_message(items: list[Any], is_user: Any) -> list[Any]:
 
 
 def _is_user_text(message: dict[str, Any]) -> bool:
+    """A user message that asks something (not only tool results): its last block is text.
+
+    Claude Code, resuming a session, sends a new prompt in the same message as the previous
+    turn's tool results (`[tool_result, text]`)."""
     content = message.get("content")
-    blocks = content if isinstance(content, list) else []
-    return message.get("role") == "user" and not any(
-        isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks
-    )
+    if message.get("role") != "user":
+        return False
+    if not isinstance(content, list) or not content:
+        return True
+    last = content[-1]
+    return not (isinstance(last, dict) and last.get("type") == "tool_result")
 
 
 def _has_tool_result(kind: str, body: dict[str, Any]) -> bool:
@@ -107,14 +118,24 @@ def stream(kind: str, model: str, reply: Reply) -> Iterator[bytes | None]:
 
 
 def _chat_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
-    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    base = {
+        "id": f"chatcmpl-{reply.id}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
     yield chunk({"role": "assistant", "content": ""})
     if reply.tool:
-        call = {"index": 0, "id": "call_fake_1", "type": "function", "function": {"name": reply.tool, "arguments": ""}}
+        call = {
+            "index": 0,
+            "id": f"call_{reply.id}",
+            "type": "function",
+            "function": {"name": reply.tool, "arguments": ""},
+        }
         yield chunk({"tool_calls": [call]})
         yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": json.dumps(reply.arguments)}}]})
         yield chunk({}, "tool_calls")
@@ -131,7 +152,7 @@ def _chat_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
 
 def _responses_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
     response = {
-        "id": "resp_fake",
+        "id": f"resp_{reply.id}",
         "object": "response",
         "created_at": int(time.time()),
         "model": model,
@@ -142,8 +163,8 @@ def _responses_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
     if reply.tool:
         item = {
             "type": "function_call",
-            "id": "fc_fake_1",
-            "call_id": "call_fake_1",
+            "id": f"fc_{reply.id}",
+            "call_id": f"call_{reply.id}",
             "name": reply.tool,
             "arguments": "",
             "status": "in_progress",
@@ -155,7 +176,7 @@ def _responses_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
         yield _sse(
             {
                 "type": "response.function_call_arguments.delta",
-                "item_id": "fc_fake_1",
+                "item_id": f"fc_{reply.id}",
                 "output_index": 0,
                 "delta": arguments,
             },
@@ -163,7 +184,13 @@ def _responses_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
         )
         done = {**item, "arguments": arguments, "status": "completed"}
     else:
-        item = {"type": "message", "id": "msg_fake_1", "role": "assistant", "status": "in_progress", "content": []}
+        item = {
+            "type": "message",
+            "id": f"msg_{reply.id}",
+            "role": "assistant",
+            "status": "in_progress",
+            "content": [],
+        }
         yield _sse(
             {"type": "response.output_item.added", "output_index": 0, "item": item}, "response.output_item.added"
         )
@@ -173,7 +200,7 @@ def _responses_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
             yield _sse(
                 {
                     "type": "response.output_text.delta",
-                    "item_id": "msg_fake_1",
+                    "item_id": f"msg_{reply.id}",
                     "output_index": 0,
                     "content_index": 0,
                     "delta": piece,
@@ -190,7 +217,7 @@ def _responses_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
 
 def _messages_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
     message = {
-        "id": "msg_fake",
+        "id": f"msg_{reply.id}",
         "type": "message",
         "role": "assistant",
         "model": model,
@@ -200,7 +227,7 @@ def _messages_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
     }
     yield _sse({"type": "message_start", "message": message}, "message_start")
     if reply.tool:
-        block = {"type": "tool_use", "id": "toolu_fake_1", "name": reply.tool, "input": {}}
+        block = {"type": "tool_use", "id": f"toolu_{reply.id}", "name": reply.tool, "input": {}}
         yield _sse({"type": "content_block_start", "index": 0, "content_block": block}, "content_block_start")
         delta = {"type": "input_json_delta", "partial_json": json.dumps(reply.arguments)}
         yield _sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta")
@@ -234,13 +261,13 @@ def complete(kind: str, model: str, reply: Reply) -> dict[str, Any]:
         if reply.tool:
             message["tool_calls"] = [
                 {
-                    "id": "call_fake_1",
+                    "id": f"call_{reply.id}",
                     "type": "function",
                     "function": {"name": reply.tool, "arguments": json.dumps(reply.arguments)},
                 }
             ]
         return {
-            "id": "chatcmpl-fake",
+            "id": f"chatcmpl-{reply.id}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
@@ -251,8 +278,8 @@ def complete(kind: str, model: str, reply: Reply) -> dict[str, Any]:
         item = (
             {
                 "type": "function_call",
-                "id": "fc_fake_1",
-                "call_id": "call_fake_1",
+                "id": f"fc_{reply.id}",
+                "call_id": f"call_{reply.id}",
                 "name": reply.tool,
                 "arguments": json.dumps(reply.arguments),
                 "status": "completed",
@@ -260,14 +287,14 @@ def complete(kind: str, model: str, reply: Reply) -> dict[str, Any]:
             if reply.tool
             else {
                 "type": "message",
-                "id": "msg_fake_1",
+                "id": f"msg_{reply.id}",
                 "role": "assistant",
                 "status": "completed",
                 "content": [{"type": "output_text", "text": text, "annotations": []}],
             }
         )
         return {
-            "id": "resp_fake",
+            "id": f"resp_{reply.id}",
             "object": "response",
             "created_at": int(time.time()),
             "model": model,
@@ -276,12 +303,12 @@ def complete(kind: str, model: str, reply: Reply) -> dict[str, Any]:
             "usage": {"input_tokens": USAGE["input"], "output_tokens": USAGE["output"], "total_tokens": 19},
         }
     content = (
-        [{"type": "tool_use", "id": "toolu_fake_1", "name": reply.tool, "input": reply.arguments}]
+        [{"type": "tool_use", "id": f"toolu_{reply.id}", "name": reply.tool, "input": reply.arguments}]
         if reply.tool
         else [{"type": "text", "text": text}]
     )
     return {
-        "id": "msg_fake",
+        "id": f"msg_{reply.id}",
         "type": "message",
         "role": "assistant",
         "model": model,

@@ -273,6 +273,29 @@ async def test_signal_kill_ends_a_sleeping_process(client: SandboxClient) -> Non
         assert caught.value.status == 404
 
 
+async def test_a_signal_reaches_children_in_sessions_of_their_own(client: SandboxClient) -> None:
+    # Agent CLIs run tools in new sessions: a process-group signal alone would leave them running.
+    pid = new_id()
+    await client.start_process(StartProcess(id=pid, argv=["sh", "-c", "setsid sleep 300 & echo $!; wait"]))
+    records = client.output(pid)
+    first = await records.__anext__()
+    detached = int(first.data)
+    assert os.getpgid(detached) != os.getpgid((await client.process(pid)).pid)
+    await client.signal(pid, "TERM")
+    async for _ in records:
+        pass
+    with anyio.fail_after(5):
+        while _running(detached):
+            await anyio.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 async def test_children_never_see_the_token(client: SandboxClient) -> None:
     result = await client.exec(["env"])
     assert "PATH=" in result.stdout

@@ -5,23 +5,17 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from lap_core.events import Error, TurnEnd
-from lap_core.harness import Harness
-from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, HydratePayload, StartProcess, text_file
+from lap_core.harness import CliHarness
+from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, HydratePayload, text_file
 from lap_opencode.events import OpencodeEventMapper
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
-    from lap_core.events import SessionEvent
     from lap_core.harness import LLMAccess
     from lap_core.models import Agent, Turn
-    from lap_core.sandbox import SandboxClient
 
 OPENCODE_VERSION = "1.18.33"
 PROVIDER = "lap"
 CONFIG_PATH = f"{HOME_DIR}/.config/opencode/opencode.json"
-STDERR_TAIL = 20
 
 
 def opencode_config(agent: Agent, llm: LLMAccess) -> dict[str, Any]:
@@ -46,9 +40,10 @@ def opencode_config(agent: Agent, llm: LLMAccess) -> dict[str, Any]:
     }
 
 
-class OpencodeHarness(Harness):
+class OpencodeHarness(CliHarness):
     """Runs opencode headless (`opencode run --format json`) inside the sandbox."""
 
+    cli_name = "opencode"
     npm_packages: ClassVar[tuple[str, ...]] = (f"opencode-ai@{OPENCODE_VERSION}",)
 
     def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
@@ -82,25 +77,6 @@ class OpencodeHarness(Harness):
             argv += ["--session", turn.native_session_id]
         return argv
 
-    async def run_turn(self, sandbox: SandboxClient, turn: Turn) -> AsyncIterator[SessionEvent]:
-        """Start the turn's process (idempotent by its id) and map its output as it arrives."""
-        # The message goes in on stdin: no argv length limit, and it never shows in a process list.
-        process = StartProcess(id=turn.process_id, argv=self.argv(turn), cwd=WORKSPACE_DIR, stdin=turn.text)
-        await sandbox.start_process(process)
-        mapper = OpencodeEventMapper(turn.native_session_id)
-        stderr: list[str] = []
-        failed = False
-        async for record in sandbox.output(turn.process_id):
-            if record.stream == "stdout":
-                for event in mapper.map_line(record.data):
-                    failed = failed or isinstance(event, Error)
-                    yield event
-            elif record.stream == "stderr":
-                stderr = [*stderr[-STDERR_TAIL + 1 :], record.data]
-            elif record.stream == "exit":
-                code = int(record.data)
-                if code != 0 and not failed:
-                    tail = " | ".join(line for line in stderr if line.strip())[-2000:]
-                    yield Error(code="harness_error", message=f"opencode exited with code {code}: {tail}")
-                    failed = True
-        yield TurnEnd(status="failed" if failed else "completed", reason="opencode reported an error" if failed else "")
+    def mapper(self, turn: Turn) -> OpencodeEventMapper:
+        """Map `opencode run --format json` lines (see `lap_opencode.events`)."""
+        return OpencodeEventMapper(turn.native_session_id)

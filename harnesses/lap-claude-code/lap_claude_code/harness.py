@@ -1,0 +1,89 @@
+"""`ClaudeCodeHarness`: one headless `claude -p` process per turn, resumed with `--resume`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, ClassVar
+
+import msgspec
+
+from lap_claude_code.events import ClaudeEventMapper
+from lap_core.harness import CliHarness
+from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, HydratePayload, text_file
+
+if TYPE_CHECKING:
+    from lap_core.harness import LLMAccess
+    from lap_core.models import Agent, Turn
+
+# 2.1.197 is the newest release that declares Node 20 support (later ones want Node >= 22).
+CLAUDE_CODE_VERSION = "2.1.197"
+MEMORY_PATH = f"{HOME_DIR}/.claude/CLAUDE.md"
+
+ToolNames = tuple[Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^,\s]+(\([^)]*\))?$")], ...]
+
+
+class ClaudeCodeOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Agent options of the `claude-code` harness.
+
+    `max_turns` caps the model round trips of one LAP turn (`--max-turns`); `allowed_tools` and
+    `disallowed_tools` are Claude Code tool rules such as `Bash` or `Bash(git:*)`.
+    """
+
+    max_turns: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    allowed_tools: ToolNames = ()
+    disallowed_tools: ToolNames = ()
+
+
+class ClaudeCodeHarness(CliHarness):
+    """Runs Claude Code headless (`claude -p --output-format stream-json`) inside the sandbox."""
+
+    cli_name = "claude"
+    npm_packages: ClassVar[tuple[str, ...]] = (f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}",)
+    Options = ClaudeCodeOptions
+
+    def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
+        """Point Claude Code at LAP's LLM proxy (Anthropic Messages route) with the stub key."""
+        files = [text_file(MEMORY_PATH, agent.prompt)] if agent.prompt else []
+        env = {
+            "ANTHROPIC_BASE_URL": llm.base_url,
+            "ANTHROPIC_API_KEY": llm.api_key,
+            # The sandbox has no internet: no update checks, telemetry or error reports.
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            # The sandbox is the boundary: skipping permission prompts is allowed even as root.
+            "IS_SANDBOX": "1",
+        }
+        return HydratePayload(env=env, files=files, workdir=WORKSPACE_DIR)
+
+    def argv(self, turn: Turn) -> list[str]:
+        """Return the command line of one turn (the message itself is sent on stdin)."""
+        options: ClaudeCodeOptions = self.options(turn.agent)
+        argv = [
+            f"{HARNESS_ROOT}/node_modules/.bin/claude",
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+            "--model",
+            turn.agent.model,
+            "--dangerously-skip-permissions",
+        ]
+        if options.max_turns is not None:
+            argv += ["--max-turns", str(options.max_turns)]
+        if options.allowed_tools:
+            argv += ["--allowedTools", ",".join(options.allowed_tools)]
+        if options.disallowed_tools:
+            argv += ["--disallowedTools", ",".join(options.disallowed_tools)]
+        if turn.native_session_id:
+            argv += ["--resume", turn.native_session_id]
+        return argv
+
+    def env(self, turn: Turn) -> dict[str, str]:
+        """Make Claude Code's background calls (titles, summaries) use the agent's model too:
+        the gateway may serve no other."""
+        model = turn.agent.model
+        return {"ANTHROPIC_SMALL_FAST_MODEL": model, "ANTHROPIC_DEFAULT_HAIKU_MODEL": model}
+
+    def mapper(self, turn: Turn) -> ClaudeEventMapper:
+        """Map `stream-json` lines (see `lap_claude_code.events`)."""
+        return ClaudeEventMapper(turn.native_session_id)

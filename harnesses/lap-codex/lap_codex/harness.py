@@ -1,0 +1,82 @@
+"""`CodexHarness`: one `codex exec --json` process per turn, resumed with `codex exec resume`."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import msgspec
+
+from lap_codex.events import CodexEventMapper
+from lap_core.harness import CliHarness
+from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, HydratePayload, text_file
+
+if TYPE_CHECKING:
+    from lap_core.harness import LLMAccess
+    from lap_core.models import Agent, Turn
+
+CODEX_VERSION = "0.169.0"
+PROVIDER = "lap"
+CODEX_HOME = f"{HOME_DIR}/.codex"
+
+
+class CodexOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Agent options of the `codex` harness: `reasoning_effort` for reasoning models."""
+
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+
+
+def codex_config(agent: Agent, llm: LLMAccess) -> str:
+    """Return Codex's `config.toml`: one provider (LAP's LLM proxy, Responses API), offline, no prompts."""
+    quoted = json.dumps  # a JSON string is a valid TOML basic string
+    return f"""\
+model = {quoted(agent.model)}
+model_provider = "{PROVIDER}"
+# The sandbox is the boundary: Codex runs commands directly and never stops to ask.
+approval_policy = "never"
+sandbox_mode = "danger-full-access"
+check_for_update_on_startup = false
+
+[model_providers.{PROVIDER}]
+name = "LAP gateway"
+base_url = {quoted(llm.base_url + "/v1")}
+env_key = "LITELLM_API_KEY"
+wire_api = "responses"
+
+[features]
+# Offline, plugin sync waits on GitHub for seconds at every exit.
+plugins = false
+"""
+
+
+class CodexHarness(CliHarness):
+    """Runs Codex headless (`codex exec --json`) inside the sandbox."""
+
+    cli_name = "codex"
+    npm_packages: ClassVar[tuple[str, ...]] = (f"@openai/codex@{CODEX_VERSION}",)
+    Options = CodexOptions
+
+    def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
+        """Write Codex's config (and the agent's prompt as its global AGENTS.md) into the harness home."""
+        files = [text_file(f"{CODEX_HOME}/config.toml", codex_config(agent, llm))]
+        if agent.prompt:
+            files.append(text_file(f"{CODEX_HOME}/AGENTS.md", agent.prompt))
+        env = {"CODEX_HOME": CODEX_HOME, "LITELLM_API_KEY": llm.api_key}
+        return HydratePayload(env=env, files=files, workdir=WORKSPACE_DIR)
+
+    def argv(self, turn: Turn) -> list[str]:
+        """Return the command line of one turn (Codex reads the message from stdin)."""
+        options: CodexOptions = self.options(turn.agent)
+        argv = [f"{HARNESS_ROOT}/node_modules/.bin/codex", "exec"]
+        if turn.native_session_id:
+            argv.append("resume")
+        argv += ["--json", "--skip-git-repo-check", "-m", turn.agent.model]
+        if options.reasoning_effort:
+            argv += ["-c", f'model_reasoning_effort="{options.reasoning_effort}"']
+        if turn.native_session_id:
+            argv.append(turn.native_session_id)
+        return argv
+
+    def mapper(self, turn: Turn) -> CodexEventMapper:
+        """Map `codex exec --json` lines (see `lap_codex.events`)."""
+        return CodexEventMapper(turn.native_session_id, call_prefix=f"{turn.process_id}.")
