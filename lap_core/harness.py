@@ -7,7 +7,7 @@ Most harnesses run one CLI process per turn and translate its output lines: subc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args, get_origin
 
 import msgspec
 
@@ -58,7 +58,9 @@ class Harness(ABC):
             try:
                 msgspec.convert(value, fields[key].type)
             except msgspec.ValidationError as error:
-                problems[key] = str(error).replace(" - at `$`", "")
+                problem = str(error).replace(" - at `$`", "")
+                choices = _literal_choices(fields[key].type)
+                problems[key] = f"{problem} (one of: {', '.join(map(str, choices))})" if choices else problem
         return problems
 
     def options(self, agent: Agent) -> Any:
@@ -80,6 +82,13 @@ class Harness(ABC):
     async def abort(self, sandbox: SandboxClient, turn: Turn) -> None:
         """Stop the turn's work in the sandbox (the default signals the turn's process)."""
         await sandbox.signal(turn.process_id, "TERM")
+
+
+def _literal_choices(annotation: Any) -> list[Any]:
+    """The values a `Literal[...]` (maybe inside a union such as `Literal[...] | None`) allows."""
+    if get_origin(annotation) is Literal:
+        return list(get_args(annotation))
+    return [choice for arg in get_args(annotation) for choice in _literal_choices(arg)]
 
 
 class LineMapper(Protocol):
