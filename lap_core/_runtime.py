@@ -13,6 +13,7 @@ import structlog
 from lap_core._config import CoreSettings, default_data_dir, load_settings, read_environment
 from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRunner, Worker
 from lap_core._engine.reconciler import Decisions, Reconciler
+from lap_core._loop import quiet_cancelled_wakeups
 from lap_core._plugins import PluginRegistry
 from lap_core._vault import LLMProxy, StubKeys
 from lap_core.errors import ConfigError, Conflict, NotFound
@@ -144,6 +145,7 @@ class Lap:
         self._component_settings = component_settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
         stack = self._stack
+        stack.enter_context(quiet_cancelled_wakeups())
         self.store: SessionStore = await stack.enter_async_context(store_spec.factory(url))
         # The embedded default keeps itself migrated; a shared database is migrated by `lap migrate`.
         if self._migrate or (self._migrate is None and core.database_url is None):

@@ -288,13 +288,15 @@ class TurnRunner:
             # The harness's own session went with the volume: it starts a new one, told the story so far.
             session = await self._store.update_session(session.id, native_session_id=None)
             text = await self._with_history(turn, text)
+        native = session.native_session_id
+        if logged is not None and "volume_lost" not in phases:
+            # Resumed or restarted, the harness goes on from its session as it was before this
+            # turn: the store may hold the id the interrupted attempt reported already.
+            native = await self._native_before(turn)
         if recreated and logged is not None:
-            # The sandbox, and the turn's process with it, was lost: the harness starts over, from
-            # its session as it was before this turn (not as the lost attempt left it).
+            # The sandbox, and the turn's process with it, was lost: the harness starts over.
             replay, restarts = [], restarts + 1
-            if "volume_lost" not in phases:
-                before = await self._native_before(turn)
-                session = await self._store.update_session(session.id, native_session_id=before)
+            session = await self._store.update_session(session.id, native_session_id=native)
             await self._append(turn, Status(phase="turn_restarted", detail="the sandbox was lost"))
         await self._store.update_session(
             session.id, status="running", status_detail="", sandbox_name=sandbox_name(session.id)
@@ -304,7 +306,7 @@ class TurnRunner:
             session_id=session.id,
             text=text,
             agent=agent,
-            native_session_id=session.native_session_id,
+            native_session_id=native,
             attempt=restarts,
         )
         events = harness.run_turn(current.sandbox, current.turn)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from lap_core import Error, Lap, Status, TextDelta, TurnEnd, UserMessage
+from lap_core import Error, HarnessSession, Lap, Status, TextDelta, TurnEnd, UserMessage
 from lap_core._engine import worker as worker_module
 from lap_core.errors import StoreError
 from lap_core.models import Job, TurnRecord
@@ -67,6 +67,9 @@ async def test_a_worker_that_stops_hands_its_turn_to_the_next_which_resumes_it(d
         # `first` has stopped: its turn is handed back, still running in the sandbox.
         job = (await _jobs(env, session.id))[0]
         assert (job.status, job.attempts) == ("queued", 1)
+        async with Lap(plugins=[SharedFakesPlugin()], env=env, run_turns=False) as admin:
+            # As if an attempt had stored the id it was told but died before logging it.
+            await admin.store.update_session(session.id, native_session_id="native-7")
         async with Lap(plugins=[SharedFakesPlugin()], env=env) as second:
             with anyio.fail_after(20):
                 records = [r async for r in second.sessions.follow(session.id, until_turn=turn.id)]
@@ -80,6 +83,11 @@ async def test_a_worker_that_stops_hands_its_turn_to_the_next_which_resumes_it(d
                 ran = await sandbox.exec(["cat", "streams.log"])
             assert ran.stdout.split() == [turn.id]  # the process ran once, followed by two workers
             assert (await second.store.get_job(job.id)).status == "done"
+            # The resumed harness went on from the session as it was before the turn.
+            assert second.harnesses["script"].seen_native_ids == [None]  # type: ignore[attr-defined]
+            assert [r.event for r in records if isinstance(r.event, HarnessSession)] == [
+                HarnessSession(native_session_id="native-1")
+            ]
     finally:
         stop_all(data_dir)
 

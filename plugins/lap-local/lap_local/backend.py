@@ -4,11 +4,13 @@ Layout under the data directory:
   volumes/<volume>/{workspace,home}   what survives a sandbox (bind-mounted read-write)
   sandboxes/<name>/meta.json          labels, token, pids (0600)
   sandboxes/<name>/run/               sandboxd's socket and turn output (/run/lap inside)
+  sandboxes/.locks/<name>             flock held while the sandbox is created or deleted
   runtime/<hash>/                     lap_sandboxd + msgspec for the sandbox's Python
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import secrets
@@ -16,8 +18,9 @@ import shutil
 import signal
 import subprocess
 import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import anyio
 import msgspec
@@ -28,6 +31,9 @@ from lap_core.errors import SandboxError
 from lap_core.sandbox import Check, SandboxBackend, SandboxClient, SandboxContext, SandboxRef, SandboxSpec
 from lap_local import cgroups
 from lap_local.bwrap import SOCKET, bwrap_argv, sandbox_env, write_etc
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 log = structlog.get_logger("lap.local")
 DEFAULT_SANDBOX_UID = 64000
@@ -189,18 +195,37 @@ class LocalBackend(SandboxBackend):
         self._write_meta(meta)
         log.info("sandbox.launched", sandbox=spec.name, pid=meta.pid, uid=self._uid)
 
+    @asynccontextmanager
+    async def _exclusive(self, name: str) -> AsyncIterator[None]:
+        """Hold the sandbox's lock: a create and a delete of one name (from any process) never interleave."""
+        path = self._root / "sandboxes" / ".locks" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await anyio.sleep(0.02)
+            yield
+        finally:
+            os.close(lock)  # releases the lock
+
     async def create(self, spec: SandboxSpec) -> SandboxRef:
         """Start the sandbox unless one of that name is running (idempotent)."""
-        existing = await self.status(spec.name)
-        if existing is not None and existing.state in ("starting", "ready"):
-            return existing
-        self._dir(spec.name).mkdir(parents=True, exist_ok=True)
-        meta = _Meta(name=spec.name, labels=dict(spec.labels), volume=spec.volume, token=secrets.token_urlsafe(32))
-        try:
-            await anyio.to_thread.run_sync(self._launch, spec, meta)
-        except OSError as error:
-            raise SandboxError(f"could not start sandbox {spec.name}: {error}") from error
-        return SandboxRef(name=spec.name, state="starting", labels=meta.labels)
+        self._dir(spec.name)  # validates the name before it names a lock file
+        async with self._exclusive(spec.name):
+            existing = await self.status(spec.name)
+            if existing is not None and existing.state in ("starting", "ready"):
+                return existing
+            self._dir(spec.name).mkdir(parents=True, exist_ok=True)
+            meta = _Meta(name=spec.name, labels=dict(spec.labels), volume=spec.volume, token=secrets.token_urlsafe(32))
+            try:
+                await anyio.to_thread.run_sync(self._launch, spec, meta)
+            except OSError as error:
+                raise SandboxError(f"could not start sandbox {spec.name}: {error}") from error
+            return SandboxRef(name=spec.name, state="starting", labels=meta.labels)
 
     def _pids(self, meta: _Meta) -> tuple[int, int]:
         child_pid = meta.child_pid
@@ -259,6 +284,11 @@ class LocalBackend(SandboxBackend):
 
     async def delete(self, name: str) -> None:
         """Kill every process of the sandbox and remove its run directory (volumes stay)."""
+        self._dir(name)
+        async with self._exclusive(name):
+            await self._delete(name)
+
+    async def _delete(self, name: str) -> None:
         meta = self._read_meta(name)
         if meta is not None:
             pid, child_pid = self._pids(meta)
@@ -357,6 +387,8 @@ class LocalBackend(SandboxBackend):
         refs = []
         root = self._root / "sandboxes"
         for directory in sorted(root.iterdir()) if root.exists() else []:
+            if directory.name.startswith("."):
+                continue  # .locks
             meta = self._read_meta(directory.name)
             if meta is not None and wanted <= meta.labels.items():
                 ref = await self.status(directory.name)
