@@ -46,6 +46,13 @@ wire_api = "responses"
 [features]
 # Offline, plugin sync waits on GitHub for seconds at every exit.
 plugins = false
+
+# Nothing leaves the sandbox but model calls; offline, the usage-metrics upload held every exit 5 s.
+[analytics]
+enabled = false
+
+[otel]
+metrics_exporter = "none"
 """
 
 

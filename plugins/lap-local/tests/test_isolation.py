@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from lap_core import Lap, SandboxError, SandboxSpec, Status
@@ -179,6 +180,6 @@ async def test_a_create_racing_a_delete_of_the_same_name_waits_for_it(lap: Lap) 
         await lap.backend.wait_ready("iso-race", timeout=20)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(lap.backend.delete, "iso-race")
-            await anyio.sleep(0)  # the delete has begun
+            await anyio.lowlevel.checkpoint()  # the delete has begun
             tasks.start_soon(lap.backend.create, spec)
         assert (await lap.backend.wait_ready("iso-race", timeout=20)).state == "ready"
