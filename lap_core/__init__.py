@@ -42,7 +42,7 @@ from lap_core.events import (
     decode_event,
     encode_event,
 )
-from lap_core.harness import Harness, LLMAccess
+from lap_core.harness import CliHarness, Harness, LineMapper, LLMAccess
 from lap_core.hookspecs import hookimpl
 from lap_core.integration import Integration
 from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Job, Session, Team, Turn, TurnRecord
@@ -67,6 +67,7 @@ __all__ = [
     "DEFAULT_TEAM_ID",
     "Agent",
     "ApiKey",
+    "CliHarness",
     "ConfigError",
     "Conflict",
     "Error",
@@ -85,6 +86,7 @@ __all__ = [
     "LLMAccess",
     "Lap",
     "LapError",
+    "LineMapper",
     "NotFound",
     "NotSupported",
     "OutputRecord",
