@@ -169,17 +169,3 @@ async def test_memory_and_pid_limits_hold_and_go_with_the_sandbox(lap: Lap) -> N
         assert "fork" in forks.stderr.lower() or "resource" in forks.stderr.lower()
     await lap.backend.delete("iso-limits")
     assert not limit.parent.exists()
-
-
-async def test_a_create_racing_a_delete_of_the_same_name_waits_for_it(lap: Lap) -> None:
-    # The engine re-creates a sandbox the moment it sees it die, maybe while the delete that
-    # killed it is still cleaning up (its cgroups, its directory).
-    spec = SandboxSpec(name="iso-race", harness="none", volume="iso-race", labels={"test": "isolation"})
-    for _ in range(3):
-        await lap.backend.create(spec)
-        await lap.backend.wait_ready("iso-race", timeout=20)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(lap.backend.delete, "iso-race")
-            await anyio.lowlevel.checkpoint()  # the delete has begun
-            tasks.start_soon(lap.backend.create, spec)
-        assert (await lap.backend.wait_ready("iso-race", timeout=20)).state == "ready"
