@@ -10,9 +10,10 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args, get_origin
 
 import msgspec
+import structlog
 
 from lap_core.events import Error, TurnEnd
-from lap_core.sandbox import WORKSPACE_DIR, HydratePayload, StartProcess
+from lap_core.sandbox import WORKSPACE_DIR, HydratePayload, SandboxdError, StartProcess
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from lap_core.events import SessionEvent
     from lap_core.models import Agent, Turn
     from lap_core.sandbox import SandboxClient
+
+log = structlog.get_logger("lap")
 
 STDERR_TAIL = 20
 """How many of a failed CLI's last stderr lines its error message quotes."""
@@ -118,6 +121,14 @@ class CliHarness(Harness):
     def mapper(self, turn: Turn) -> LineMapper:
         """Return a fresh mapper for one turn's output."""
 
+    def _map(self, mapper: LineMapper, line: str) -> list[SessionEvent]:
+        """Map one line; a line the mapper cannot read is skipped (the same way on every replay)."""
+        try:
+            return mapper.map_line(line)
+        except Exception as error:
+            log.warning("harness.line_skipped", harness=self.cli_name, error=repr(error), line=line[:500])
+            return []
+
     def env(self, turn: Turn) -> dict[str, str]:
         """Return environment variables for this turn's process (on top of the sandbox's)."""
         return {}
@@ -131,20 +142,23 @@ class CliHarness(Harness):
         await sandbox.start_process(process)
         mapper = self.mapper(turn)
         stderr: list[str] = []
-        failed = False
+        failed = exited = False
         async for record in sandbox.output(turn.process_id):
             if record.stream == "stdout":
-                for event in mapper.map_line(record.data):
+                for event in self._map(mapper, record.data):
                     failed = failed or isinstance(event, Error)
                     yield event
             elif record.stream == "stderr":
                 stderr = [*stderr[-STDERR_TAIL + 1 :], record.data]
             elif record.stream == "exit":
+                exited = True
                 code = int(record.data)
                 if code != 0 and not failed:
                     tail = " | ".join(line for line in stderr if line.strip())[-2000:]
                     yield Error(code="harness_error", message=f"{self.cli_name} exited with code {code}: {tail}")
                     failed = True
+        if not exited:  # the stream was cut: LAP re-attaches to the process
+            raise SandboxdError(0, f"output of {turn.process_id} ended before the process did")
         yield TurnEnd(
             status="failed" if failed else "completed", reason=f"{self.cli_name} reported an error" if failed else ""
         )

@@ -90,7 +90,8 @@ def _signal_tree(pid: int, signum: int) -> None:
     _killpg(pid, signum)
     for child in tree:
         try:
-            os.kill(child, signum)
+            if os.getpgid(child) != pid:  # the group signal reached the others (once is enough)
+                os.kill(child, signum)
         except (ProcessLookupError, PermissionError):
             pass
 

@@ -42,11 +42,12 @@ def test_options_come_back_typed_with_their_defaults() -> None:
 def test_the_bundled_harnesses_validate_their_options() -> None:
     assert OpencodeHarness().validate_options({"x": 1}) == {"x": "unknown option (known: none)"}
     claude = ClaudeCodeHarness()
-    assert claude.validate_options({"max_turns": 5, "allowed_tools": ["Bash(git:*)", "Read"]}) == {}
-    assert set(claude.validate_options({"max_turns": "many", "allowed_tools": ["two words"]})) == {
-        "max_turns",
-        "allowed_tools",
-    }
+    assert (
+        claude.validate_options({"max_turns": 5, "tools": ["Bash", "Read"], "disallowed_tools": ["Bash(rm:*)"]}) == {}
+    )
+    bad = {"max_turns": "many", "tools": ["Bash(git:*)"], "disallowed_tools": ["--model=evil", "Bash(x"]}
+    assert set(claude.validate_options(bad)) == {"max_turns", "tools", "disallowed_tools"}
+    assert "unknown option" in claude.validate_options({"allowed_tools": ["Read"]})["allowed_tools"]
     assert CodexHarness().validate_options({"reasoning_effort": "high"}) == {}
     assert "reasoning_effort" in CodexHarness().validate_options({"reasoning_effort": "extreme"})
 
@@ -58,13 +59,14 @@ def test_options_shape_the_command_line() -> None:
         name="n",
         harness="claude-code",
         model="m",
-        options={"max_turns": 3, "allowed_tools": ["Bash", "Read"]},
+        options={"max_turns": 3, "tools": ["Bash", "Read"]},
     )
     from lap_core import Turn
 
     argv = ClaudeCodeHarness().argv(Turn(id="turn_1", session_id="s", text="hi", agent=agent, native_session_id="x"))
     assert argv[argv.index("--max-turns") + 1] == "3"
-    assert argv[argv.index("--allowedTools") + 1] == "Bash,Read"
+    assert argv[argv.index("--tools") + 1] == "Bash,Read"
+    assert "--allowedTools" not in argv
     assert argv[-2:] == ["--resume", "x"]
     codex = msgspec.structs.replace(agent, harness="codex", options={"reasoning_effort": "low"})
     argv = CodexHarness().argv(Turn(id="turn_1", session_id="s", text="hi", agent=codex, native_session_id="t1"))

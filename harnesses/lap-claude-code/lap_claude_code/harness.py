@@ -18,19 +18,22 @@ if TYPE_CHECKING:
 CLAUDE_CODE_VERSION = "2.1.197"
 MEMORY_PATH = f"{HOME_DIR}/.claude/CLAUDE.md"
 
-ToolNames = tuple[Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^,\s]+(\([^)]*\))?$")], ...]
+ToolNames = tuple[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")], ...]
+ToolRules = tuple[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_.*-]*(\([^()]*\))?$")], ...]
 
 
 class ClaudeCodeOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Agent options of the `claude-code` harness.
 
-    `max_turns` caps the model round trips of one LAP turn (`--max-turns`); `allowed_tools` and
-    `disallowed_tools` are Claude Code tool rules such as `Bash` or `Bash(git:*)`.
+    `max_turns` caps the model round trips of one LAP turn (`--max-turns`). `tools` limits the
+    built-in tools the agent has at all (`--tools`, names such as `Bash` or `Read`; empty: all);
+    `disallowed_tools` denies tool rules such as `WebFetch` or `Bash(rm:*)`. (Claude Code's
+    `--allowedTools` restricts nothing when permission prompts are skipped, as they are here.)
     """
 
     max_turns: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
-    allowed_tools: ToolNames = ()
-    disallowed_tools: ToolNames = ()
+    tools: ToolNames = ()
+    disallowed_tools: ToolRules = ()
 
 
 class ClaudeCodeHarness(CliHarness):
@@ -42,7 +45,8 @@ class ClaudeCodeHarness(CliHarness):
 
     def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
         """Point Claude Code at LAP's LLM proxy (Anthropic Messages route) with the stub key."""
-        files = [text_file(MEMORY_PATH, agent.prompt)] if agent.prompt else []
+        # Written even when empty: the harness home outlives a cleared prompt.
+        files = [text_file(MEMORY_PATH, agent.prompt)]
         env = {
             "ANTHROPIC_BASE_URL": llm.base_url,
             "ANTHROPIC_API_KEY": llm.api_key,
@@ -70,8 +74,8 @@ class ClaudeCodeHarness(CliHarness):
         ]
         if options.max_turns is not None:
             argv += ["--max-turns", str(options.max_turns)]
-        if options.allowed_tools:
-            argv += ["--allowedTools", ",".join(options.allowed_tools)]
+        if options.tools:
+            argv += ["--tools", ",".join(options.tools)]
         if options.disallowed_tools:
             argv += ["--disallowedTools", ",".join(options.disallowed_tools)]
         if turn.native_session_id:

@@ -12,7 +12,7 @@ Each stdout line is one JSON object with a `type`; items carry their own `type`:
 | `item.completed` `file_change`                     | `tool_call` `apply_patch` then `tool_result`     |
 | `item.started` / `completed` `mcp_tool_call`       | `tool_call` `<server>.<tool>`, `tool_result`     |
 | `item.completed` `web_search`                      | `tool_call` `web_search` then `tool_result`      |
-| `turn.completed`                                   | `usage` (input, output + reasoning tokens)       |
+| `turn.completed`                                   | `usage` (input, output tokens incl. reasoning)   |
 | `turn.failed`                                      | `error` (code `harness_error`)                   |
 | `error`, `item.completed` `error` (not fatal)      | `status` `harness_warning`                       |
 | `turn.started`, `item.updated`, `todo_list`        | nothing                                          |
@@ -69,8 +69,12 @@ class CodexEventMapper:
                 return self._item(item, done=kind == "item.completed")
         elif kind == "turn.completed":
             usage = data.get("usage") or {}
-            output = int(usage.get("output_tokens") or 0) + int(usage.get("reasoning_output_tokens") or 0)
-            return [Usage(input_tokens=int(usage.get("input_tokens") or 0), output_tokens=output)]
+            # output_tokens includes the reasoning tokens (reasoning_output_tokens is a part of it)
+            return [
+                Usage(
+                    input_tokens=int(usage.get("input_tokens") or 0), output_tokens=int(usage.get("output_tokens") or 0)
+                )
+            ]
         elif kind == "turn.failed":
             return [Error(code="harness_error", message=_message(data.get("error")))]
         elif kind == "error":

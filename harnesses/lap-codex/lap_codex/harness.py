@@ -26,11 +26,15 @@ class CodexOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
 
 
+def _toml_string(value: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, but TOML also forbids a raw DEL."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def codex_config(agent: Agent, llm: LLMAccess) -> str:
     """Return Codex's `config.toml`: one provider (LAP's LLM proxy, Responses API), offline, no prompts."""
-    quoted = json.dumps  # a JSON string is a valid TOML basic string
     return f"""\
-model = {quoted(agent.model)}
+model = {_toml_string(agent.model)}
 model_provider = "{PROVIDER}"
 # The sandbox is the boundary: Codex runs commands directly and never stops to ask.
 approval_policy = "never"
@@ -39,7 +43,7 @@ check_for_update_on_startup = false
 
 [model_providers.{PROVIDER}]
 name = "LAP gateway"
-base_url = {quoted(llm.base_url + "/v1")}
+base_url = {_toml_string(llm.base_url + "/v1")}
 env_key = "LITELLM_API_KEY"
 wire_api = "responses"
 
@@ -65,9 +69,11 @@ class CodexHarness(CliHarness):
 
     def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
         """Write Codex's config (and the agent's prompt as its global AGENTS.md) into the harness home."""
-        files = [text_file(f"{CODEX_HOME}/config.toml", codex_config(agent, llm))]
-        if agent.prompt:
-            files.append(text_file(f"{CODEX_HOME}/AGENTS.md", agent.prompt))
+        # The prompt file is written even when empty: the harness home outlives a cleared prompt.
+        files = [
+            text_file(f"{CODEX_HOME}/config.toml", codex_config(agent, llm)),
+            text_file(f"{CODEX_HOME}/AGENTS.md", agent.prompt),
+        ]
         env = {"CODEX_HOME": CODEX_HOME, "LITELLM_API_KEY": llm.api_key}
         return HydratePayload(env=env, files=files, workdir=WORKSPACE_DIR)
 

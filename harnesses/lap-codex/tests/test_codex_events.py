@@ -76,5 +76,5 @@ def test_other_items() -> None:
     assert events[3:] == [
         ToolResult(call_id="item_3", output="add a.py"),
         ToolResult(call_id="item_3", output='{"n": 1}'),
-        Usage(input_tokens=5, output_tokens=5),
+        Usage(input_tokens=5, output_tokens=2),
     ]

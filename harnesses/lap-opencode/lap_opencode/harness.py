@@ -48,9 +48,11 @@ class OpencodeHarness(CliHarness):
 
     def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
         """Write opencode's config (and the agent's prompt as global AGENTS.md) into the harness home."""
-        files = [text_file(CONFIG_PATH, json.dumps(opencode_config(agent, llm), indent=2))]
-        if agent.prompt:
-            files.append(text_file(f"{HOME_DIR}/.config/opencode/AGENTS.md", agent.prompt))
+        # The prompt file is written even when empty: the harness home outlives a cleared prompt.
+        files = [
+            text_file(CONFIG_PATH, json.dumps(opencode_config(agent, llm), indent=2)),
+            text_file(f"{HOME_DIR}/.config/opencode/AGENTS.md", agent.prompt),
+        ]
         env = {
             "LITELLM_API_BASE": llm.base_url,
             "LITELLM_API_KEY": llm.api_key,
