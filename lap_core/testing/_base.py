@@ -1,4 +1,4 @@
-"""What every conformance suite shares: the asyncio backend, the `store` fixture to override, helpers."""
+"""What the conformance suites share: the asyncio backend, the `store` fixture to override, helpers."""
 
 from __future__ import annotations
 
@@ -55,15 +55,19 @@ def _without_at(records: list[ev.EventRecord]) -> list[ev.EventRecord]:
     return [msgspec.structs.replace(record, at=_EPOCH) for record in records]
 
 
-class StoreSuite:
-    """Base of the store conformance suites; a subclass provides the `store` fixture."""
+class Suite:
+    """Base of every conformance suite: async tests, on asyncio."""
 
     pytestmark = pytest.mark.anyio
 
     @pytest.fixture
     def anyio_backend(self) -> str:
-        """Run on asyncio (piccolo, asyncpg and friends need it)."""
+        """Run on asyncio (piccolo, asyncpg, httpx and friends need it)."""
         return "asyncio"
+
+
+class StoreSuite(Suite):
+    """Base of the store conformance suites; a subclass provides the `store` fixture."""
 
     @pytest.fixture
     def store(self) -> SessionStore:

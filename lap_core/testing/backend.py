@@ -20,6 +20,7 @@ import pytest
 
 from lap_core.errors import SandboxError
 from lap_core.sandbox import HOME_DIR, WORKSPACE_DIR, SandboxSpec
+from lap_core.testing._base import Suite
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -30,19 +31,13 @@ READY_TIMEOUT = 120.0
 """Seconds a sandbox may take to become ready (a cold pod may pull an image)."""
 
 
-class BackendConformance:
+class BackendConformance(Suite):
     """The sandbox backend conformance suite; a subclass provides the `backend` fixture."""
 
-    pytestmark = pytest.mark.anyio
     harness: ClassVar[str] = "none"
     """The `SandboxSpec.harness` the suite's sandboxes get (one the backend can start)."""
     spec_fields: ClassVar[dict[str, Any]] = {}
     """Further `SandboxSpec` fields the backend needs (an image, say)."""
-
-    @pytest.fixture
-    def anyio_backend(self) -> str:
-        """Run on asyncio."""
-        return "asyncio"
 
     @pytest.fixture
     def backend(self) -> SandboxBackend:

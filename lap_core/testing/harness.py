@@ -39,6 +39,7 @@ from lap_core.events import (
     UserMessage,
 )
 from lap_core.models import Turn
+from lap_core.testing._base import Suite
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -95,10 +96,8 @@ def _is_harness_event(event: SessionEvent) -> bool:
     return not (isinstance(event, Status) and event.phase.startswith(PLATFORM_PHASES))
 
 
-class HarnessConformance:
+class HarnessConformance(Suite):
     """The harness conformance suite; a subclass names `harness` and provides `lap` and `scripted_llm`."""
-
-    pytestmark = pytest.mark.anyio
 
     harness: ClassVar[str] = ""
     """The harness's registered name."""
@@ -106,11 +105,6 @@ class HarnessConformance:
     """A model the gateway serves from the scripted LLM."""
     options: ClassVar[dict[str, Any]] = {}
     """Agent options the suite's agents get (valid ones)."""
-
-    @pytest.fixture
-    def anyio_backend(self) -> str:
-        """Run on asyncio."""
-        return "asyncio"
 
     @pytest.fixture
     def lap(self) -> Lap:

@@ -1,28 +1,7 @@
-"""The harness conformance suite with the real CLI in a bwrap sandbox, behind a real LiteLLM proxy
-in front of the scripted fake LLM."""
+"""The harness conformance suite for `codex` (see `tests/harness_conformance.py`)."""
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-import pytest
-
-from lap_core.testing import HarnessConformance
-
-if TYPE_CHECKING:
-    from lap_core import Lap
-    from tests.fakes.llm_server import FakeLLM
-
-pytestmark = [pytest.mark.e2e, pytest.mark.bwrap]
+from tests.harness_conformance import FakeGatewayConformance
 
 
-class TestCodexConformance(HarnessConformance):
+class TestCodexConformance(FakeGatewayConformance):
     harness = "codex"
-
-    @pytest.fixture
-    def lap(self, e2e_lap: Lap) -> Lap:
-        return e2e_lap
-
-    @pytest.fixture
-    def scripted_llm(self, llm: FakeLLM) -> FakeLLM:
-        return llm
