@@ -6,6 +6,7 @@ Most harnesses run one CLI process per turn and translate its output lines: subc
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args, get_origin
 
@@ -85,6 +86,15 @@ class Harness(ABC):
     async def abort(self, sandbox: SandboxClient, turn: Turn) -> None:
         """Stop the turn's work in the sandbox (the default signals the turn's process)."""
         await sandbox.signal(turn.process_id, "TERM")
+
+
+def json_object(line: str) -> dict[str, Any] | None:
+    """Return the JSON object on one output line, or None (blank, not JSON, or not an object)."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _literal_choices(annotation: Any) -> list[Any]:

@@ -19,10 +19,10 @@ again (an API error's synthetic message is reported by the `result` line instead
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from lap_core.events import Error, HarnessSession, ReasoningDelta, SessionEvent, TextDelta, ToolCall, ToolResult, Usage
+from lap_core.harness import json_object
 
 
 class ClaudeEventMapper:
@@ -34,11 +34,8 @@ class ClaudeEventMapper:
 
     def map_line(self, line: str) -> list[SessionEvent]:
         """Return the events of one stdout line (none for blank or non-JSON lines)."""
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return []
-        if not isinstance(data, dict) or data.get("parent_tool_use_id"):
+        data = json_object(line)
+        if data is None or data.get("parent_tool_use_id"):
             return []
         events: list[SessionEvent] = []
         session_id = data.get("session_id")

@@ -37,6 +37,7 @@ from lap_core.events import (
     ToolResult,
     Usage,
 )
+from lap_core.harness import json_object
 
 TOOL_ITEMS = ("command_execution", "file_change", "mcp_tool_call", "web_search")
 
@@ -51,11 +52,8 @@ class CodexEventMapper:
 
     def map_line(self, line: str) -> list[SessionEvent]:
         """Return the events of one stdout line (none for blank or non-JSON lines)."""
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return []
-        if not isinstance(data, dict):
+        data = json_object(line)
+        if data is None:
             return []
         kind = data.get("type")
         if kind == "thread.started":

@@ -15,10 +15,10 @@ Each stdout line is one JSON object `{"type", "timestamp", "sessionID", "part" |
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from lap_core.events import Error, HarnessSession, ReasoningDelta, SessionEvent, TextDelta, ToolCall, ToolResult, Usage
+from lap_core.harness import json_object
 
 
 class OpencodeEventMapper:
@@ -29,11 +29,8 @@ class OpencodeEventMapper:
 
     def map_line(self, line: str) -> list[SessionEvent]:
         """Return the events of one stdout line (none for blank or non-JSON lines)."""
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return []
-        if not isinstance(data, dict):
+        data = json_object(line)
+        if data is None:
             return []
         events: list[SessionEvent] = []
         session_id = data.get("sessionID")
