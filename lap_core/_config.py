@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 S = TypeVar("S", bound=msgspec.Struct)
 
+HostPort = Annotated[
+    str, msgspec.Meta(pattern=r"^(\[[0-9a-fA-F:]+\]|[^\s:/\[\]]+):[0-9]{1,5}$", description="HOST:PORT")
+]
 HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+(/\S*)?$", description="an http(s) URL")]
 
 
@@ -45,6 +48,16 @@ class CoreSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     # A session's sandbox is suspended after this long without activity (0: never).
     session_idle_timeout: Annotated[float, msgspec.Meta(ge=0)] = 1800.0
     lap_reconcile_interval: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    # For sandboxes on other machines (Kubernetes): the LLM proxy also listens on this TCP address,
+    # and sandboxes reach it at LAP_VAULT_URL (a Service in front of the workers, say).
+    lap_vault_listen: HostPort | None = None
+    lap_vault_url: HttpUrl | None = None
+
+
+def host_port(value: str) -> tuple[str, int]:
+    """Split a validated `HOST:PORT` (IPv6 in brackets) into (host, port)."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def read_environment(env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> dict[str, str]:

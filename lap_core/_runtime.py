@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
-from lap_core._config import CoreSettings, default_data_dir, load_settings, read_environment
+from lap_core._config import CoreSettings, default_data_dir, host_port, load_settings, read_environment
 from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRunner, Worker
 from lap_core._engine.reconciler import Decisions, Reconciler
 from lap_core._loop import quiet_cancelled_wakeups
@@ -156,7 +156,7 @@ class Lap:
 
         keys = StubKeys.from_file(self.data_dir / "secrets" / "vault.key")
         vault_socket = self.data_dir / "run" / "vault" / "llm.sock"
-        context = SandboxContext(data_dir=self.data_dir, vault_socket=vault_socket)
+        context = SandboxContext(data_dir=self.data_dir, vault_socket=vault_socket, vault_url=core.lap_vault_url)
         self.backend: SandboxBackend = await stack.enter_async_context(
             _build(backend_spec, component_settings.get("backend"), context=context)
         )
@@ -170,7 +170,11 @@ class Lap:
             assert core.litellm_api_base is not None
             assert core.litellm_api_key is not None
             proxy = LLMProxy(
-                socket_path=vault_socket, upstream=core.litellm_api_base, api_key=core.litellm_api_key, keys=keys
+                socket_path=vault_socket,
+                upstream=core.litellm_api_base,
+                api_key=core.litellm_api_key,
+                keys=keys,
+                listen=host_port(core.lap_vault_listen) if core.lap_vault_listen else None,
             )
             await tasks.start(proxy.serve)
         bus = EventBus()

@@ -1,4 +1,4 @@
-"""`python -m lap_sandboxd --socket PATH --state DIR [--listen HOST:PORT] [--egress HOST:PORT=UNIXPATH ...]`."""
+"""`python -m lap_sandboxd --socket PATH --state DIR [--listen HOST:PORT] [--egress HOST:PORT=TARGET ...]`."""
 
 from __future__ import annotations
 

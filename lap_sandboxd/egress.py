@@ -1,7 +1,8 @@
-"""The egress forwarder: TCP ports on the sandbox's loopback piped to unix sockets outside.
+"""The egress forwarder: TCP ports on the sandbox's loopback piped to the platform's LLM proxy.
 
-The sandbox's network namespace has only loopback; the platform bind-mounts a unix socket (its
-LLM proxy) in, and tools inside reach it as `http://127.0.0.1:4000`.
+Tools inside reach the proxy as `http://127.0.0.1:4000` wherever the sandbox runs. A local
+sandbox's network namespace has only loopback and the platform bind-mounts the proxy's unix
+socket in; a pod's target is the proxy's TCP address (`HOST:PORT`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,33 @@ __all__ = ["EgressServer", "parse_egress"]
 _BUFFER = 64 * 1024
 
 
-def parse_egress(spec: str) -> tuple[tuple[str, int], str]:
-    """Parse `HOST:PORT=UNIXPATH` into ((host, port), path).
+Target = str | tuple[str, int]
+"""A unix socket path, or a TCP (host, port)."""
+
+
+def _address(value: str) -> tuple[str, int] | None:
+    host, colon, port = value.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def parse_egress(spec: str) -> tuple[tuple[str, int], Target]:
+    """Parse `HOST:PORT=/UNIX/PATH` or `HOST:PORT=TARGETHOST:TARGETPORT` into (address, target).
 
     Raises:
         ValueError: the spec is malformed.
     """
-    address, sep, path = spec.partition("=")
-    host, colon, port = address.rpartition(":")
-    if not sep or not colon or not host or not path or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT=UNIXPATH, got {spec!r}")
-    return (host.strip("[]"), int(port)), path
+    listen, sep, target = spec.partition("=")
+    address = _address(listen)
+    if not sep or address is None:
+        raise ValueError(f"expected HOST:PORT=/UNIX/PATH or HOST:PORT=HOST:PORT, got {spec!r}")
+    if target.startswith("/"):
+        return address, target
+    tcp = _address(target)
+    if tcp is None:
+        raise ValueError(f"expected a unix socket path or HOST:PORT after '=', got {spec!r}")
+    return address, tcp
 
 
 def _copy(source: socket.socket, target: socket.socket) -> None:
@@ -47,12 +64,20 @@ class _Pipe(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         client: socket.socket = self.request
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = self.server.target
         try:
-            upstream.connect(self.server.target)
+            if isinstance(target, str):
+                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    upstream.connect(target)
+                except OSError:
+                    upstream.close()
+                    raise
+            else:
+                upstream = socket.create_connection(target, timeout=10)
+                upstream.settimeout(None)
         except OSError as error:
-            print(f"lap_sandboxd: egress to {self.server.target} failed: {error}", file=sys.stderr, flush=True)
-            upstream.close()
+            print(f"lap_sandboxd: egress to {target} failed: {error}", file=sys.stderr, flush=True)
             return
         with upstream:
             back = threading.Thread(target=_copy, args=(upstream, client), daemon=True)
@@ -67,7 +92,7 @@ class EgressServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], target: str) -> None:
+    def __init__(self, address: tuple[str, int], target: Target) -> None:
         self.target = target
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.address_family = family

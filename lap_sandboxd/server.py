@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-from lap_sandboxd.egress import EgressServer, parse_egress
+from lap_sandboxd.egress import EgressServer, Target, parse_egress
 from lap_sandboxd.processes import count_descendants, run_exec
 from lap_sandboxd.protocol import (
     VERSION,
@@ -286,7 +286,7 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _egress(value: str) -> tuple[tuple[str, int], str]:
+def _egress(value: str) -> tuple[tuple[str, int], Target]:
     try:
         return parse_egress(value)
     except ValueError as error:
@@ -300,7 +300,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--state", required=True, type=Path, help="directory for process output and info")
     parser.add_argument("--listen", type=_host_port, help="also serve the API on HOST:PORT (TCP)")
     parser.add_argument(
-        "--egress", type=_egress, action="append", default=[], help="forward TCP HOST:PORT to a unix socket"
+        "--egress",
+        type=_egress,
+        action="append",
+        default=[],
+        help="forward TCP HOST:PORT=TARGET; TARGET is a unix socket path or a TCP HOST:PORT",
     )
     return parser.parse_args(argv)
 

@@ -1,6 +1,7 @@
 """The LLM proxy: the one way out of a sandbox.
 
-It listens on a unix socket that backends bind into sandboxes, accepts a request only with a
+It listens on a unix socket that local backends bind into sandboxes (and, for sandboxes elsewhere,
+on a TCP address: `LAP_VAULT_LISTEN`), accepts a request only with a
 valid per-session stub key (`Authorization: Bearer` or `x-api-key`), replaces it with the real
 `LITELLM_API_KEY` and streams the gateway's answer back unchanged. The real key never enters a
 sandbox. Requests are parsed with h11; the gateway is reached with httpx.
@@ -11,17 +12,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import h11
 import httpx
 import structlog
+from anyio.streams.stapled import MultiListener
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from anyio.abc import SocketStream, TaskStatus
+    from anyio.abc import Listener, SocketStream, TaskStatus
 
     from lap_core._vault.keys import StubKeys
 
@@ -62,8 +64,17 @@ class _Reject(Exception):
 class LLMProxy:
     """Forwards sandbox model traffic to the LiteLLM gateway with the real key swapped in."""
 
-    def __init__(self, *, socket_path: Path, upstream: str, api_key: str, keys: StubKeys) -> None:
+    def __init__(
+        self,
+        *,
+        socket_path: Path,
+        upstream: str,
+        api_key: str,
+        keys: StubKeys,
+        listen: tuple[str, int] | None = None,
+    ) -> None:
         self.socket_path = socket_path
+        self.listen = listen
         self._upstream = upstream.rstrip("/")
         self._api_key = api_key
         self._keys = keys
@@ -87,8 +98,13 @@ class LLMProxy:
                     await anyio.sleep(TAKEOVER_POLL)
             self.socket_path.unlink(missing_ok=True)
             # 0666: sandboxes run as another user; the stub key, not the file mode, is the gate.
-            listener = await anyio.create_unix_listener(self.socket_path, mode=0o666)
-            log.info("vault.listening", socket=str(self.socket_path), upstream=self._upstream)
+            listeners: list[Listener[Any]] = [await anyio.create_unix_listener(self.socket_path, mode=0o666)]
+            if self.listen is not None:
+                # Anyone who can reach the port may try; a request without a valid stub key gets a 401.
+                host, port = self.listen
+                listeners.append(await anyio.create_tcp_listener(local_host=host, local_port=port))
+            listener = MultiListener(listeners)
+            log.info("vault.listening", socket=str(self.socket_path), tcp=self.listen, upstream=self._upstream)
             try:
                 if not waiting:
                     task_status.started()

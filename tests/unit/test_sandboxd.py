@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from lap_core._sandbox_client import SandboxClient, SandboxdError
+from lap_sandboxd.egress import parse_egress
 from lap_sandboxd.protocol import FileSpec, HydrateRequest, StartProcess
 from tests.unit.sandboxd_daemon import TOKEN, WAIT, Daemon, alive, collect, new_id, running_daemon
 
@@ -115,6 +116,20 @@ class _Echo(socketserver.BaseRequestHandler):
 
 
 @pytest.fixture
+def echo_tcp() -> Iterator[str]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
 def echo_socket() -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="echo-", dir="/tmp"))
     path = directory / "echo.sock"
@@ -138,9 +153,12 @@ def free_port() -> int:
         return port
 
 
-async def test_egress_forwarder_pipes_bytes_to_a_unix_socket(lib: Path, echo_socket: Path) -> None:
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+async def test_egress_forwarder_pipes_bytes_to_its_target(lib: Path, kind: str, request: pytest.FixtureRequest) -> None:
+    # unix: a local sandbox's bind-mounted proxy socket; tcp: a pod's proxy address.
+    target = request.getfixturevalue("echo_socket" if kind == "unix" else "echo_tcp")
     port = free_port()
-    with running_daemon(lib, "--egress", f"127.0.0.1:{port}={echo_socket}") as daemon:
+    with running_daemon(lib, "--egress", f"127.0.0.1:{port}={target}") as daemon:
         async with daemon.client() as client:
             await client.wait_healthy(WAIT)
 
@@ -158,6 +176,26 @@ async def test_egress_forwarder_pipes_bytes_to_a_unix_socket(lib: Path, echo_soc
         async with anyio.create_task_group() as group:
             group.start_soon(round_trip, b"hello through the forwarder")
             group.start_soon(round_trip, secrets.token_bytes(1_000_000))
+
+
+@pytest.mark.parametrize(
+    ("spec", "parsed"),
+    [
+        ("127.0.0.1:4000=/run/v/llm.sock", (("127.0.0.1", 4000), "/run/v/llm.sock")),
+        ("127.0.0.1:4000=10.88.0.1:4001", (("127.0.0.1", 4000), ("10.88.0.1", 4001))),
+        ("[::1]:4000=lap-vault.lap.svc:4001", (("::1", 4000), ("lap-vault.lap.svc", 4001))),
+    ],
+)
+def test_egress_specs(spec: str, parsed: object) -> None:
+    assert parse_egress(spec) == parsed
+
+
+@pytest.mark.parametrize(
+    "spec", ["127.0.0.1:4000", "127.0.0.1=/x", "127.0.0.1:4000=relative.sock", "127.0.0.1:4000=h:0", ":4000=/x"]
+)
+def test_bad_egress_specs_are_refused(spec: str) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        parse_egress(spec)
 
 
 @pytest.mark.parametrize("isolated", [False, True], ids=["PYTHONPATH", "bootstrap"])

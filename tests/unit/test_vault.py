@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -180,6 +181,27 @@ async def test_a_second_proxy_takes_over_when_the_first_one_stops(
                 try:
                     if await ask() == "Bearer second-key":
                         break
-                except (httpx.ConnectError, AssertionError):
+                except (httpx.ConnectError, httpx.ReadError, AssertionError):  # reset by the closing listener
                     await anyio.sleep(0.1)
         outer.cancel_scope.cancel()
+
+
+async def test_the_proxy_also_serves_tcp_for_sandboxes_elsewhere(tmp_path: Path, upstream: str, keys: StubKeys) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proxy = LLMProxy(
+        socket_path=tmp_path / "llm.sock", upstream=upstream, api_key=REAL, keys=keys, listen=("127.0.0.1", port)
+    )
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(proxy.serve)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            denied = await client.post("/v1/chat/completions", json={})
+            allowed = await client.post(
+                "/v1/chat/completions", json={}, headers={"Authorization": f"Bearer {keys.issue('ses_1')}"}
+            )
+        await wait_all_tasks_blocked()
+        tasks.cancel_scope.cancel()
+    assert denied.status_code == 401
+    assert allowed.status_code == 200
+    assert Upstream.seen[0]["headers"]["authorization"] == f"Bearer {REAL}"
