@@ -20,6 +20,7 @@ from lap_sandboxd.protocol import (
     ExecResult,
     Health,
     HydrateRequest,
+    NewToken,
     OutputRecord,
     ProcessInfo,
     Signal,
@@ -141,6 +142,11 @@ class SandboxClient(AsyncResource):
             except SandboxdError as error:
                 last = error
             await anyio.sleep(min(_POLL_SECONDS, max(0.0, deadline - anyio.current_time())))
+
+    async def replace_token(self, token: str) -> None:
+        """Make `token` sandboxd's only token (and this client's); the old one stops working."""
+        await self._call("PUT", "/token", dict, NewToken(token=token))
+        self._http.headers["Authorization"] = f"Bearer {token}"
 
     async def hydrate(self, req: HydrateRequest) -> None:
         """Write the request's files and set its env and workdir for every later exec and process."""

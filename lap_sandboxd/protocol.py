@@ -16,7 +16,7 @@ it runs inside the sandbox.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -28,6 +28,7 @@ __all__ = [
     "FileSpec",
     "Health",
     "HydrateRequest",
+    "NewToken",
     "OutputRecord",
     "ProcessInfo",
     "ProcessState",
@@ -127,6 +128,12 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     """A signal for a process's whole process group."""
 
     signal: SignalName
+
+
+class NewToken(msgspec.Struct, frozen=True, kw_only=True):
+    """The token that replaces sandboxd's current one (a warm sandbox gets its own when it is claimed)."""
+
+    token: Annotated[str, msgspec.Meta(min_length=32, max_length=512)]
 
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):

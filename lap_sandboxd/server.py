@@ -37,6 +37,7 @@ from lap_sandboxd.protocol import (
     ExecRequest,
     Health,
     HydrateRequest,
+    NewToken,
     Signal,
     StartProcess,
 )
@@ -156,6 +157,8 @@ class Handler(BaseHTTPRequestHandler):
             return {"GET": self._health}
         if path == "/hydrate":
             return {"POST": self._hydrate}
+        if path == "/token":
+            return {"PUT": self._replace_token}
         if path == "/exec":
             return {"POST": self._exec}
         if path == "/processes":
@@ -178,6 +181,11 @@ class Handler(BaseHTTPRequestHandler):
             processes=count_descendants(os.getpid()),
         )
         self._send_json(200, health)
+
+    def _replace_token(self, _query: dict[str, list[str]]) -> None:
+        # From now on only the new token works: whoever knew the old one (a warm pool's) is out.
+        self.sandboxd.expected_auth = f"Bearer {self._body(NewToken).token}".encode()
+        self._send_json(200, {"ok": True})
 
     def _hydrate(self, _query: dict[str, list[str]]) -> None:
         self.sandboxd.hydrate(self._body(HydrateRequest))

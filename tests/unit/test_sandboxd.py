@@ -54,6 +54,24 @@ async def test_healthz_is_open_and_everything_else_needs_the_token(daemon: Daemo
         assert (response.status_code, list(response.json())) == (400, ["error"])
 
 
+async def test_a_replaced_token_is_the_only_one_that_works(lib: Path) -> None:
+    # A warm sandbox starts with its pool's token and gets one of its own when it is claimed.
+    with running_daemon(lib) as daemon:
+        async with daemon.client() as pool, daemon.client() as old:
+            await pool.wait_healthy(WAIT)
+            with pytest.raises(SandboxdError) as short:
+                await pool.replace_token("too-short")
+            assert short.value.status == 400
+            new = secrets.token_urlsafe(32)
+            await pool.replace_token(new)
+            assert (await pool.exec(["true"])).exit_code == 0  # the client carries the new token on
+            with pytest.raises(SandboxdError) as caught:
+                await old.exec(["true"])
+            assert caught.value.status == 401
+        async with daemon.client(token=new) as mine:
+            assert (await mine.exec(["true"])).exit_code == 0
+
+
 async def test_hydrate_then_exec_sees_env_and_files(daemon: Daemon, client: SandboxClient) -> None:
     workdir = daemon.directory / "workspace"
     absolute = daemon.directory / "elsewhere" / "abs.txt"
