@@ -116,7 +116,9 @@ class SandboxBackend(AsyncResource):
     """Creates and manages sandboxes. Subclass it to run sandboxes somewhere new.
 
     Optional capabilities are listed in `capabilities` (e.g. `"suspend"`); the default
-    implementations of their methods raise `NotSupported`.
+    implementations of their methods raise `NotSupported`. `"images"` says the backend runs each
+    harness from an image of its own: LAP then neither needs the harness installed on this host
+    nor passes `SandboxSpec.harness_root`.
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset()

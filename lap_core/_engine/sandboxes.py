@@ -61,7 +61,9 @@ class SandboxProvider:
             await self._backend.delete(name)
             ref = None
         if ref is None:
-            if harness.npm_packages and not is_installed(self._harness_root, agent.harness, harness):
+            # A backend that runs sandboxes from per-harness images has the CLI in the image.
+            local_files = "images" not in self._backend.capabilities
+            if local_files and harness.npm_packages and not is_installed(self._harness_root, agent.harness, harness):
                 raise HarnessError(
                     f"harness {agent.harness!r} is not installed: run `lap harness install {agent.harness}`"
                 )
@@ -73,7 +75,7 @@ class SandboxProvider:
                 harness=agent.harness,
                 volume=session.id,
                 labels=sandbox_labels(session),
-                harness_root=str(harness_dir(self._harness_root, agent.harness, harness)),
+                harness_root=str(harness_dir(self._harness_root, agent.harness, harness)) if local_files else None,
             )
             await self._backend.create(spec)
             created = True

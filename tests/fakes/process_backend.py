@@ -46,6 +46,7 @@ class ProcessBackend(SandboxBackend):
         self._root = context.data_dir / "process-sandboxes"
         self._sandboxes: dict[str, tuple[subprocess.Popen[bytes], str, dict[str, str]]] = {}
         self.created: builtins.list[str] = []
+        self.specs: dict[str, SandboxSpec] = {}
 
     def _dir(self, name: str) -> Path:
         return self._root / name
@@ -88,6 +89,7 @@ class ProcessBackend(SandboxBackend):
         )
         self._sandboxes[spec.name] = (process, token, dict(spec.labels))
         self.created.append(spec.name)
+        self.specs[spec.name] = spec
         return SandboxRef(name=spec.name, state="starting", labels=dict(spec.labels))
 
     async def status(self, name: str) -> SandboxRef | None:

@@ -294,3 +294,24 @@ async def test_a_lost_volume_replays_the_conversation_to_a_new_harness_session(l
     again = await _turn(lap, session.id, "and now?")
     assert "".join(r.event.text for r in again if isinstance(r.event, TextDelta)) == "you said: and now?"
     assert plugin.harness.seen_native_ids[-1] == "native-1"
+
+
+@pytest.mark.parametrize("images", [False, True], ids=["host-files", "images"])
+async def test_a_harness_must_be_installed_here_unless_the_backend_runs_images(
+    lap: Lap, plugin: FakesPlugin, monkeypatch: pytest.MonkeyPatch, images: bool
+) -> None:
+    monkeypatch.setattr(type(plugin.harness), "npm_packages", ("not-installed-cli@1.0.0",))
+    if images:
+        monkeypatch.setattr(ProcessBackend, "capabilities", frozenset({"images"}))
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    records = await _turn(lap, session.id, "hi")
+    assert plugin.backend is not None
+    if images:
+        assert records[-1].event == TurnEnd(status="completed")
+        # The image has the CLI: no host directory is handed to the backend.
+        assert plugin.backend.specs[plugin.backend.created[0]].harness_root is None
+    else:
+        errors = [record.event for record in records if isinstance(record.event, Error)]
+        assert "is not installed" in errors[0].message
+        assert plugin.backend.created == []

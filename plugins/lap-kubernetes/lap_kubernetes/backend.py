@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ from lap_kubernetes.watching import states
 
 if TYPE_CHECKING:
     import builtins
+    from collections.abc import AsyncIterator
 
 log = structlog.get_logger("lap.kubernetes")
 MERGE_PATCH = "application/merge-patch+json"
@@ -86,7 +88,7 @@ def _state(obj: dict[str, Any]) -> tuple[str, str]:
 class KubernetesBackend(SandboxBackend):
     """Sandboxes as pods of the kubernetes-sigs/agent-sandbox controller (API v1beta1)."""
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"delete_volume", "suspend"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"delete_volume", "suspend", "images"})
 
     def __init__(self, settings: KubernetesSettings, *, context: SandboxContext) -> None:
         if context.vault_url is None:
@@ -97,6 +99,7 @@ class KubernetesBackend(SandboxBackend):
         self._namespace = settings.lap_k8s_namespace
         self._api_client: client.ApiClient | None = None
         self._tokens: dict[str, tuple[str, str]] = {}  # sandbox -> (uid, token)
+        self._locks: dict[str, anyio.Lock] = {}
         self.warm = WarmPools(self, settings.lap_k8s_warm_pool_size)
 
     async def __aenter__(self) -> KubernetesBackend:
@@ -174,9 +177,27 @@ class KubernetesBackend(SandboxBackend):
 
     # --- the contract ---------------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _exclusive(self, name: str) -> AsyncIterator[None]:
+        """Serialize this process's creates and deletes of one name: a create that runs while a delete
+        is under way waits for it instead of returning the sandbox being deleted. (Across processes,
+        the engine's job lease keeps one worker per session.)"""
+        lock = self._locks.setdefault(name, anyio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._locks.pop(name, None)
+
     async def create(self, spec: SandboxSpec) -> SandboxRef:
         """Create the sandbox's Secret and Sandbox (or claim a warm one); return at once."""
-        name = manifests.check_name(spec.name)
+        manifests.check_name(spec.name)
+        async with self._exclusive(spec.name):
+            return await self._create(spec)
+
+    async def _create(self, spec: SandboxSpec) -> SandboxRef:
+        name = spec.name
         labels = manifests.check_labels({**spec.labels, manifests.HARNESS_LABEL: spec.harness})
         existing = await self._find(name)
         if existing is not None and existing["metadata"].get("deletionTimestamp"):
@@ -403,6 +424,10 @@ class KubernetesBackend(SandboxBackend):
     async def delete(self, name: str) -> None:
         """Delete the Sandbox (its pod, Service and token go with it) and wait until the pod is gone."""
         manifests.check_name(name)
+        async with self._exclusive(name):
+            await self._delete(name)
+
+    async def _delete(self, name: str) -> None:
         found = await self._find(name)
         if self.warm.size:
             await self.warm.release(name)
@@ -415,6 +440,12 @@ class KubernetesBackend(SandboxBackend):
             except ApiException as error:
                 if error.status != 404:
                     raise _api_error(error, f"deleting sandbox {name}") from error
+            # Deleting is killing (as on every backend): no grace period for the pod, whose owner is gone.
+            try:
+                await self.core.delete_namespaced_pod(actual, self._namespace, grace_period_seconds=0)
+            except ApiException as error:
+                if error.status != 404:
+                    raise _api_error(error, f"deleting the pod of sandbox {name}") from error
             await self._delete_secret(name)
             await self._gone(actual)
         else:

@@ -141,8 +141,12 @@ def pod_spec(
                 "name": "sandboxd",
                 "image": image,
                 "imagePullPolicy": pull_policy,
-                "command": ["python3", "-B", "-m", "lap_sandboxd"],
+                # args, not command: an image's ENTRYPOINT (an init such as tini, to reap orphans) stays.
                 "args": [
+                    "python3",
+                    "-B",
+                    "-m",
+                    "lap_sandboxd",
                     "--socket",
                     f"{RUN_DIR}/sandboxd.sock",
                     "--state",
