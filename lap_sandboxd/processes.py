@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Generator
     from pathlib import Path
 
-__all__ = ["ManagedProcess", "ProcessTable", "count_descendants", "run_exec"]
+__all__ = ["ManagedProcess", "ProcessTable", "SandboxStopping", "count_descendants", "run_exec"]
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _SIGNALS: dict[SignalName, signal.Signals] = {"TERM": signal.SIGTERM, "INT": signal.SIGINT, "KILL": signal.SIGKILL}
@@ -142,6 +142,14 @@ def run_exec(req: ExecRequest, env: dict[str, str], cwd: str | None) -> ExecResu
     )
 
 
+class SandboxStopping(Exception):
+    """Raised to a follower of a process that sandboxd is stopping: its output ends without an exit.
+
+    The exit that follows is sandboxd's doing (its pod is going, say), not the process's own end, so
+    a client must see the sandbox lost (and start the work over elsewhere), not a failed process.
+    """
+
+
 class ManagedProcess:
     """A long-running process and its output file; all state changes happen under `cond`."""
 
@@ -152,6 +160,7 @@ class ManagedProcess:
         self.cond = threading.Condition()
         self.last_seq = last_seq
         self.exit_code = exit_code
+        self.stopping = False
         self._file: IO[bytes] | None = None if exit_code is not None else open(self.output_path, "ab")
 
     @property
@@ -199,6 +208,10 @@ class ManagedProcess:
                     # Taken before reading: once the process has ended, the file is complete.
                     finished = self.exit_code is not None
                 *lines, pending = (pending + file.read()).split(b"\n")
+                with self.cond:
+                    # Checked after the read: what was read may hold the exit that stopping caused.
+                    if self.stopping:
+                        raise SandboxStopping(self.id)
                 batch: list[bytes] = []
                 ended = False
                 for line in lines:
@@ -212,7 +225,7 @@ class ManagedProcess:
                 if ended or finished or not follow:
                     return
                 with self.cond:
-                    while self.last_seq <= seen and self.exit_code is None:
+                    while self.last_seq <= seen and self.exit_code is None and not self.stopping:
                         if not self.cond.wait(_FOLLOW_CHECK_SECONDS) and gone():
                             return
 
@@ -320,6 +333,10 @@ class ProcessTable:
         """TERM every running process group, KILL what is left after `grace` seconds, record the exits."""
         with self._lock:
             running = [(self._procs[pid], popen) for pid, popen in self._popens.items()]
+        for proc, _ in running:
+            with proc.cond:
+                proc.stopping = True  # before the signals: followers never see these exits
+                proc.cond.notify_all()
         for _, popen in running:
             _signal_tree(popen.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace

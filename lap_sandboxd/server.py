@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from lap_sandboxd.egress import EgressServer, Target, parse_egress
-from lap_sandboxd.processes import count_descendants, run_exec
+from lap_sandboxd.processes import SandboxStopping, count_descendants, run_exec
 from lap_sandboxd.protocol import (
     VERSION,
     ErrorBody,
@@ -249,6 +249,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True  # the client left
+        except SandboxStopping:
+            self.close_connection = True  # cut, without the last chunk: the client sees the sandbox go
         except Exception:
             # Too late for an error response: cut the stream so the client sees it incomplete.
             log(f"output of {process_id} failed:\n{traceback.format_exc()}")

@@ -90,6 +90,12 @@ def _text(records: Sequence[EventRecord]) -> str:
     return "".join(event.text for event in _of(records, TextDelta))
 
 
+def _describe(event: SessionEvent) -> str:
+    """Return an event's kind and its phase, status or message (for assertion messages)."""
+    detail = getattr(event, "phase", None) or getattr(event, "status", None) or getattr(event, "message", "")
+    return f"{type(event).__name__}:{detail}"
+
+
 def _is_harness_event(event: SessionEvent) -> bool:
     if isinstance(event, UserMessage | TurnEnd):
         return False
@@ -267,8 +273,9 @@ class HarnessConformance(Suite):
         await lap.backend.delete(sandbox)
         with anyio.fail_after(TURN_TIMEOUT):
             records = [r async for r in lap.sessions.follow(session.id, after=turn.user_seq - 1, until_turn=turn.id)]
-        assert "turn_restarted" in [status.phase for status in _of(records, Status)]
-        assert records[-1].event == TurnEnd(status="completed")
+        seen = [_describe(record.event) for record in records]
+        assert "turn_restarted" in [status.phase for status in _of(records, Status)], seen
+        assert records[-1].event == TurnEnd(status="completed"), seen
         assert len(_of(records, TurnEnd)) == 1
         assert _text(records).endswith(f"finished-{token}")
 

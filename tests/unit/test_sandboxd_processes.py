@@ -141,6 +141,29 @@ async def test_sigterm_stops_the_processes_and_a_restart_remembers_them(lib: Pat
         shutil.rmtree(directory, ignore_errors=True)
 
 
+async def test_a_follower_sees_a_stopping_sandbox_cut_off_not_an_exit(lib: Path) -> None:
+    # The pod of a sandbox is going (SIGTERM): the processes sandboxd stops did not end by themselves,
+    # so a follower must see the sandbox lost (and start the work over), never a failed process.
+    pid = new_id()
+    with running_daemon(lib) as daemon:
+        async with daemon.client() as client:
+            await client.wait_healthy(WAIT)
+            await client.start_process(StartProcess(id=pid, argv=["sh", "-c", "echo up; exec sleep 60"]))
+            seen = []
+
+            async def follow() -> None:
+                async with contextlib.aclosing(client.output(pid)) as stream:
+                    async for record in stream:
+                        seen.append(record.stream)
+                        if record.data == "up":
+                            daemon.proc.send_signal(signal.SIGTERM)
+
+            with anyio.fail_after(WAIT), pytest.raises(SandboxdError):
+                await follow()
+            assert seen == ["stdout"]
+        assert await anyio.to_thread.run_sync(daemon.proc.wait, WAIT) == 0
+
+
 async def test_health_counts_the_processes_running_under_the_daemon(client: SandboxClient) -> None:
     assert (await client.health()).processes == 0
     pid = new_id()

@@ -440,9 +440,11 @@ class KubernetesBackend(SandboxBackend):
             except ApiException as error:
                 if error.status != 404:
                     raise _api_error(error, f"deleting sandbox {name}") from error
-            # Deleting is killing (as on every backend): no grace period for the pod, whose owner is gone.
+            # Deleting is killing (as on every backend): a second's grace for the pod, not its spec's.
+            # Not 0: a forced delete removes the pod object while its processes still run, and the
+            # pod being gone is the sign they are dead.
             try:
-                await self.core.delete_namespaced_pod(actual, self._namespace, grace_period_seconds=0)
+                await self.core.delete_namespaced_pod(actual, self._namespace, grace_period_seconds=1)
             except ApiException as error:
                 if error.status != 404:
                     raise _api_error(error, f"deleting the pod of sandbox {name}") from error
