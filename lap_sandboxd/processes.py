@@ -190,9 +190,12 @@ class ManagedProcess:
                 self.exit_code = int(data)
                 self._file.close()
                 self._file = None
+                # Before anyone is told: whoever sees the exit finds info.json saying so too.
+                info = ProcessInfo(
+                    id=self.id, pid=self.pid, state="exited", exit_code=self.exit_code, last_seq=self.last_seq
+                )
+                _write_json(self.directory / "info.json", info)
             self.cond.notify_all()
-        if stream == "exit":
-            _write_json(self.directory / "info.json", self.info())
 
     def read_output(self, after: int, *, follow: bool, gone: Callable[[], bool]) -> Generator[bytes, None, None]:
         """Yield batches of NDJSON lines of the records with seq > `after`.
