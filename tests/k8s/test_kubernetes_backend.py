@@ -203,3 +203,62 @@ async def test_create_to_ready_cold_sandbox_and_warm_claim(
                 assert (await sandboxd.exec(["cat", f"{WORKSPACE_DIR}/w.txt"])).stdout == "warm\n"
     finally:
         await backend.aclose()
+
+
+async def test_suspend_and_resume_keep_the_sandbox_and_its_files(
+    data_dir: Path, namespace: str, codex_image: str, kube: client.ApiClient
+) -> None:
+    backend = await open_backend(data_dir, namespace, codex_image)
+    try:
+        assert [check.ok for check in await backend.diagnose()] == [True]
+        spec = SandboxSpec(name="sleepy", harness="codex", volume="sleepy")
+        await backend.create(spec)
+        await backend.wait_ready(spec.name, timeout=120)
+        async with await backend.connect(spec.name) as sandboxd:
+            await sandboxd.exec(["sh", "-c", f"echo before > {WORKSPACE_DIR}/f.txt"])
+        await backend.suspend(spec.name)
+        with anyio.fail_after(60):
+            while (ref := await backend.status(spec.name)) is not None and await _pod_uid(kube, namespace, spec.name):
+                await anyio.sleep(0.1)
+        assert ref is not None
+        assert ref.state == "suspended"
+        assert (await backend.resume(spec.name)).state == "ready"
+        async with await backend.connect(spec.name) as sandboxd:
+            assert (await sandboxd.exec(["cat", f"{WORKSPACE_DIR}/f.txt"])).stdout == "before\n"
+        await backend.delete(spec.name)
+        await backend.delete_volume(spec.volume)
+    finally:
+        await backend.aclose()
+
+
+async def test_a_namespace_per_team(data_dir: Path, namespace: str, codex_image: str, kube: client.ApiClient) -> None:
+    per_team = {"lap_k8s_namespace_per_team": "{team}-" + namespace}
+    red = SandboxSpec(name="red-1", harness="codex", volume="red-1", labels={"lap.team": "red"})
+    blue = SandboxSpec(name="blue-1", harness="codex", volume="blue-1", labels={"lap.team": "blue"})
+    backend = await open_backend(data_dir, namespace, codex_image, **per_team)
+    try:
+        for spec in (red, blue):
+            await backend.create(spec)
+        for spec in (red, blue):
+            await backend.wait_ready(spec.name, timeout=120)
+        assert await _pod_uid(kube, f"red-{namespace}", "red-1")
+        assert await _pod_uid(kube, f"blue-{namespace}", "blue-1")
+        # Another worker (no memory of where they are) finds them by name and by label.
+        other = await open_backend(data_dir, namespace, codex_image, **per_team)
+        try:
+            assert (await other.status("red-1")).state == "ready"  # type: ignore[union-attr]
+            async with await other.connect("blue-1") as sandboxd:
+                assert (await sandboxd.exec(["true"])).exit_code == 0
+            assert [ref.name for ref in await other.list({"lap.team": "red"})] == ["red-1"]
+            assert await other.volume_exists("blue-1")
+            for spec in (red, blue):
+                await other.delete(spec.name)
+                await other.delete_volume(spec.volume)
+                assert await other.status(spec.name) is None
+                assert not await other.volume_exists(spec.volume)
+        finally:
+            await other.aclose()
+    finally:
+        await backend.aclose()
+        for team in ("red", "blue"):
+            await client.CoreV1Api(kube).delete_namespace(f"{team}-{namespace}")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -40,10 +41,11 @@ from lap_kubernetes.watching import states
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
 log = structlog.get_logger("lap.kubernetes")
 MERGE_PATCH = "application/merge-patch+json"
+_NAMESPACE: ContextVar[str | None] = ContextVar("lap_k8s_namespace", default=None)
 # Ready=False reasons after which the sandbox will not come up by itself.
 _DEAD_REASONS = {"PodFailed", "PodSucceeded", "SandboxExpired"}
 
@@ -52,6 +54,8 @@ class KubernetesSettings(msgspec.Struct, frozen=True, kw_only=True, rename="uppe
     """Settings of the Kubernetes backend (environment variables; docs/backends/kubernetes.md)."""
 
     lap_k8s_namespace: str = "lap-sandboxes"
+    # A namespace per team, e.g. "lap-{team}" ({team}: the team's id); empty: all in LAP_K8S_NAMESPACE.
+    lap_k8s_namespace_per_team: str = ""
     lap_k8s_kubeconfig: str | None = None
     lap_k8s_context: str | None = None
     # `{harness}` is replaced by the harness name.
@@ -96,10 +100,11 @@ class KubernetesBackend(SandboxBackend):
         url = urlsplit(context.vault_url)
         self.vault = f"{url.hostname}:{url.port or (443 if url.scheme == 'https' else 80)}"
         self.settings = settings
-        self._namespace = settings.lap_k8s_namespace
         self._api_client: client.ApiClient | None = None
         self._tokens: dict[str, tuple[str, str]] = {}  # sandbox -> (uid, token)
         self._locks: dict[str, anyio.Lock] = {}
+        self._where: dict[str, str] = {}  # sandbox -> its namespace, when per-team
+        self._namespaces: set[str] = set()  # team namespaces known to exist
         self.warm = WarmPools(self, settings.lap_k8s_warm_pool_size)
 
     async def __aenter__(self) -> KubernetesBackend:
@@ -145,14 +150,66 @@ class KubernetesBackend(SandboxBackend):
 
     @property
     def namespace(self) -> str:
-        """The namespace of LAP's sandboxes."""
-        return self._namespace
+        """The namespace the current operation works in (the one of its sandbox or volume)."""
+        return _NAMESPACE.get() or self.settings.lap_k8s_namespace
+
+    @contextmanager
+    def _in(self, namespace: str) -> Iterator[None]:
+        """Run the helpers below in `namespace` (per task: concurrent operations do not mix)."""
+        token = _NAMESPACE.set(namespace)
+        try:
+            yield
+        finally:
+            _NAMESPACE.reset(token)
+
+    def team_namespace(self, team: str | None) -> str:
+        """Return the namespace of a team's sandboxes (the one namespace unless per-team is on)."""
+        template = self.settings.lap_k8s_namespace_per_team
+        if not template or not team:
+            return self.settings.lap_k8s_namespace
+        name = template.replace("{team}", team)
+        # Team ids with `_` or capitals become a readable label made unique by a hash.
+        return name if manifests.is_dns_label(name) else manifests.dns_label(name)
+
+    async def _namespace_of(self, name: str) -> str:
+        """Return the namespace of the sandbox `name` (looked up across namespaces when per-team)."""
+        if not self.settings.lap_k8s_namespace_per_team:
+            return self.settings.lap_k8s_namespace
+        if name in self._where:
+            return self._where[name]
+        selector = f"{SANDBOX_LABEL}={name}"
+        for api in (SANDBOX_API, CLAIM_API) if self.warm.size else (SANDBOX_API,):
+            listed = await self.custom.list_cluster_custom_object(*api, label_selector=selector)
+            for item in listed.get("items", []):
+                self._where[name] = str(item["metadata"]["namespace"])
+                return self._where[name]
+        return self.settings.lap_k8s_namespace
+
+    async def _namespace_of_volume(self, volume: str) -> str:
+        if not self.settings.lap_k8s_namespace_per_team:
+            return self.settings.lap_k8s_namespace
+        listed = await self.core.list_persistent_volume_claim_for_all_namespaces(
+            label_selector=f"{VOLUME_LABEL}={volume}"
+        )
+        for item in listed.items:
+            return str(item.metadata.namespace)
+        return self.settings.lap_k8s_namespace
+
+    async def _ensure_namespace(self, namespace: str) -> None:
+        if namespace == self.settings.lap_k8s_namespace or namespace in self._namespaces:
+            return
+        try:
+            await self.core.create_namespace({"metadata": {"name": namespace, "labels": dict(MANAGED_BY)}})
+        except ApiException as error:
+            if error.status != 409:
+                raise _api_error(error, f"creating namespace {namespace}") from error
+        self._namespaces.add(namespace)
 
     async def get_custom(self, api: tuple[str, str, str], name: str) -> dict[str, Any] | None:
         """Return a custom object, or None if there is none."""
         try:
             found: dict[str, Any] = await self.custom.get_namespaced_custom_object(
-                *api[:2], self._namespace, api[2], name
+                *api[:2], self.namespace, api[2], name
             )
         except ApiException as error:
             if error.status == 404:
@@ -163,17 +220,21 @@ class KubernetesBackend(SandboxBackend):
     def list_custom(self, api: tuple[str, str, str]) -> tuple[Any, tuple[str, str, str, str]]:
         """Return the list function and its leading arguments for `watching.states`."""
         group, version, plural = api
-        return self.custom.list_namespaced_custom_object, (group, version, self._namespace, plural)
+        return self.custom.list_namespaced_custom_object, (group, version, self.namespace, plural)
 
-    async def _get_pod(self, name: str) -> dict[str, Any] | None:
+    async def _read(self, read_function: Any, name: str) -> dict[str, Any] | None:
+        """Return a core object (read with e.g. `read_namespaced_pod`) as a dict, or None if there is none."""
         try:
-            pod = await self.core.read_namespaced_pod(name, self._namespace)
+            obj = await read_function(name, self.namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
-            raise _api_error(error, f"reading pod {name}") from error
-        found: dict[str, Any] = self.api_client.sanitize_for_serialization(pod)
+            raise _api_error(error, f"reading {name}") from error
+        found: dict[str, Any] = self.api_client.sanitize_for_serialization(obj)
         return found
+
+    async def _get_pod(self, name: str) -> dict[str, Any] | None:
+        return await self._read(self.core.read_namespaced_pod, name)
 
     # --- the contract ---------------------------------------------------------------------------
 
@@ -193,8 +254,14 @@ class KubernetesBackend(SandboxBackend):
     async def create(self, spec: SandboxSpec) -> SandboxRef:
         """Create the sandbox's Secret and Sandbox (or claim a warm one); return at once."""
         manifests.check_name(spec.name)
+        namespace = self.team_namespace(spec.labels.get("lap.team"))
+        await self._ensure_namespace(namespace)
         async with self._exclusive(spec.name):
-            return await self._create(spec)
+            with self._in(namespace):
+                ref = await self._create(spec)
+            if self.settings.lap_k8s_namespace_per_team:
+                self._where[spec.name] = namespace
+            return ref
 
     async def _create(self, spec: SandboxSpec) -> SandboxRef:
         name = spec.name
@@ -205,7 +272,7 @@ class KubernetesBackend(SandboxBackend):
             existing = None
         if existing is not None:
             return self._ref(existing)
-        if await self.warm.enabled_for(spec) and not await self.volume_exists(spec.volume):
+        if await self.warm.enabled_for(spec) and not await self._volume_exists(spec.volume):
             claimed = await self.warm.claim(spec, labels)
             if claimed is not None:
                 return claimed
@@ -225,7 +292,7 @@ class KubernetesBackend(SandboxBackend):
         body = manifests.sandbox(name, labels, pod)
         try:
             created = await self.custom.create_namespaced_custom_object(
-                *SANDBOX_API[:2], self._namespace, SANDBOX_API[2], body
+                *SANDBOX_API[:2], self.namespace, SANDBOX_API[2], body
             )
         except ApiException as error:
             if error.status == 409:  # another worker created it first: the same sandbox
@@ -234,7 +301,7 @@ class KubernetesBackend(SandboxBackend):
                     return self._ref(raced)
             raise _api_error(error, f"creating sandbox {name}") from error
         await self._own(secret, created)
-        log.info("sandbox.created", sandbox=name, namespace=self._namespace, volume=claim_name)
+        log.info("sandbox.created", sandbox=name, namespace=self.namespace, volume=claim_name)
         return self._ref(created)
 
     def image(self, spec: SandboxSpec) -> str:
@@ -244,12 +311,12 @@ class KubernetesBackend(SandboxBackend):
     async def create_token_secret(self, name: str, token: str, labels: dict[str, str]) -> dict[str, Any]:
         body = manifests.token_secret(name, token, labels)
         try:
-            secret = await self.core.create_namespaced_secret(self._namespace, body)
+            secret = await self.core.create_namespaced_secret(self.namespace, body)
         except ApiException as error:
             if error.status != 409:
                 raise _api_error(error, f"creating the token of sandbox {name}") from error
             # Left by a sandbox whose create was interrupted: take over its token.
-            secret = await self.core.read_namespaced_secret(name, self._namespace)
+            secret = await self.core.read_namespaced_secret(name, self.namespace)
         found: dict[str, Any] = self.api_client.sanitize_for_serialization(secret)
         return found
 
@@ -258,7 +325,7 @@ class KubernetesBackend(SandboxBackend):
         patch = {"metadata": {"ownerReferences": [manifests.owner_reference(sandbox)]}}
         try:
             await self.core.patch_namespaced_secret(
-                secret["metadata"]["name"], self._namespace, patch, _content_type=MERGE_PATCH
+                secret["metadata"]["name"], self.namespace, patch, _content_type=MERGE_PATCH
             )
         except ApiException as error:
             # Not fatal: `delete` removes the Secret itself too.
@@ -276,7 +343,7 @@ class KubernetesBackend(SandboxBackend):
             volume, size=self.settings.lap_k8s_volume_size, storage_class=self.settings.lap_k8s_storage_class
         )
         try:
-            await self.core.create_namespaced_persistent_volume_claim(self._namespace, body)
+            await self.core.create_namespaced_persistent_volume_claim(self.namespace, body)
         except ApiException as error:
             if error.status != 409:
                 raise _api_error(error, f"creating the volume of {volume}") from error
@@ -285,7 +352,7 @@ class KubernetesBackend(SandboxBackend):
     async def _volume_claims(self, volume: str) -> list[dict[str, Any]]:
         selector = f"{VOLUME_LABEL}={volume}"
         try:
-            listed = await self.core.list_namespaced_persistent_volume_claim(self._namespace, label_selector=selector)
+            listed = await self.core.list_namespaced_persistent_volume_claim(self.namespace, label_selector=selector)
         except ApiException as error:
             raise _api_error(error, f"listing the volume of {volume}") from error
         items: list[dict[str, Any]] = self.api_client.sanitize_for_serialization(listed).get("items", [])
@@ -300,17 +367,10 @@ class KubernetesBackend(SandboxBackend):
                 )
 
     async def _get_pvc(self, name: str) -> dict[str, Any] | None:
-        try:
-            pvc = await self.core.read_namespaced_persistent_volume_claim(name, self._namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise _api_error(error, f"reading volume claim {name}") from error
-        found: dict[str, Any] = self.api_client.sanitize_for_serialization(pvc)
-        return found
+        return await self._read(self.core.read_namespaced_persistent_volume_claim, name)
 
     async def _until_gone(self, name: str, get: Any, list_function: Any) -> None:
-        async for obj in states(lambda: get(name), list_function, self._namespace, name=name):
+        async for obj in states(lambda: get(name), list_function, self.namespace, name=name):
             if obj is None:
                 return
 
@@ -334,11 +394,16 @@ class KubernetesBackend(SandboxBackend):
 
     async def status(self, name: str) -> SandboxRef | None:
         """Return the sandbox as its Sandbox's status says (`Ready` is authoritative)."""
-        found = await self._find(name)
+        with self._in(await self._namespace_of(name)):
+            found = await self._find(name)
         return None if found is None else self._ref(found, name)
 
     async def wait_ready(self, name: str, *, timeout: float) -> SandboxRef:
         """Watch the Sandbox until it is Ready; fail at once if it dies or vanishes, with the pod's reason."""
+        with self._in(await self._namespace_of(name)):
+            return await self._wait_ready(name, timeout)
+
+    async def _wait_ready(self, name: str, timeout: float) -> SandboxRef:
         actual, last = name, "it does not exist"
         with anyio.move_on_after(timeout):
             if self.warm.size:
@@ -389,12 +454,16 @@ class KubernetesBackend(SandboxBackend):
 
     async def connect(self, name: str) -> SandboxClient:
         """Return a client of the sandbox's sandboxd: its pod IP, or its Service's DNS name."""
+        with self._in(await self._namespace_of(name)):
+            return await self._connect(name)
+
+    async def _connect(self, name: str) -> SandboxClient:
         found = await self._find(name)
         if found is None:
             raise SandboxError(f"sandbox {name} does not exist")
         actual, status = found["metadata"]["name"], found.get("status") or {}
         if self.settings.lap_k8s_connect == "service":
-            host = status.get("serviceFQDN") or f"{actual}.{self._namespace}.svc"
+            host = status.get("serviceFQDN") or f"{actual}.{self.namespace}.svc"
         else:
             ips = status.get("podIPs") or []
             if not ips:
@@ -416,7 +485,7 @@ class KubernetesBackend(SandboxBackend):
     async def token_of(self, secret_name: str) -> str:
         """Return the sandboxd token kept in a Secret."""
         try:
-            secret = await self.core.read_namespaced_secret(secret_name, self._namespace)
+            secret = await self.core.read_namespaced_secret(secret_name, self.namespace)
         except ApiException as error:
             raise _api_error(error, f"reading the sandboxd token {secret_name}") from error
         return token_in(self.api_client.sanitize_for_serialization(secret))
@@ -425,7 +494,9 @@ class KubernetesBackend(SandboxBackend):
         """Delete the Sandbox (its pod, Service and token go with it) and wait until the pod is gone."""
         manifests.check_name(name)
         async with self._exclusive(name):
-            await self._delete(name)
+            with self._in(await self._namespace_of(name)):
+                await self._delete(name)
+        self._where.pop(name, None)
 
     async def _delete(self, name: str) -> None:
         found = await self._find(name)
@@ -435,7 +506,7 @@ class KubernetesBackend(SandboxBackend):
             actual = found["metadata"]["name"]
             try:
                 await self.custom.delete_namespaced_custom_object(
-                    *SANDBOX_API[:2], self._namespace, SANDBOX_API[2], actual, propagation_policy="Background"
+                    *SANDBOX_API[:2], self.namespace, SANDBOX_API[2], actual, propagation_policy="Background"
                 )
             except ApiException as error:
                 if error.status != 404:
@@ -444,7 +515,7 @@ class KubernetesBackend(SandboxBackend):
             # Not 0: a forced delete removes the pod object while its processes still run, and the
             # pod being gone is the sign they are dead.
             try:
-                await self.core.delete_namespaced_pod(actual, self._namespace, grace_period_seconds=1)
+                await self.core.delete_namespaced_pod(actual, self.namespace, grace_period_seconds=1)
             except ApiException as error:
                 if error.status != 404:
                     raise _api_error(error, f"deleting the pod of sandbox {name}") from error
@@ -456,7 +527,7 @@ class KubernetesBackend(SandboxBackend):
 
     async def _delete_secret(self, name: str) -> None:
         try:
-            await self.core.delete_namespaced_secret(name, self._namespace)
+            await self.core.delete_namespaced_secret(name, self.namespace)
         except ApiException as error:
             if error.status != 404:
                 raise _api_error(error, f"deleting the token of sandbox {name}") from error
@@ -474,34 +545,48 @@ class KubernetesBackend(SandboxBackend):
         """Return LAP's sandboxes whose labels include `labels` (selected by the API server)."""
         wanted = {**MANAGED_BY, **(labels or {})}
         selector = ",".join(f"{key}={value}" for key, value in wanted.items())
-        try:
-            listed = await self.custom.list_namespaced_custom_object(
-                *SANDBOX_API[:2], self._namespace, SANDBOX_API[2], label_selector=selector
-            )
-        except ApiException as error:
-            raise _api_error(error, "listing sandboxes") from error
-        refs = {ref.name: ref for ref in (self._ref(item) for item in listed.get("items", []))}
+        refs = {ref.name: ref for ref in (self._ref(item) for item in await self._list_all(SANDBOX_API, selector))}
         if self.warm.size:
-            claims = await self.custom.list_namespaced_custom_object(
-                *CLAIM_API[:2], self._namespace, CLAIM_API[2], label_selector=selector
-            )
-            for claim in claims.get("items", []):
+            for claim in await self._list_all(CLAIM_API, selector):
                 name = claim["metadata"]["name"]
-                found = await self.warm.sandbox_of(name)
+                with self._in(claim["metadata"]["namespace"]):
+                    found = await self.warm.sandbox_of(name)
                 if found is not None:
                     refs.pop(found["metadata"]["name"], None)
                     refs[name] = self._ref(found, name)
         return sorted(refs.values(), key=lambda ref: ref.name)
 
+    async def _list_all(self, api: tuple[str, str, str], selector: str) -> builtins.list[dict[str, Any]]:
+        """List LAP's objects of a kind: in the namespace, or in all of them when per-team."""
+        try:
+            if self.settings.lap_k8s_namespace_per_team:
+                listed = await self.custom.list_cluster_custom_object(*api, label_selector=selector)
+            else:
+                listed = await self.custom.list_namespaced_custom_object(
+                    *api[:2], self.namespace, api[2], label_selector=selector
+                )
+        except ApiException as error:
+            raise _api_error(error, f"listing {api[2]}") from error
+        items: builtins.list[dict[str, Any]] = listed.get("items", [])
+        return items
+
     async def volume_exists(self, volume: str) -> bool:
         """Whether the volume's PVC is there (and not being deleted)."""
+        with self._in(await self._namespace_of_volume(volume)):
+            return await self._volume_exists(volume)
+
+    async def _volume_exists(self, volume: str) -> bool:
         return any(not pvc["metadata"].get("deletionTimestamp") for pvc in await self._volume_claims(volume))
 
     async def delete_volume(self, volume: str) -> None:
         """Delete the volume's PVC and wait until it is gone."""
+        with self._in(await self._namespace_of_volume(volume)):
+            await self._delete_volume(volume)
+
+    async def _delete_volume(self, volume: str) -> None:
         for pvc in await self._volume_claims(volume):
             try:
-                await self.core.delete_namespaced_persistent_volume_claim(pvc["metadata"]["name"], self._namespace)
+                await self.core.delete_namespaced_persistent_volume_claim(pvc["metadata"]["name"], self.namespace)
             except ApiException as error:
                 if error.status != 404:
                     raise _api_error(error, f"deleting the volume of {volume}") from error
@@ -517,13 +602,17 @@ class KubernetesBackend(SandboxBackend):
         return await self.wait_ready(name, timeout=120)
 
     async def _set_mode(self, name: str, mode: str) -> None:
+        with self._in(await self._namespace_of(name)):
+            await self._patch_mode(name, mode)
+
+    async def _patch_mode(self, name: str, mode: str) -> None:
         found = await self._find(name)
         if found is None:
             raise SandboxError(f"sandbox {name} does not exist")
         try:
             await self.custom.patch_namespaced_custom_object(
                 *SANDBOX_API[:2],
-                self._namespace,
+                self.namespace,
                 SANDBOX_API[2],
                 found["metadata"]["name"],
                 {"spec": {"operatingMode": mode}},
@@ -536,8 +625,8 @@ class KubernetesBackend(SandboxBackend):
         """Check the API server, the agent-sandbox CRDs and the namespace."""
         checks = []
         try:
-            await self.custom.list_namespaced_custom_object(*SANDBOX_API[:2], self._namespace, SANDBOX_API[2], limit=1)
-            checks.append(Check(name="agent-sandbox", ok=True, detail=f"Sandboxes in namespace {self._namespace}"))
+            await self.custom.list_namespaced_custom_object(*SANDBOX_API[:2], self.namespace, SANDBOX_API[2], limit=1)
+            checks.append(Check(name="agent-sandbox", ok=True, detail=f"Sandboxes in namespace {self.namespace}"))
         except ApiException as error:
             fix = {
                 404: "install the agent-sandbox CRDs and controller (bin/kind-up.sh shows how)",

@@ -38,9 +38,14 @@ _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
+def is_dns_label(name: str) -> bool:
+    """Whether `name` is a DNS label (what namespaces, pods and Services are named with)."""
+    return len(name) <= 63 and bool(_DNS_LABEL.match(name))
+
+
 def check_name(name: str) -> str:
     """Return `name` if it is a DNS label (what pods, Services and Sandboxes need); else raise."""
-    if len(name) > 63 or not _DNS_LABEL.match(name):
+    if not is_dns_label(name):
         raise SandboxError(f"invalid sandbox name {name!r}: Kubernetes needs a DNS label (a-z, 0-9, '-', ≤ 63)")
     return name
 
@@ -53,11 +58,16 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
+def dns_label(text: str, *, prefix: str = "") -> str:
+    """Return `prefix + text` as a DNS label: readable, and unique by a hash of the exact text."""
+    readable = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[: 54 - len(prefix)].strip("-")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{prefix}{readable}-{digest}" if readable else f"{prefix}{digest}"
+
+
 def volume_claim_name(volume: str) -> str:
-    """Return the PVC name of a new volume: readable, DNS-safe, and unique by a hash of the exact name."""
-    readable = re.sub(r"[^a-z0-9-]+", "-", volume.lower()).strip("-")[:40]
-    digest = hashlib.sha256(volume.encode()).hexdigest()[:8]
-    return f"lap-vol-{readable}-{digest}" if readable else f"lap-vol-{digest}"
+    """Return the PVC name of a new volume."""
+    return dns_label(volume, prefix="lap-vol-")
 
 
 def token_secret(name: str, token: str, labels: dict[str, str]) -> dict[str, Any]:

@@ -97,7 +97,7 @@ class WarmPools:
     async def ensure_pool(self, spec: SandboxSpec) -> str:
         """Create the harness's token, template and pool if they are missing; return the pool's name."""
         name = pool_name(spec.harness)
-        if name in self._pools:
+        if f"{self._backend.namespace}/{name}" in self._pools:
             return name
         backend = self._backend
         settings = backend.settings
@@ -144,7 +144,7 @@ class WarmPools:
             except ApiException as error:
                 if error.status != 409:  # exists: made by another worker, or by an earlier run
                     raise SandboxError(f"cannot create the warm pool {name}: {error.status} {error.reason}") from error
-        self._pools.add(name)
+        self._pools.add(f"{backend.namespace}/{name}")
         return name
 
     async def claim(self, spec: SandboxSpec, labels: dict[str, str]) -> SandboxRef | None:

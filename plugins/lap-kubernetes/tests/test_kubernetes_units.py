@@ -299,3 +299,14 @@ async def test_a_failed_claim_fails_wait_ready_at_once_with_its_reason(tmp_path:
     backend.warm.size = 1
     with pytest.raises(SandboxError, match="the claim of sandbox lap-s1 failed: WarmPoolNotFound: no"):
         await backend.wait_ready("lap-s1", timeout=5)
+
+
+def test_team_namespaces(tmp_path: Path) -> None:
+    assert _backend(tmp_path).team_namespace("red") == "lap-sandboxes"  # per-team is off
+    per_team = _backend(tmp_path, lap_k8s_namespace_per_team="lap-{team}")
+    assert per_team.team_namespace("red") == "lap-red"
+    assert per_team.team_namespace(None) == "lap-sandboxes"
+    odd = per_team.team_namespace("team_01ABC")  # not a DNS label as it is: readable + a hash
+    assert odd.startswith("lap-team-01abc-")
+    assert manifests.is_dns_label(odd)
+    assert odd != per_team.team_namespace("team_01abc")

@@ -72,6 +72,13 @@ app.kubernetes.io/component: {{ .component }}
 - name: LAP_K8S_RUNTIME_CLASS
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.sandbox.namespacePerTeam }}
+{{- if not $.Values.rbac.clusterWide }}
+{{- fail "sandbox.namespacePerTeam needs rbac.clusterWide=true (LAP creates and works in a namespace per team)" }}
+{{- end }}
+- name: LAP_K8S_NAMESPACE_PER_TEAM
+  value: {{ . | quote }}
+{{- end }}
 - name: LAP_VAULT_LISTEN
   value: {{ printf "0.0.0.0:%v" .Values.worker.vaultPort | quote }}
 - name: LAP_VAULT_URL
