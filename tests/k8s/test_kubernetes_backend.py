@@ -15,7 +15,7 @@ from kubernetes_asyncio import client
 
 from lap_core import Lap
 from lap_core.events import TurnEnd
-from lap_core.sandbox import WORKSPACE_DIR, SandboxContext, SandboxSpec
+from lap_core.sandbox import WORKSPACE_DIR, SandboxContext, SandboxSpec, StartProcess
 from lap_core.testing import BackendConformance, HarnessConformance
 from lap_kubernetes import KubernetesBackend, KubernetesSettings
 from tests.fixtures import cleanup_sandboxes, lap_env
@@ -262,3 +262,25 @@ async def test_a_namespace_per_team(data_dir: Path, namespace: str, codex_image:
         await backend.aclose()
         for team in ("red", "blue"):
             await client.CoreV1Api(kube).delete_namespace(f"{team}-{namespace}")
+
+
+async def test_port_forward_reaches_sandboxd_from_outside_the_cluster(
+    data_dir: Path, namespace: str, codex_image: str
+) -> None:
+    # What LAP does where pod IPs do not route: every connection tunnels through the API server.
+    backend = await open_backend(data_dir, namespace, codex_image, lap_k8s_connect="port-forward")
+    try:
+        spec = SandboxSpec(name="far", harness="codex", volume="far")
+        await backend.create(spec)
+        await backend.wait_ready(spec.name, timeout=120)
+        async with await backend.connect(spec.name) as sandboxd:
+            assert str(sandboxd._http.base_url).startswith("http://127.0.0.1:")
+            big = (await sandboxd.exec(["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"])).stdout
+            assert big == "x" * 3_000_000
+            await sandboxd.start_process(StartProcess(id="p1", argv=["sh", "-c", "for i in 1 2 3; do echo $i; done"]))
+            lines = [record.data async for record in sandboxd.output("p1")]
+            assert lines == ["1", "2", "3", "0"]  # three lines, then the exit code
+        await backend.delete(spec.name)
+        await backend.delete_volume(spec.volume)
+    finally:
+        await backend.aclose()

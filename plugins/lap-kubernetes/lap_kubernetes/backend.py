@@ -36,6 +36,7 @@ from lap_kubernetes.manifests import (
     VOLUME_LABEL,
     token_in,
 )
+from lap_kubernetes.portforward import PortForwards
 from lap_kubernetes.warm import WarmPools, claim_state
 from lap_kubernetes.watching import states
 
@@ -66,9 +67,10 @@ class KubernetesSettings(msgspec.Struct, frozen=True, kw_only=True, rename="uppe
     lap_k8s_memory_mb: Annotated[int, msgspec.Meta(ge=64)] | None = 4096
     lap_k8s_cpu: str | None = None
     lap_k8s_runtime_class: str | None = None
-    # How LAP reaches sandboxd: the pod's IP (LAP runs in the cluster, or routes to pod IPs), or
-    # the headless Service's DNS name (needs cluster DNS).
-    lap_k8s_connect: Literal["pod-ip", "service"] = "pod-ip"
+    # How LAP reaches sandboxd: the pod's IP (LAP runs in the cluster, or routes to pod IPs), the
+    # headless Service's DNS name (needs cluster DNS), or a port-forward through the API server
+    # (LAP outside the cluster).
+    lap_k8s_connect: Literal["pod-ip", "service", "port-forward"] = "pod-ip"
     # > 0: keep this many warm sandboxes per harness and claim one for each new session.
     lap_k8s_warm_pool_size: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
 
@@ -101,6 +103,7 @@ class KubernetesBackend(SandboxBackend):
         self.vault = f"{url.hostname}:{url.port or (443 if url.scheme == 'https' else 80)}"
         self.settings = settings
         self._api_client: client.ApiClient | None = None
+        self._forwards: PortForwards | None = None
         self._tokens: dict[str, tuple[str, str]] = {}  # sandbox -> (uid, token)
         self._locks: dict[str, anyio.Lock] = {}
         self._where: dict[str, str] = {}  # sandbox -> its namespace, when per-team
@@ -121,10 +124,14 @@ class KubernetesBackend(SandboxBackend):
         except (config.ConfigException, OSError) as error:
             raise SandboxError(f"cannot load the Kubernetes configuration: {error}") from error
         self._api_client = client.ApiClient(configuration)
+        self._forwards = PortForwards(configuration) if self.settings.lap_k8s_connect == "port-forward" else None
         return self
 
     async def aclose(self) -> None:
         """Close the API connections (sandboxes keep running)."""
+        if self._forwards is not None:
+            await self._forwards.aclose()
+            self._forwards = None
         if self._api_client is not None:
             await self._api_client.close()
             self._api_client = None
@@ -462,6 +469,9 @@ class KubernetesBackend(SandboxBackend):
         if found is None:
             raise SandboxError(f"sandbox {name} does not exist")
         actual, status = found["metadata"]["name"], found.get("status") or {}
+        if self._forwards is not None:
+            host, port = await self._forwards.address(self.namespace, actual, SANDBOXD_PORT)
+            return SandboxClient(token=await self._token(found), base_url=f"http://{host}:{port}")
         if self.settings.lap_k8s_connect == "service":
             host = status.get("serviceFQDN") or f"{actual}.{self.namespace}.svc"
         else:
@@ -521,6 +531,8 @@ class KubernetesBackend(SandboxBackend):
                     raise _api_error(error, f"deleting the pod of sandbox {name}") from error
             await self._delete_secret(name)
             await self._gone(actual)
+            if self._forwards is not None:
+                await self._forwards.forget(self.namespace, actual)
         else:
             await self._delete_secret(name)
         self._tokens.pop(name, None)
