@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from lap_core.hookspecs import hookimpl
 from lap_core.specs import SandboxBackendSpec
-from lap_kubernetes.backend import KubernetesBackend, KubernetesSettings
+from lap_kubernetes.backend import KubernetesBackend
+from lap_kubernetes.settings import KubernetesSettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

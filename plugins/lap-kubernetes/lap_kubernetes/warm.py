@@ -33,6 +33,7 @@ from lap_kubernetes.manifests import (
     TEMPLATE_API,
     token_in,
 )
+from lap_kubernetes.watching import states
 
 if TYPE_CHECKING:
     from lap_kubernetes.backend import KubernetesBackend
@@ -232,6 +233,18 @@ class WarmPools:
             annotate,
             _content_type="application/merge-patch+json",
         )
+
+    async def wait(self, name: str) -> None:
+        """Wait until the claim `name`, if there is one, holds a sandbox; fail fast on a terminal reason."""
+        list_function, args = self._backend.list_custom(CLAIM_API)
+        async for claim in states(lambda: self._backend.get_custom(CLAIM_API, name), list_function, *args, name=name):
+            if claim is None:
+                return  # no claim: a plain Sandbox
+            state, detail = claim_state(claim)
+            if state == "ready":
+                return
+            if state == "failed":
+                raise SandboxError(f"the claim of sandbox {name} failed: {detail}")
 
     def token_secret(self, sandbox: dict[str, Any]) -> str | None:
         """Return the name of the token Secret of a claimed sandbox (named like its LAP sandbox)."""
