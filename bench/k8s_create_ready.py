@@ -2,7 +2,7 @@
 
 Run on the test cluster (tests/k8s/cluster): `NETNS=lap-k8s tests/k8s/cluster/up.sh`, then
 `tests/k8s/cluster/in-netns.sh .venv/bin/python bench/k8s_create_ready.py [--runs N]`. It starts
-the stand-in agent-sandbox controller (tests/k8s/controller.py) for a namespace of its own and
+the stand-in agent-sandbox controller (tests/k8s/controller/) for a namespace of its own and
 measures, with the codex sandbox image (tests/k8s/cluster/build-sandbox-image.sh):
 
 - cold: `create` + `wait_ready` of a new sandbox (its PVC, token, Sandbox, a pod started, sandboxd

@@ -1,4 +1,4 @@
-"""The stand-in agent-sandbox controller (tests/k8s/controller.py) against the real test cluster.
+"""The stand-in agent-sandbox controller (tests/k8s/controller/) against the real test cluster.
 
 Each test gets a fresh `ctl-*` namespace; the pods are busybox, uid 1000, Ready through an exec probe.
 """
