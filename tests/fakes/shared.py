@@ -14,6 +14,7 @@ subprocess loads the fakes like any installed plugin.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
@@ -106,6 +107,17 @@ class SharedProcessBackend(SandboxBackend):
         return self._root / name
 
     async def create(self, spec: SandboxSpec) -> SandboxRef:
+        # Two workers may bring up one session's sandbox at once (a turn taken over while its first
+        # worker still runs, say): one launches it, the other finds it, as with lap-local's flock.
+        self._root.mkdir(parents=True, exist_ok=True)
+        lock = os.open(self._root / f".{spec.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            await anyio.to_thread.run_sync(fcntl.flock, lock, fcntl.LOCK_EX)
+            return await self._create(spec)
+        finally:
+            os.close(lock)
+
+    async def _create(self, spec: SandboxSpec) -> SandboxRef:
         existing = await self.status(spec.name)
         if existing is not None and existing.state != "stopped":
             return existing
@@ -164,7 +176,7 @@ class SharedProcessBackend(SandboxBackend):
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(self._dir(name) / "state", ignore_errors=True))
 
     async def list(self, labels: dict[str, str] | None = None) -> builtins.list[SandboxRef]:
-        names = sorted(path.name for path in self._root.iterdir()) if self._root.is_dir() else []
+        names = sorted(path.name for path in self._root.iterdir() if path.is_dir()) if self._root.is_dir() else []
         refs = [await self.status(name) for name in names]
         return [ref for ref in refs if ref is not None and (labels or {}).items() <= ref.labels.items()]
 
