@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager, nullcontext
+import contextlib
+from contextlib import asynccontextmanager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -137,8 +138,31 @@ class Database:
                 elif one_statement:
                     yield
                 else:
-                    async with self.engine.transaction():
+                    async with self._transaction():
                         yield
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """piccolo's transaction, made whole when COMMIT or ROLLBACK fails (the server went away).
+
+        piccolo then skips returning the connection and resetting its current-transaction context
+        variable: the task would go on using the dead transaction for good ("connection has been
+        released back to the pool"), and the pool would lose the connection.
+        """
+        engine = self.engine
+        assert isinstance(engine, PostgresEngine)
+        before = engine.current_transaction.get()
+        transaction = engine.transaction()
+        try:
+            async with transaction:
+                yield
+        finally:
+            if engine.current_transaction.get() is not before:
+                engine.current_transaction.set(before)
+                connection = getattr(transaction, "connection", None)
+                if connection is not None and engine.pool is not None:
+                    with suppress(Exception):
+                        await engine.pool.release(connection, timeout=1)
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         """Run one PostgreSQL statement (`$n` parameters) in the current transaction, else on its own.
