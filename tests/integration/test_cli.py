@@ -93,7 +93,15 @@ def test_doctor_says_what_is_missing(env: dict[str, str]) -> None:
 
 def test_plugins_lists_the_bundled_plugins(env: dict[str, str]) -> None:
     out = lap(env, "plugins").stdout
-    bundled = ("lap-local", "lap-sql", "lap-opencode", "lap-claude-code", "lap-codex", "backends: kubernetes, local", "stores: sql")
+    bundled = (
+        "lap-local",
+        "lap-sql",
+        "lap-opencode",
+        "lap-claude-code",
+        "lap-codex",
+        "backends: kubernetes, local",
+        "stores: sql",
+    )
     for name in (*bundled, "harnesses: claude-code, codex, opencode"):
         assert name in out
 
