@@ -116,6 +116,11 @@ class TurnRecord(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None = None
 
 
+def process_id(turn_id: str, attempt: int) -> str:
+    """Return the sandbox process id of a turn's attempt (see `Turn.process_id`)."""
+    return turn_id if not attempt else f"{turn_id}.{attempt}"
+
+
 class Turn(msgspec.Struct, frozen=True, kw_only=True):
     """What a harness needs to run one turn.
 
@@ -139,7 +144,7 @@ class Turn(msgspec.Struct, frozen=True, kw_only=True):
         A turn that had to start over in a new sandbox (`attempt` > 0) gets a new id, so it never
         finds the dead attempt's process.
         """
-        return self.id if not self.attempt else f"{self.id}.{self.attempt}"
+        return process_id(self.id, self.attempt)
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,7 +20,7 @@ from lap_core._engine.tails import read_log
 from lap_core._sandbox_client import SandboxdError
 from lap_core.errors import HarnessError, LapError, StoreError
 from lap_core.events import Error, HarnessSession, SessionEvent, Status, TextDelta, TurnEnd, UserMessage
-from lap_core.models import Turn
+from lap_core.models import Turn, process_id
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -257,6 +257,22 @@ class TurnRunner:
         finally:
             await current.close()
 
+    @staticmethod
+    async def _knows(sandbox: SandboxClient, process: str) -> bool:
+        """Whether the sandbox still has the attempt's process.
+
+        A sandbox of the same name may be a new one that LAP did not make: a pod the cluster
+        recreated, a restarted sandboxd. The process went with the old one, so the turn starts
+        over (rather than run its process a second time under the same attempt).
+        """
+        try:
+            await sandbox.process(process)
+        except SandboxdError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
     async def _attempt(
         self,
         agent: Agent,
@@ -283,7 +299,9 @@ class TurnRunner:
         # Read the session now: the turn before may have set the harness's native session id.
         session = await self._store.update_session(turn.session_id, status="starting", status_detail="")
         current.sandbox = await self._sandboxes.get(session, agent, harness, bring_up)
-        recreated = "sandbox_creating" in phases
+        recreated = "sandbox_creating" in phases or (
+            logged is not None and not await self._knows(current.sandbox, process_id(turn.id, restarts))
+        )
         if "volume_lost" in phases:
             # The harness's own session went with the volume: it starts a new one, told the story so far.
             session = await self._store.update_session(session.id, native_session_id=None)

@@ -14,7 +14,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from lap_core import Lap
-from lap_core.events import TurnEnd
+from lap_core.events import Status, TurnEnd
 from lap_core.sandbox import WORKSPACE_DIR, SandboxContext, SandboxSpec, StartProcess
 from lap_core.testing import BackendConformance, HarnessConformance
 from lap_kubernetes import KubernetesBackend, KubernetesSettings
@@ -284,3 +284,32 @@ async def test_port_forward_reaches_sandboxd_from_outside_the_cluster(
         await backend.delete_volume(spec.volume)
     finally:
         await backend.aclose()
+
+
+async def test_a_pod_the_cluster_recreates_mid_turn_restarts_the_turn(
+    k8s_lap: Lap, llm: FakeLLM, kube: client.ApiClient, namespace: str
+) -> None:
+    # Not LAP's delete: the pod goes (an eviction, a drain) and the controller makes a new one under
+    # the same name. The turn's process went with the old pod: the turn starts over, once.
+    lap = k8s_lap
+    llm.script(command="sleep 3 && echo ran-evicted", text="finished-evicted", fail_status=None)
+    agent = await lap.agents.create("k8s-evicted", harness="codex", model=HarnessConformance.model)
+    session = await lap.sessions.create(agent.id)
+    with anyio.fail_after(120):
+        warm_up = [record async for record in lap.sessions.stream(session.id, "warm up")]
+    assert warm_up[-1].event == TurnEnd(status="completed")
+    sandbox = (await lap.sessions.get(session.id)).sandbox_name
+    assert sandbox is not None
+    before = len(llm.requests())
+    turn = await lap.sessions.send(session.id, "do the long thing")
+    with anyio.fail_after(60):
+        while not any(request["body"].get("tools") for request in llm.requests()[before:]):
+            await anyio.sleep(0.1)
+    await client.CoreV1Api(kube).delete_namespaced_pod(sandbox, namespace, grace_period_seconds=1)
+    with anyio.fail_after(180):
+        records = [r async for r in lap.sessions.follow(session.id, after=turn.user_seq - 1, until_turn=turn.id)]
+    phases = [record.event.phase for record in records if isinstance(record.event, Status)]
+    assert "turn_restarted" in phases
+    assert "sandbox_creating" not in phases  # the cluster made the new pod, not LAP
+    assert records[-1].event == TurnEnd(status="completed")
+    assert [record for record in records if isinstance(record.event, TurnEnd)] == [records[-1]]
