@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from tests.fakes.llm_server import FakeLLM
 
 pytestmark = [pytest.mark.k8s, pytest.mark.anyio]
+CLAIM = ("extensions.agents.x-k8s.io", "v1beta1")
 GATEWAY = "10.88.0.1"  # the pod network's bridge: where pods reach processes of this network namespace
 VAULT_PORT = 14001
 
@@ -158,7 +159,7 @@ async def test_a_deleted_pod_comes_back_with_the_volume_and_the_conversation(
 
 
 async def test_create_to_ready_cold_sandbox_and_warm_claim(
-    data_dir: Path, namespace: str, codex_image: str, timings: dict[str, list[float]]
+    data_dir: Path, namespace: str, codex_image: str, timings: dict[str, list[float]], kube: client.ApiClient
 ) -> None:
     backend = await open_backend(data_dir, namespace, codex_image, lap_k8s_warm_pool_size=2)
     try:
@@ -192,6 +193,20 @@ async def test_create_to_ready_cold_sandbox_and_warm_claim(
             async with await backend.connect(spec.name) as sandboxd:
                 await sandboxd.exec(["sh", "-c", f"echo warm > {WORKSPACE_DIR}/w.txt"])
             assert await backend.volume_exists(spec.volume)
+            if index == 0:
+                # Its pod goes and comes back: the new one starts with the session's token, not the pool's.
+                claimed = (
+                    await backend.custom.get_namespaced_custom_object(*CLAIM, namespace, "sandboxclaims", spec.name)
+                )["status"]
+                pod = claimed["sandbox"]["name"]
+                old = await _pod_uid(kube, namespace, pod)
+                await client.CoreV1Api(kube).delete_namespaced_pod(pod, namespace, grace_period_seconds=1)
+                with anyio.fail_after(120):
+                    while (await _pod_uid(kube, namespace, pod)) in (None, old):
+                        await anyio.sleep(0.1)
+                await backend.wait_ready(spec.name, timeout=120)
+                async with await backend.connect(spec.name) as sandboxd:
+                    assert (await sandboxd.exec(["cat", f"{WORKSPACE_DIR}/w.txt"])).stdout == "warm\n"
             assert spec.name in {ref.name for ref in await backend.list({"n": str(index)})}
             await backend.delete(spec.name)
             assert await backend.status(spec.name) is None

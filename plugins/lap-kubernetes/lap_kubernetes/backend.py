@@ -23,7 +23,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from lap_core.errors import SandboxError
 from lap_core.sandbox import Check, SandboxBackend, SandboxClient, SandboxContext, SandboxRef, SandboxSpec
 from lap_kubernetes import manifests
-from lap_kubernetes.cluster import MERGE_PATCH, Cluster, api_error, load_configuration
+from lap_kubernetes.cluster import MERGE_PATCH, Cluster, api_error, load_configuration, translated
 from lap_kubernetes.manifests import (
     CLAIM_API,
     MANAGED_BY,
@@ -108,15 +108,16 @@ class KubernetesBackend(Cluster, SandboxBackend):
 
     async def create(self, spec: SandboxSpec) -> SandboxRef:
         """Create the sandbox's Secret and Sandbox (or claim a warm one); return at once."""
-        manifests.check_name(spec.name)
-        namespace = self.team_namespace(spec.labels.get("lap.team"))
-        await self._ensure_namespace(namespace)
-        async with self._exclusive(spec.name):
-            with self.in_namespace(namespace):
-                ref = await self._create(spec)
-            if self.settings.lap_k8s_namespace_per_team:
-                self._where[spec.name] = namespace
-            return ref
+        with translated(f"creating sandbox {spec.name}"):
+            manifests.check_name(spec.name)
+            namespace = self.team_namespace(spec.labels.get("lap.team"))
+            await self._ensure_namespace(namespace)
+            async with self._exclusive(spec.name):
+                with self.in_namespace(namespace):
+                    ref = await self._create(spec)
+                if self.settings.lap_k8s_namespace_per_team:
+                    self._where[spec.name] = namespace
+                return ref
 
     async def _create(self, spec: SandboxSpec) -> SandboxRef:
         name = spec.name
@@ -163,9 +164,13 @@ class KubernetesBackend(Cluster, SandboxBackend):
         """Return the sandbox image of a spec: its own, or the harness's from `LAP_K8S_IMAGE`."""
         return spec.image or self.settings.lap_k8s_image.replace("{harness}", spec.harness)
 
-    async def _find(self, name: str) -> dict[str, Any] | None:
-        """Return the Sandbox behind a LAP sandbox name (a claimed warm one has a name of its own)."""
-        if self.warm.size and (claimed := await self.warm.sandbox_of(name)) is not None:
+    async def _find(self, name: str, *, adopt: bool = False) -> dict[str, Any] | None:
+        """Return the Sandbox behind a LAP sandbox name (a claimed warm one has a name of its own).
+
+        With `adopt`, a warm sandbox just claimed is made the session's first (`WarmPools.adopt`):
+        only the calls that go on to use it do that; reading and deleting never talk to a pod.
+        """
+        if self.warm.size and (claimed := await self.warm.sandbox_of(name, adopt=adopt)) is not None:
             return claimed
         return await self.get_custom(SANDBOX_API, name)
 
@@ -183,21 +188,23 @@ class KubernetesBackend(Cluster, SandboxBackend):
 
     async def status(self, name: str) -> SandboxRef | None:
         """Return the sandbox as its Sandbox's status says (`Ready` is authoritative)."""
-        with self.in_namespace(await self._namespace_of(name)):
-            found = await self._find(name)
-        return None if found is None else self._ref(found, name)
+        with translated(f"reading sandbox {name}"):
+            with self.in_namespace(await self._namespace_of(name)):
+                found = await self._find(name)
+            return None if found is None else self._ref(found, name)
 
     async def wait_ready(self, name: str, *, timeout: float) -> SandboxRef:
         """Watch the Sandbox until it is Ready; fail at once if it dies or vanishes, with the pod's reason."""
-        with self.in_namespace(await self._namespace_of(name)):
-            return await self._wait_ready(name, timeout)
+        with translated(f"waiting for sandbox {name}"):
+            with self.in_namespace(await self._namespace_of(name)):
+                return await self._wait_ready(name, timeout)
 
     async def _wait_ready(self, name: str, timeout: float) -> SandboxRef:
         actual, last = name, "it does not exist"
         with anyio.move_on_after(timeout):
             if self.warm.size:
                 await self.warm.wait(name)
-            found = await self._find(name)
+            found = await self._find(name, adopt=True)
             if found is not None:
                 actual = found["metadata"]["name"]
             list_function, args = self.list_custom(SANDBOX_API)
@@ -216,17 +223,22 @@ class KubernetesBackend(Cluster, SandboxBackend):
 
     async def connect(self, name: str) -> SandboxClient:
         """Return a client of the sandbox's sandboxd: its pod IP, or its Service's DNS name."""
-        with self.in_namespace(await self._namespace_of(name)):
-            return await self._connect(name)
+        with translated(f"connecting to sandbox {name}"):
+            with self.in_namespace(await self._namespace_of(name)):
+                return await self._connect(name)
 
     async def _connect(self, name: str) -> SandboxClient:
-        found = await self._find(name)
+        found = await self._find(name, adopt=True)
         if found is None:
             raise SandboxError(f"sandbox {name} does not exist")
+        return SandboxClient(token=await self._token(found), base_url=await self.sandboxd_url(found, name))
+
+    async def sandboxd_url(self, found: dict[str, Any], name: str) -> str:
+        """Return sandboxd's URL in a Sandbox, as `LAP_K8S_CONNECT` says to reach it."""
         actual, status = found["metadata"]["name"], found.get("status") or {}
         if self._forwards is not None:
             host, port = await self._forwards.address(self.namespace, actual, SANDBOXD_PORT)
-            return SandboxClient(token=await self._token(found), base_url=f"http://{host}:{port}")
+            return f"http://{host}:{port}"
         if self.settings.lap_k8s_connect == "service":
             host = status.get("serviceFQDN") or f"{actual}.{self.namespace}.svc"
         else:
@@ -235,7 +247,7 @@ class KubernetesBackend(Cluster, SandboxBackend):
                 raise SandboxError(f"sandbox {name} has no pod IP yet ({_state(found)[1] or 'starting'})")
             host = ips[0]["ip"] if isinstance(ips[0], dict) else str(ips[0])
         host = f"[{host}]" if ":" in host else host
-        return SandboxClient(token=await self._token(found), base_url=f"http://{host}:{SANDBOXD_PORT}")
+        return f"http://{host}:{SANDBOXD_PORT}"
 
     async def _token(self, sandbox: dict[str, Any]) -> str:
         """Return sandboxd's token (read once per Sandbox: a new Sandbox of a name has a new uid)."""
@@ -249,11 +261,12 @@ class KubernetesBackend(Cluster, SandboxBackend):
 
     async def delete(self, name: str) -> None:
         """Delete the Sandbox (its pod, Service and token go with it) and wait until the pod is gone."""
-        manifests.check_name(name)
-        async with self._exclusive(name):
-            with self.in_namespace(await self._namespace_of(name)):
-                await self._delete(name)
-        self._where.pop(name, None)
+        with translated(f"deleting sandbox {name}"):
+            manifests.check_name(name)
+            async with self._exclusive(name):
+                with self.in_namespace(await self._namespace_of(name)):
+                    await self._delete(name)
+            self._where.pop(name, None)
 
     async def _delete(self, name: str) -> None:
         found = await self._find(name)
@@ -286,28 +299,31 @@ class KubernetesBackend(Cluster, SandboxBackend):
 
     async def list(self, labels: dict[str, str] | None = None) -> builtins.list[SandboxRef]:
         """Return LAP's sandboxes whose labels include `labels` (selected by the API server)."""
-        wanted = {**MANAGED_BY, **(labels or {})}
-        selector = ",".join(f"{key}={value}" for key, value in wanted.items())
-        refs = {ref.name: ref for ref in (self._ref(item) for item in await self._list_all(SANDBOX_API, selector))}
-        if self.warm.size:
-            for claim in await self._list_all(CLAIM_API, selector):
-                name = claim["metadata"]["name"]
-                with self.in_namespace(claim["metadata"]["namespace"]):
-                    found = await self.warm.sandbox_of(name)
-                if found is not None:
-                    refs.pop(found["metadata"]["name"], None)
-                    refs[name] = self._ref(found, name)
-        return sorted(refs.values(), key=lambda ref: ref.name)
+        with translated("listing sandboxes"):
+            wanted = {**MANAGED_BY, **(labels or {})}
+            selector = ",".join(f"{key}={value}" for key, value in wanted.items())
+            refs = {ref.name: ref for ref in (self._ref(item) for item in await self._list_all(SANDBOX_API, selector))}
+            if self.warm.size:
+                for claim in await self._list_all(CLAIM_API, selector):
+                    name = claim["metadata"]["name"]
+                    with self.in_namespace(claim["metadata"]["namespace"]):
+                        found = await self.warm.sandbox_of(name)
+                    if found is not None:
+                        refs.pop(found["metadata"]["name"], None)
+                        refs[name] = self._ref(found, name)
+            return sorted(refs.values(), key=lambda ref: ref.name)
 
     async def volume_exists(self, volume: str) -> bool:
         """Whether the volume's PVC is there (and not being deleted)."""
-        with self.in_namespace(await self._namespace_of_volume(volume)):
-            return await self._volume_exists(volume)
+        with translated(f"reading volume {volume}"):
+            with self.in_namespace(await self._namespace_of_volume(volume)):
+                return await self._volume_exists(volume)
 
     async def delete_volume(self, volume: str) -> None:
         """Delete the volume's PVC and wait until it is gone."""
-        with self.in_namespace(await self._namespace_of_volume(volume)):
-            await self._delete_volume(volume)
+        with translated(f"deleting volume {volume}"):
+            with self.in_namespace(await self._namespace_of_volume(volume)):
+                await self._delete_volume(volume)
 
     async def _delete_volume(self, volume: str) -> None:
         for pvc in await self._volume_claims(volume):
@@ -320,12 +336,14 @@ class KubernetesBackend(Cluster, SandboxBackend):
 
     async def suspend(self, name: str) -> None:
         """Set the Sandbox's operatingMode to Suspended: the pod goes, the Sandbox and volume stay."""
-        await self._set_mode(name, "Suspended")
+        with translated(f"suspending sandbox {name}"):
+            await self._set_mode(name, "Suspended")
 
     async def resume(self, name: str) -> SandboxRef:
         """Set the operatingMode back to Running: the controller brings the pod back on the same volume."""
-        await self._set_mode(name, "Running")
-        return await self.wait_ready(name, timeout=120)
+        with translated(f"resuming sandbox {name}"):
+            await self._set_mode(name, "Running")
+            return await self.wait_ready(name, timeout=120)
 
     async def _set_mode(self, name: str, mode: str) -> None:
         with self.in_namespace(await self._namespace_of(name)):

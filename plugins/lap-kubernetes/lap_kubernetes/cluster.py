@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import anyio
 import structlog
 from kubernetes_asyncio import client, config
@@ -287,6 +288,20 @@ class Cluster:
             raise api_error(error, f"listing {api[2]}") from error
         items: builtins.list[dict[str, Any]] = listed.get("items", [])
         return items
+
+
+@contextmanager
+def translated(doing: str) -> Iterator[None]:
+    """Turn whatever the API client raises into a `SandboxError` that says what LAP was doing."""
+    try:
+        yield
+    except SandboxError:
+        raise
+    except ApiException as error:
+        raise api_error(error, doing) from error
+    except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        reason = str(error) or type(error).__name__
+        raise SandboxError(f"Kubernetes did not answer while {doing}: {reason}") from error
 
 
 def api_error(error: ApiException, doing: str) -> SandboxError:

@@ -163,8 +163,8 @@ class WarmPools:
                 ) from error
         return SandboxRef(name=spec.name, state="starting", labels=spec.labels)
 
-    async def sandbox_of(self, name: str) -> dict[str, Any] | None:
-        """Return the Sandbox the claim `name` holds, made the session's (volume, token) on first sight.
+    async def sandbox_of(self, name: str, *, adopt: bool = False) -> dict[str, Any] | None:
+        """Return the Sandbox the claim `name` holds; with `adopt`, made the session's (volume, token).
 
         While the claim waits for a sandbox, a stand-in object in state `starting` is returned, so
         that `status` and `wait_ready` see the sandbox being made. A failed claim reads as stopped.
@@ -185,7 +185,7 @@ class WarmPools:
         found = await backend.get_custom(SANDBOX_API, sandbox_name)
         if found is None:
             return None
-        if (found["metadata"].get("annotations") or {}).get(CLAIMED_ANNOTATION) != name:
+        if adopt and (found["metadata"].get("annotations") or {}).get(CLAIMED_ANNOTATION) != name:
             await self._make_ours(name, claim, found)
             found = await backend.get_custom(SANDBOX_API, sandbox_name) or found
         # Report it under the LAP name, with the claim's labels.
@@ -209,22 +209,28 @@ class WarmPools:
         mine = {k: v for k, v in labels.items() if k not in (SANDBOX_LABEL, manifests.VOLUME_LABEL)}
         # If another worker got here first, its Secret wins and we use its token.
         token = token_in(await backend.create_token_secret(name, token, mine))
-        ips = (found.get("status") or {}).get("podIPs") or []
         pool_token = await backend.token_of(f"lap-pool-{labels.get(manifests.HARNESS_LABEL, '')}")
-        host = ips[0]["ip"] if ips and isinstance(ips[0], dict) else (str(ips[0]) if ips else "")
-        if not host:
-            raise SandboxError(f"the warm sandbox of {name} has no pod IP")
-        async with SandboxClient(token=pool_token, base_url=f"http://{host}:{manifests.SANDBOXD_PORT}") as client:
+        url = await backend.sandboxd_url(found, name)
+        async with SandboxClient(token=pool_token, base_url=url) as client:
             try:
                 await client.replace_token(token)
             except Exception as error:
                 # Already replaced (by another worker)? Then the new token works.
-                async with SandboxClient(token=token, base_url=f"http://{host}:{manifests.SANDBOXD_PORT}") as ours:
+                async with SandboxClient(token=token, base_url=url) as ours:
                     try:
                         await ours.exec(["true"], timeout=10)
                     except Exception:
                         raise SandboxError(f"cannot give the warm sandbox of {name} its own token: {error}") from error
-        annotate = {"metadata": {"annotations": {CLAIMED_ANNOTATION: name}}}
+        # A pod the controller makes anew for this Sandbox (eviction, drain) starts with this token too.
+        containers = found["spec"]["podTemplate"]["spec"]["containers"]
+        for container in containers:
+            for variable in container.get("env") or []:
+                if variable["name"] == "LAP_SANDBOXD_TOKEN":
+                    variable["valueFrom"]["secretKeyRef"]["name"] = name
+        annotate = {
+            "metadata": {"annotations": {CLAIMED_ANNOTATION: name}},
+            "spec": {"podTemplate": {"spec": {"containers": containers}}},
+        }
         await backend.custom.patch_namespaced_custom_object(
             *SANDBOX_API[:2],
             backend.namespace,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -310,3 +311,17 @@ def test_team_namespaces(tmp_path: Path) -> None:
     assert odd.startswith("lap-team-01abc-")
     assert manifests.is_dns_label(odd)
     assert odd != per_team.team_namespace("team_01abc")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [aiohttp.ClientConnectionError("Cannot connect to host 10.0.0.1:443"), TimeoutError(), ConnectionResetError(104)],
+)
+async def test_an_api_server_out_of_reach_is_a_sandbox_error(tmp_path: Path, failure: Exception) -> None:
+    # The reconciler and the engine handle LAP's errors; a raw client error would end the worker.
+    backend = _Fake(tmp_path, _Api(), _Api(get_namespaced_custom_object=failure))
+    with pytest.raises(SandboxError, match="Kubernetes did not answer while reading sandbox lap-s1"):
+        await backend.status("lap-s1")
+    backend = _Fake(tmp_path, _Api(), _Api(list_namespaced_custom_object=failure))
+    with pytest.raises(SandboxError, match="while listing sandboxes"):
+        await backend.list()
