@@ -26,8 +26,13 @@ log = structlog.get_logger("lap.engine")
 
 
 def sandbox_name(session_id: str) -> str:
-    """Return the sandbox name of a session (DNS-label safe, as Kubernetes needs)."""
-    return "lap-" + session_id.replace("_", "-").lower()
+    """Return the sandbox name of a session: a DNS label, as Kubernetes needs.
+
+    Session ids (`new_id`) are lowercase letters, digits and `_`; a label may not end in `-`, so
+    an id ending in `_` gets a `0` more (one character longer than any id: no other id maps there).
+    """
+    name = "lap-" + session_id.replace("_", "-").lower()
+    return name + "0" if name.endswith("-") else name
 
 
 def sandbox_of(session: Session) -> str:

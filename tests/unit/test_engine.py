@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from typing import TYPE_CHECKING
 
@@ -315,3 +316,16 @@ async def test_a_harness_must_be_installed_here_unless_the_backend_runs_images(
         errors = [record.event for record in records if isinstance(record.event, Error)]
         assert "is not installed" in errors[0].message
         assert plugin.backend.created == []
+
+
+def test_sandbox_names_are_dns_labels_and_distinct() -> None:
+    # Kubernetes refuses a pod name ending in '-'; ids ending in '_' once made exactly that.
+    from lap_core._engine.sandboxes import sandbox_name
+    from lap_core.models import new_id
+
+    label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    ids = {new_id("ses") for _ in range(5000)} | {"ses_" + "a" * 19 + "_", "ses_" + "a" * 19 + "0", "ses__abc"}
+    names = {sandbox_name(session_id) for session_id in ids}
+    assert len(names) == len(ids)
+    assert all(label.match(name) and len(name) <= 63 for name in names)
+    assert sandbox_name("ses_" + "a" * 19 + "_") == "lap-ses-" + "a" * 19 + "-0"
