@@ -10,6 +10,7 @@ harness's `SandboxWarmPool` instead (see `warm.py`). Everything LAP makes is lab
 
 from __future__ import annotations
 
+import json
 import secrets
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -121,7 +122,7 @@ class KubernetesBackend(Cluster, SandboxBackend):
 
     async def _create(self, spec: SandboxSpec) -> SandboxRef:
         name = spec.name
-        labels = manifests.check_labels({**spec.labels, manifests.HARNESS_LABEL: spec.harness})
+        labels = {**spec.labels, manifests.HARNESS_LABEL: spec.harness}
         existing = await self._find(name)
         if existing is not None and existing["metadata"].get("deletionTimestamp"):
             await self._gone(name)  # a delete is under way: let it finish, then start anew
@@ -176,9 +177,10 @@ class KubernetesBackend(Cluster, SandboxBackend):
 
     def _ref(self, obj: dict[str, Any], name: str | None = None) -> SandboxRef:
         state, detail = _state(obj)
+        given = (obj["metadata"].get("annotations") or {}).get(manifests.ORIGINAL_LABELS)
         labels = {
             key: value
-            for key, value in (obj["metadata"].get("labels") or {}).items()
+            for key, value in (json.loads(given) if given else obj["metadata"].get("labels") or {}).items()
             if key not in MANAGED_BY
             and key not in (SANDBOX_LABEL, VOLUME_LABEL, manifests.HARNESS_LABEL)
             and not key.startswith("agents.x-k8s.io/")
@@ -300,7 +302,7 @@ class KubernetesBackend(Cluster, SandboxBackend):
     async def list(self, labels: dict[str, str] | None = None) -> builtins.list[SandboxRef]:
         """Return LAP's sandboxes whose labels include `labels` (selected by the API server)."""
         with translated("listing sandboxes"):
-            wanted = {**MANAGED_BY, **(labels or {})}
+            wanted = {**MANAGED_BY, **manifests.label_values(labels or {})}
             selector = ",".join(f"{key}={value}" for key, value in wanted.items())
             refs = {ref.name: ref for ref in (self._ref(item) for item in await self._list_all(SANDBOX_API, selector))}
             if self.warm.size:
@@ -311,7 +313,9 @@ class KubernetesBackend(Cluster, SandboxBackend):
                     if found is not None:
                         refs.pop(found["metadata"]["name"], None)
                         refs[name] = self._ref(found, name)
-            return sorted(refs.values(), key=lambda ref: ref.name)
+            # Label values may have been made valid (hashed): the exact ones decide.
+            exact = (labels or {}).items()
+            return sorted((ref for ref in refs.values() if exact <= ref.labels.items()), key=lambda ref: ref.name)
 
     async def volume_exists(self, volume: str) -> bool:
         """Whether the volume's PVC is there (and not being deleted)."""

@@ -120,7 +120,7 @@ class Cluster:
         if not self.settings.lap_k8s_namespace_per_team:
             return self.settings.lap_k8s_namespace
         listed = await self.core.list_persistent_volume_claim_for_all_namespaces(
-            label_selector=f"{VOLUME_LABEL}={volume}"
+            label_selector=f"{VOLUME_LABEL}={manifests.label_value(volume)}"
         )
         for item in listed.items:
             return str(item.metadata.namespace)
@@ -256,7 +256,7 @@ class Cluster:
         return str(body["metadata"]["name"])
 
     async def _volume_claims(self, volume: str) -> list[dict[str, Any]]:
-        selector = f"{VOLUME_LABEL}={volume}"
+        selector = f"{VOLUME_LABEL}={manifests.label_value(volume)}"
         try:
             listed = await self.core.list_namespaced_persistent_volume_claim(self.namespace, label_selector=selector)
         except ApiException as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -50,12 +51,26 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_labels(labels: dict[str, str]) -> dict[str, str]:
-    """Return `labels` if every value is a valid Kubernetes label value; else raise `SandboxError`."""
-    for key, value in labels.items():
-        if len(value) > 63 or not _LABEL_VALUE.match(value):
-            raise SandboxError(f"label {key}={value!r} is not a valid Kubernetes label value")
-    return labels
+ORIGINAL_LABELS = "lap.dev/labels"
+"""Annotation with a sandbox's labels as LAP gave them (label values may have had to change)."""
+
+
+def label_value(value: str) -> str:
+    """Return `value` as a Kubernetes label value: itself if valid, else readable + a hash of it.
+
+    Label values must start and end with a letter or digit (`ses_…_`, an id ending in `_`, does
+    not); the exact values are kept in the `ORIGINAL_LABELS` annotation.
+    """
+    if len(value) <= 63 and _LABEL_VALUE.match(value):
+        return value
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", value)[:40].strip("-_.")
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{readable}-{digest}" if readable else digest
+
+
+def label_values(labels: dict[str, str]) -> dict[str, str]:
+    """Return `labels` with every value a valid Kubernetes label value (see `label_value`)."""
+    return {key: label_value(value) for key, value in labels.items()}
 
 
 def dns_label(text: str, *, prefix: str = "") -> str:
@@ -75,7 +90,7 @@ def token_secret(name: str, token: str, labels: dict[str, str]) -> dict[str, Any
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "labels": {**MANAGED_BY, **labels, SANDBOX_LABEL: name}},
+        "metadata": {"name": name, "labels": {**MANAGED_BY, **label_values(labels), SANDBOX_LABEL: name}},
         "type": "Opaque",
         "stringData": {TOKEN_KEY: token},
     }
@@ -96,7 +111,7 @@ def volume_claim(volume: str, *, size: str, storage_class: str | None) -> dict[s
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": volume_claim_name(volume), "labels": {**MANAGED_BY, VOLUME_LABEL: volume}},
+        "metadata": {"name": volume_claim_name(volume), "labels": {**MANAGED_BY, VOLUME_LABEL: label_value(volume)}},
         "spec": spec,
     }
 
@@ -205,11 +220,11 @@ def pod_spec(
 def sandbox(name: str, labels: dict[str, str], pod: dict[str, Any]) -> dict[str, Any]:
     """Return the `Sandbox`: one pod, a headless Service (reach sandboxd by DNS in the cluster)."""
     group, version, _ = SANDBOX_API
-    all_labels = {**MANAGED_BY, **labels, SANDBOX_LABEL: name}
+    all_labels = {**MANAGED_BY, **label_values(labels), SANDBOX_LABEL: name}
     return {
         "apiVersion": f"{group}/{version}",
         "kind": "Sandbox",
-        "metadata": {"name": name, "labels": all_labels},
+        "metadata": {"name": name, "labels": all_labels, "annotations": {ORIGINAL_LABELS: json.dumps(labels)}},
         "spec": {
             "podTemplate": {"metadata": {"labels": all_labels}, "spec": pod},
             "service": True,

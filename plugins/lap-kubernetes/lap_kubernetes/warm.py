@@ -16,6 +16,7 @@ A session with a volume (history) never takes the warm path: its files are on it
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -74,12 +75,17 @@ def claim_state(claim: dict[str, Any]) -> tuple[str, str]:
 def claim_manifest(name: str, pool: str, labels: dict[str, str]) -> dict[str, Any]:
     """Return the `SandboxClaim` of a LAP sandbox."""
     group, version, _ = CLAIM_API
-    all_labels = {**MANAGED_BY, **labels, SANDBOX_LABEL: name}
+    valid = manifests.label_values(labels)
+    all_labels = {**MANAGED_BY, **valid, SANDBOX_LABEL: name}
     return {
         "apiVersion": f"{group}/{version}",
         "kind": "SandboxClaim",
-        "metadata": {"name": name, "labels": all_labels},
-        "spec": {"warmPoolRef": {"name": pool}, "additionalPodMetadata": {"labels": labels}},
+        "metadata": {
+            "name": name,
+            "labels": all_labels,
+            "annotations": {manifests.ORIGINAL_LABELS: json.dumps(labels)},
+        },
+        "spec": {"warmPoolRef": {"name": pool}, "additionalPodMetadata": {"labels": valid}},
     }
 
 
@@ -153,7 +159,7 @@ class WarmPools:
         backend = self._backend
         pool = await self.ensure_pool(spec)
         body = claim_manifest(spec.name, pool, labels)
-        body["metadata"]["labels"][manifests.VOLUME_LABEL] = spec.volume
+        body["metadata"]["labels"][manifests.VOLUME_LABEL] = manifests.label_value(spec.volume)
         try:
             await backend.custom.create_namespaced_custom_object(*CLAIM_API[:2], backend.namespace, CLAIM_API[2], body)
         except ApiException as error:
@@ -190,6 +196,9 @@ class WarmPools:
             found = await backend.get_custom(SANDBOX_API, sandbox_name) or found
         # Report it under the LAP name, with the claim's labels.
         found["metadata"].setdefault("labels", {}).update(claim["metadata"].get("labels") or {})
+        given = (claim["metadata"].get("annotations") or {}).get(manifests.ORIGINAL_LABELS)
+        if given:
+            found["metadata"].setdefault("annotations", {})[manifests.ORIGINAL_LABELS] = given
         return found
 
     async def _make_ours(self, name: str, claim: dict[str, Any], found: dict[str, Any]) -> None:
