@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from lap_core.models import Session
     from tests.fakes.litellm import LiteLLMProxy
     from tests.fakes.llm_server import FakeLLM
 
@@ -114,6 +115,18 @@ class TestCodexOnKubernetes(HarnessConformance):
         return llm
 
 
+async def _session_after_a_turn(lap: Lap, agent_name: str, text: str) -> tuple[Session, str]:
+    """A codex session that has completed one turn, and the name of its sandbox."""
+    agent = await lap.agents.create(agent_name, harness="codex", model=HarnessConformance.model)
+    session = await lap.sessions.create(agent.id)
+    with anyio.fail_after(120):
+        records = [record async for record in lap.sessions.stream(session.id, text)]
+    assert records[-1].event == TurnEnd(status="completed")
+    sandbox = (await lap.sessions.get(session.id)).sandbox_name
+    assert sandbox is not None
+    return session, sandbox
+
+
 async def _pod_uid(kube: client.ApiClient, namespace: str, name: str) -> str | None:
     try:
         pod = await client.CoreV1Api(kube).read_namespaced_pod(name, namespace)
@@ -128,13 +141,7 @@ async def test_a_deleted_pod_comes_back_with_the_volume_and_the_conversation(
     k8s_lap: Lap, llm: FakeLLM, kube: client.ApiClient, namespace: str, timings: dict[str, list[float]]
 ) -> None:
     lap = k8s_lap
-    agent = await lap.agents.create("k8s-codex", harness="codex", model=HarnessConformance.model)
-    session = await lap.sessions.create(agent.id)
-    with anyio.fail_after(120):
-        first = [record async for record in lap.sessions.stream(session.id, "make a note")]
-    assert first[-1].event == TurnEnd(status="completed")
-    sandbox = (await lap.sessions.get(session.id)).sandbox_name
-    assert sandbox is not None
+    session, sandbox = await _session_after_a_turn(lap, "k8s-codex", "make a note")
     async with await lap.backend.connect(sandbox) as sandboxd:
         await sandboxd.exec(["sh", "-c", f"echo kept > {WORKSPACE_DIR}/kept.txt"])
     old_uid = await _pod_uid(kube, namespace, sandbox)
@@ -308,13 +315,7 @@ async def test_a_pod_the_cluster_recreates_mid_turn_restarts_the_turn(
     # the same name. The turn's process went with the old pod: the turn starts over, once.
     lap = k8s_lap
     llm.script(command="sleep 3 && echo ran-evicted", text="finished-evicted", fail_status=None)
-    agent = await lap.agents.create("k8s-evicted", harness="codex", model=HarnessConformance.model)
-    session = await lap.sessions.create(agent.id)
-    with anyio.fail_after(120):
-        warm_up = [record async for record in lap.sessions.stream(session.id, "warm up")]
-    assert warm_up[-1].event == TurnEnd(status="completed")
-    sandbox = (await lap.sessions.get(session.id)).sandbox_name
-    assert sandbox is not None
+    session, sandbox = await _session_after_a_turn(lap, "k8s-evicted", "warm up")
     before = len(llm.requests())
     turn = await lap.sessions.send(session.id, "do the long thing")
     with anyio.fail_after(60):
