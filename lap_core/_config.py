@@ -52,6 +52,9 @@ class CoreSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     # and sandboxes reach it at LAP_VAULT_URL (a Service in front of the workers, say).
     lap_vault_listen: HostPort | None = None
     lap_vault_url: HttpUrl | None = None
+    # This process's own address of the proxy (a pod's IP and LAP_VAULT_LISTEN's port): sandboxes
+    # whose turns it runs connect there first, so another worker dying never cuts their streams.
+    lap_vault_advertise: HostPort | None = None
 
 
 def host_port(value: str) -> tuple[str, int]:

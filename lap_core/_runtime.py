@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import secrets
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -13,12 +16,13 @@ import structlog
 from lap_core._config import CoreSettings, default_data_dir, host_port, load_settings, read_environment
 from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRunner, Worker
 from lap_core._engine.reconciler import Decisions, Reconciler
+from lap_core._engine.sandboxes import llm_scope
 from lap_core._loop import quiet_cancelled_wakeups
 from lap_core._plugins import PluginRegistry
 from lap_core._vault import LLMProxy, StubKeys
 from lap_core.errors import ConfigError, Conflict, NotFound
 from lap_core.models import DEFAULT_TEAM_ID, Team
-from lap_core.sandbox import SandboxContext
+from lap_core.sandbox import VAULT_DIR, SandboxContext
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -156,6 +160,8 @@ class Lap:
 
         keys = StubKeys.from_file(self.data_dir / "secrets" / "vault.key")
         vault_socket = self.data_dir / "run" / "vault" / "llm.sock"
+        # This process's own socket of the LLM proxy: the sandboxes of the turns it runs use it.
+        own_socket = vault_socket.with_name(f"{os.getpid()}-{secrets.token_hex(3)}.sock")
         context = SandboxContext(data_dir=self.data_dir, vault_socket=vault_socket, vault_url=core.lap_vault_url)
         self.backend: SandboxBackend = await stack.enter_async_context(
             _build(backend_spec, component_settings.get("backend"), context=context)
@@ -171,14 +177,26 @@ class Lap:
             assert core.litellm_api_key is not None
             proxy = LLMProxy(
                 socket_path=vault_socket,
+                own_socket=own_socket,
                 upstream=core.litellm_api_base,
                 api_key=core.litellm_api_key,
                 keys=keys,
+                scope_of=functools.partial(llm_scope, self.store),
                 listen=host_port(core.lap_vault_listen) if core.lap_vault_listen else None,
             )
             await tasks.start(proxy.serve)
         bus = EventBus()
-        provider = SandboxProvider(self.backend, keys, self.harness_root, start_timeout=core.lap_sandbox_start_timeout)
+        egress = [f"{VAULT_DIR}/{own_socket.name}"]
+        if core.lap_vault_advertise:
+            egress.append(core.lap_vault_advertise)
+        provider = SandboxProvider(
+            self.backend,
+            self.store,
+            keys,
+            self.harness_root,
+            start_timeout=core.lap_sandbox_start_timeout,
+            egress_targets=egress,
+        )
         runner = TurnRunner(self.store, provider, self.harnesses, bus, turn_timeout=core.lap_turn_timeout)
         self.decisions = Decisions()
         worker = Worker(

@@ -82,7 +82,8 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
 
     `last_seq` is the seq of the newest event in the session's log. `native_session_id` is the
     harness's own id for the conversation (opencode's session id, Claude's, Codex's thread id),
-    kept so the next turn continues it.
+    kept so the next turn continues it. `sandbox_generation` counts the sandboxes LAP has made the
+    session: the stub key of an earlier one is revoked.
     """
 
     id: str
@@ -93,6 +94,7 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     status_detail: str = ""
     sandbox_name: str | None = None
     native_session_id: str | None = None
+    sandbox_generation: int = 0
     last_seq: int = 0
     created_at: datetime = msgspec.field(default_factory=utcnow)
     updated_at: datetime = msgspec.field(default_factory=utcnow)

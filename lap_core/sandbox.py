@@ -25,6 +25,7 @@ __all__ = [
     "HARNESS_ROOT",
     "HOME_DIR",
     "LLM_BASE_URL",
+    "VAULT_DIR",
     "WORKSPACE_DIR",
     "Check",
     "ExecResult",
@@ -51,6 +52,9 @@ HARNESS_ROOT = "/opt/lap/harness"
 """Where the harness's installed files are (read-only); npm packages under `node_modules/`."""
 LLM_BASE_URL = "http://127.0.0.1:4000"
 """The sandbox's only way out: the platform's LLM proxy, reached through sandboxd's forwarder."""
+VAULT_DIR = "/run/lap-vault"
+"""Where a backend on LAP's own host mounts the directory of the LLM proxy's unix sockets (the
+parent of `SandboxContext.vault_socket`), read-only; sandboxd's forwarder connects to them."""
 
 HydratePayload = HydrateRequest
 """What the platform pushes into a fresh sandbox: env (stub secrets only), files, workdir."""
@@ -94,8 +98,10 @@ class SandboxRef(msgspec.Struct, frozen=True, kw_only=True):
 class SandboxContext(msgspec.Struct, frozen=True, kw_only=True):
     """What LAP gives a backend: its data directory and where the LLM proxy listens.
 
-    `vault_socket` is a unix socket path (for backends on this host), `vault_url` an HTTP URL
-    (for backends elsewhere); sandboxd forwards `LLM_BASE_URL` to one of them.
+    `vault_socket` is a unix socket path (for backends on this host: mount its directory at
+    `VAULT_DIR` and have sandboxd forward `LLM_BASE_URL` to the socket there), `vault_url` an HTTP
+    URL (for backends elsewhere: forward to it). Either is the fallback: LAP tells sandboxd at
+    hydrate time which socket or address of the proxy it prefers.
     """
 
     data_dir: Path

@@ -149,7 +149,8 @@ class SessionStore(AsyncResource):
 
     @abstractmethod
     async def update_session(self, session_id: str, **changes: Any) -> Session:
-        """Set the given fields (`status`, `status_detail`, `sandbox_name`, `native_session_id`, `title`).
+        """Set the given fields (`status`, `status_detail`, `sandbox_name`, `native_session_id`,
+        `sandbox_generation`, `title`).
 
         Bumps `updated_at`; raise `NotFound`; `InvalidInput` for any other field.
         """

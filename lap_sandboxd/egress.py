@@ -1,8 +1,16 @@
-"""The egress forwarder: TCP ports on the sandbox's loopback piped to the platform's LLM proxy.
+"""The egress forwarder: TCP ports on the sandbox's loopback piped to the platform.
 
-Tools inside reach the proxy as `http://127.0.0.1:4000` wherever the sandbox runs. A local
-sandbox's network namespace has only loopback and the platform bind-mounts the proxy's unix
-socket in; a pod's target is the proxy's TCP address (`HOST:PORT`).
+Tools inside reach the LLM proxy as `http://127.0.0.1:4000` wherever the sandbox runs. A local
+sandbox's network namespace has only loopback and the platform bind-mounts a directory of the
+proxy's unix sockets in; a pod's target is the proxy's TCP address (`HOST:PORT`).
+
+Each forwarded connection starts with one line, `LAP-SANDBOX <identity>\\r\\n`, that tells the
+platform which sandbox it talks to. The identity comes with the hydrate request and lives only in
+sandboxd's memory (which agent processes cannot read: see `server.protect_process`), so an agent
+that connects to the platform's socket directly, around this forwarder, cannot pass as a sandbox.
+The targets are tried in order: the platform puts the socket of the process that runs the
+session's turn first (its model streams then never pass through another process that may die),
+then the one named on the command line.
 """
 
 from __future__ import annotations
@@ -12,10 +20,11 @@ import socketserver
 import sys
 import threading
 
-__all__ = ["EgressServer", "parse_egress"]
+__all__ = ["PREAMBLE", "EgressServer", "parse_egress", "parse_target"]
 
 _BUFFER = 64 * 1024
-
+PREAMBLE = b"LAP-SANDBOX "
+"""How every forwarded connection starts: this, the sandbox's identity, CRLF."""
 
 Target = str | tuple[str, int]
 """A unix socket path, or a TCP (host, port)."""
@@ -28,6 +37,20 @@ def _address(value: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+def parse_target(value: str) -> Target:
+    """Parse a forwarding target: an absolute unix socket path, or `HOST:PORT`.
+
+    Raises:
+        ValueError: it is neither.
+    """
+    if value.startswith("/"):
+        return value
+    tcp = _address(value)
+    if tcp is None:
+        raise ValueError(f"expected a unix socket path or HOST:PORT, got {value!r}")
+    return tcp
+
+
 def parse_egress(spec: str) -> tuple[tuple[str, int], Target]:
     """Parse `HOST:PORT=/UNIX/PATH` or `HOST:PORT=TARGETHOST:TARGETPORT` into (address, target).
 
@@ -38,12 +61,21 @@ def parse_egress(spec: str) -> tuple[tuple[str, int], Target]:
     address = _address(listen)
     if not sep or address is None:
         raise ValueError(f"expected HOST:PORT=/UNIX/PATH or HOST:PORT=HOST:PORT, got {spec!r}")
-    if target.startswith("/"):
-        return address, target
-    tcp = _address(target)
-    if tcp is None:
-        raise ValueError(f"expected a unix socket path or HOST:PORT after '=', got {spec!r}")
-    return address, tcp
+    return address, parse_target(target)
+
+
+def _connect(target: Target) -> socket.socket:
+    if isinstance(target, str):
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(target)
+        except OSError:
+            upstream.close()
+            raise
+        return upstream
+    upstream = socket.create_connection(target, timeout=10)
+    upstream.settimeout(None)
+    return upstream
 
 
 def _copy(source: socket.socket, target: socket.socket) -> None:
@@ -64,22 +96,24 @@ class _Pipe(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         client: socket.socket = self.request
-        target = self.server.target
-        try:
-            if isinstance(target, str):
-                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    upstream.connect(target)
-                except OSError:
-                    upstream.close()
-                    raise
-            else:
-                upstream = socket.create_connection(target, timeout=10)
-                upstream.settimeout(None)
-        except OSError as error:
-            print(f"lap_sandboxd: egress to {target} failed: {error}", file=sys.stderr, flush=True)
+        targets, identity = self.server.route()
+        upstream = None
+        errors = []
+        for target in targets:
+            try:
+                upstream = _connect(target)
+                break
+            except OSError as error:
+                errors.append(f"{target}: {error}")
+        if upstream is None:
+            print(f"lap_sandboxd: egress failed: {'; '.join(errors)}", file=sys.stderr, flush=True)
             return
         with upstream:
+            try:
+                if identity:
+                    upstream.sendall(PREAMBLE + identity.encode() + b"\r\n")
+            except OSError:
+                return
             back = threading.Thread(target=_copy, args=(upstream, client), daemon=True)
             back.start()
             _copy(client, upstream)
@@ -87,13 +121,27 @@ class _Pipe(socketserver.BaseRequestHandler):
 
 
 class EgressServer(socketserver.ThreadingTCPServer):
-    """Listens on a TCP address and pipes each connection to a new connection to `target`."""
+    """Listens on a TCP address and pipes each connection to the first target that answers."""
 
     allow_reuse_address = True
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], target: Target) -> None:
-        self.target = target
+        self._fallback = target
+        self._preferred: list[Target] = []
+        self._identity = ""
+        self._lock = threading.Lock()
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.address_family = family
         super().__init__(address, _Pipe)
+
+    def set_route(self, targets: list[Target], identity: str) -> None:
+        """Prefer `targets` (before the command line's) and introduce the sandbox as `identity`."""
+        with self._lock:
+            self._preferred = [t for t in targets if t != self._fallback]
+            self._identity = identity
+
+    def route(self) -> tuple[list[Target], str]:
+        """Return the targets to try, in order, and the identity to send."""
+        with self._lock:
+            return [*self._preferred, self._fallback], self._identity

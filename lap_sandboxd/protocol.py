@@ -4,6 +4,7 @@ Every body is JSON. Routes (all but `GET /healthz` need `Authorization: Bearer <
 
     GET  /healthz                        -> Health
     POST /hydrate        HydrateRequest  -> {"ok": true}
+    PUT  /token          NewToken        -> {"ok": true}
     POST /exec           ExecRequest     -> ExecResult
     POST /processes      StartProcess    -> ProcessInfo   (idempotent by id)
     GET  /processes/{id}                 -> ProcessInfo
@@ -22,6 +23,7 @@ import msgspec
 
 __all__ = [
     "VERSION",
+    "EgressRoute",
     "ErrorBody",
     "ExecRequest",
     "ExecResult",
@@ -64,12 +66,29 @@ class FileSpec(msgspec.Struct, frozen=True, kw_only=True):
     mode: int = 0o644
 
 
+class EgressRoute(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the forwarder on one loopback port sends connections, and how it introduces the sandbox.
+
+    `targets` (unix socket paths or `HOST:PORT`) are tried in order, before the target given on
+    sandboxd's command line. `identity` is sent as the first line of every forwarded connection
+    (see `lap_sandboxd.egress`); it is kept in sandboxd's memory only.
+    """
+
+    targets: list[Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]] = msgspec.field(default_factory=list)
+    identity: Annotated[str, msgspec.Meta(pattern=r"^[!-~]{0,512}$")] = ""
+
+
 class HydrateRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """Env merged into every later exec/process (their own env wins), files to write, default cwd."""
+    """Env merged into every later exec/process (their own env wins), files to write, default cwd.
+
+    `egress` updates the forwarders sandboxd runs, keyed by their listening address (`HOST:PORT`);
+    routes for addresses it does not forward are ignored.
+    """
 
     workdir: str
     env: dict[str, str] = msgspec.field(default_factory=dict)
     files: list[FileSpec] = msgspec.field(default_factory=list)
+    egress: dict[str, EgressRoute] = msgspec.field(default_factory=dict)
 
 
 class ExecRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,35 +1,26 @@
-"""sandboxd's HTTP server: the API the platform drives a sandbox through (see `protocol`).
+"""sandboxd's HTTP API: the routes the platform drives a sandbox through (see `protocol`).
 
-Threaded HTTP/1.1 on a unix socket (mode 0600) and optionally on TCP. Every route but
-`GET /healthz` needs the bearer token from `LAP_SANDBOXD_TOKEN`, which is removed from the
-environment at start so no process started here inherits it. Stdlib + msgspec only: this runs
-on the sandbox's own Python.
+Threaded HTTP/1.1 (served on the sockets `lap_sandboxd.daemon` sets up). Every route but
+`GET /healthz` needs the bearer token. Stdlib + msgspec only: this runs on the sandbox's own Python.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hmac
 import os
 import re
 import select
-import signal
 import socket
-import socketserver
-import stat
 import sys
-import threading
 import traceback
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-from lap_sandboxd.egress import EgressServer, Target, parse_egress
 from lap_sandboxd.processes import SandboxStopping, count_descendants, run_exec
 from lap_sandboxd.protocol import (
     VERSION,
@@ -44,15 +35,14 @@ from lap_sandboxd.protocol import (
 from lap_sandboxd.state import HTTPError, Sandboxd
 
 if TYPE_CHECKING:
+    import socketserver
     from collections.abc import Callable
 
-__all__ = ["Handler", "log", "main", "parse_args"]
+__all__ = ["MAX_BODY", "Handler", "log"]
 
-TOKEN_ENV = "LAP_SANDBOXD_TOKEN"
 MAX_BODY = 256 * 1024 * 1024
 # An idle keep-alive connection holds a thread; drop it after this long.
 IDLE_SECONDS = 300
-SHUTDOWN_GRACE = 5.0
 
 _T = TypeVar("_T")
 _PROCESS_PATH = re.compile(r"/processes/([^/]+)(/output|/signal)?")
@@ -266,93 +256,3 @@ class Handler(BaseHTTPRequestHandler):
             return bool(poller.poll(0)) and not self.connection.recv(1, socket.MSG_PEEK)
         except OSError:
             return True
-
-
-class _UnixServer(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        path = str(self.server_address)
-        if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)  # left over by a sandboxd that died
-        old = os.umask(0o177)  # no moment in which others may connect
-        try:
-            super().server_bind()
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-
-
-class _TCPServer(ThreadingHTTPServer):
-    def __init__(self, address: tuple[str, int], handler: Callable[..., Handler]) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, handler)
-
-
-def _host_port(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-def _egress(value: str) -> tuple[tuple[str, int], Target]:
-    try:
-        return parse_egress(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse sandboxd's command line."""
-    parser = argparse.ArgumentParser(prog="lap_sandboxd", description="The daemon inside every LAP sandbox.")
-    parser.add_argument("--socket", required=True, help="unix socket to serve the API on")
-    parser.add_argument("--state", required=True, type=Path, help="directory for process output and info")
-    parser.add_argument("--listen", type=_host_port, help="also serve the API on HOST:PORT (TCP)")
-    parser.add_argument(
-        "--egress",
-        type=_egress,
-        action="append",
-        default=[],
-        help="forward TCP HOST:PORT=TARGET; TARGET is a unix socket path or a TCP HOST:PORT",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run sandboxd until SIGTERM or SIGINT; return the exit status."""
-    args = parse_args(argv)
-    token = os.environ.pop(TOKEN_ENV, "")
-    if not token:
-        log(f"{TOKEN_ENV} is not set")
-        return 2
-    sandboxd = Sandboxd(token, args.state)
-    handler = functools.partial(Handler, sandboxd)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    servers: list[socketserver.BaseServer] = []
-    try:
-        # Egress and TCP first: once the socket answers, everything is listening.
-        servers += [EgressServer(address, target) for address, target in args.egress]
-        if args.listen:
-            servers.append(_TCPServer(args.listen, handler))
-        Path(args.socket).parent.mkdir(parents=True, exist_ok=True)
-        servers.append(_UnixServer(args.socket, handler))
-    except OSError as error:
-        log(f"cannot listen: {error}")
-        for server in servers:
-            server.server_close()
-        return 1
-    for server in servers:
-        threading.Thread(target=server.serve_forever, name=type(server).__name__, daemon=True).start()
-    log(f"ready on {args.socket} (pid {os.getpid()})")
-    while not stop.wait(1.0):
-        pass
-    log("stopping")
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-    sandboxd.processes.terminate_all(SHUTDOWN_GRACE)
-    Path(args.socket).unlink(missing_ok=True)
-    return 0

@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lap_sandboxd.egress import parse_target
 from lap_sandboxd.processes import ProcessTable
 
 if TYPE_CHECKING:
+    from lap_sandboxd.egress import EgressServer
     from lap_sandboxd.protocol import HydrateRequest
 
 __all__ = ["HTTPError", "Sandboxd"]
@@ -30,10 +32,11 @@ class HTTPError(Exception):
 class Sandboxd:
     """The daemon's state: the token, the hydrated env and workdir, the processes."""
 
-    def __init__(self, token: str, state_dir: Path) -> None:
+    def __init__(self, token: str, state_dir: Path, egress: dict[str, EgressServer] | None = None) -> None:
         self.expected_auth = f"Bearer {token}".encode()
         self.started_at = time.time()
         self.processes = ProcessTable(state_dir)
+        self.egress = egress or {}  # by listening address, "HOST:PORT"
         self._lock = threading.Lock()
         self._env: dict[str, str] = {}
         self._workdir: str | None = None
@@ -49,12 +52,21 @@ class Sandboxd:
             return cwd or self._workdir
 
     def hydrate(self, req: HydrateRequest) -> None:
-        """Write the files (all decoded before any is written) and remember env and workdir."""
+        """Write the files (all decoded before any is written), remember env and workdir, route egress."""
         workdir = Path(req.workdir)
         try:
             contents = [(workdir / f.path, base64.b64decode(f.content_b64, validate=True), f.mode) for f in req.files]
         except binascii.Error as error:
             raise HTTPError(400, f"invalid base64 content: {error}") from error
+        routes = []
+        for address, route in req.egress.items():
+            server = self.egress.get(address)
+            if server is None:
+                continue  # this sandbox reaches that address some other way (or not at all)
+            try:
+                routes.append((server, [parse_target(target) for target in route.targets], route.identity))
+            except ValueError as error:
+                raise HTTPError(400, f"egress of {address}: {error}") from error
         try:
             workdir.mkdir(parents=True, exist_ok=True)
             for path, content, mode in contents:
@@ -64,6 +76,8 @@ class Sandboxd:
         with self._lock:
             self._env = dict(req.env)
             self._workdir = req.workdir
+        for server, targets, identity in routes:
+            server.set_route(targets, identity)
 
 
 def _write_file(path: Path, content: bytes, mode: int) -> None:

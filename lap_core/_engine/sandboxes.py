@@ -4,23 +4,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgspec
 import structlog
 
 from lap_core._install import harness_dir, is_installed
-from lap_core.errors import HarnessError, SandboxError
+from lap_core._sandbox_client import SandboxdError
+from lap_core._vault import LLMScope
+from lap_core.errors import HarnessError, NotFound, SandboxError
 from lap_core.events import Status
 from lap_core.harness import LLMAccess
 from lap_core.sandbox import LLM_BASE_URL, SandboxSpec
+from lap_sandboxd.protocol import EgressRoute
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
     from pathlib import Path
 
     from lap_core._vault import StubKeys
     from lap_core.events import SessionEvent
     from lap_core.harness import Harness
     from lap_core.models import Agent, Session
-    from lap_core.sandbox import SandboxBackend, SandboxClient
+    from lap_core.sandbox import HydratePayload, SandboxBackend, SandboxClient
+    from lap_core.store import SessionStore
 
 log = structlog.get_logger("lap.engine")
 
@@ -40,6 +45,22 @@ def sandbox_of(session: Session) -> str:
     return session.sandbox_name or sandbox_name(session.id)
 
 
+LLM_LISTEN = LLM_BASE_URL.removeprefix("http://")
+"""The address in the sandbox whose forwarder leads to the LLM proxy (`HOST:PORT`)."""
+
+
+async def llm_scope(store: SessionStore, session_id: str) -> LLMScope | None:
+    """Return what a session's stub key may use now (the proxy asks on every request), None if it is gone."""
+    try:
+        session = await store.get_session(session_id)
+        agent = await store.get_agent(session.agent_id)
+    except NotFound:
+        return None
+    return LLMScope(
+        generation=session.sandbox_generation, models=(agent.model,), team_id=session.team_id, agent_id=agent.id
+    )
+
+
 def sandbox_labels(session: Session) -> dict[str, str]:
     """Return the labels every sandbox of a session carries (the reconciler finds them by these)."""
     return {"lap.team": session.team_id, "lap.agent": session.agent_id, "lap.session": session.id}
@@ -48,16 +69,38 @@ def sandbox_labels(session: Session) -> dict[str, str]:
 class SandboxProvider:
     """Gets a session a ready, hydrated sandbox through the selected backend."""
 
-    def __init__(self, backend: SandboxBackend, keys: StubKeys, harness_root: Path, *, start_timeout: float) -> None:
+    def __init__(
+        self,
+        backend: SandboxBackend,
+        store: SessionStore,
+        keys: StubKeys,
+        harness_root: Path,
+        *,
+        start_timeout: float,
+        egress_targets: Sequence[str] = (),
+    ) -> None:
         self._backend = backend
+        self._store = store
         self._keys = keys
         self._harness_root = harness_root
         self._start_timeout = start_timeout
+        # This process's own addresses of the LLM proxy, which the sandboxes of its turns prefer.
+        self._egress_targets = list(egress_targets)
 
     async def get(
-        self, session: Session, agent: Agent, harness: Harness, emit: Callable[[SessionEvent], Awaitable[None]]
+        self,
+        session: Session,
+        agent: Agent,
+        harness: Harness,
+        emit: Callable[[SessionEvent], Awaitable[None]],
+        *,
+        retry: bool = True,
     ) -> SandboxClient:
-        """Return a client of the session's sandbox, creating the sandbox if it is missing or dead."""
+        """Return a client of the session's sandbox, creating the sandbox if it is missing or dead.
+
+        A sandbox that exists but does not let LAP in (its sandboxd gone, or answering with another
+        token) is replaced, once: a session never stays `ready` on a sandbox LAP cannot drive.
+        """
         name = sandbox_of(session)
         ref = await self._backend.status(name)
         created = False
@@ -82,30 +125,49 @@ class SandboxProvider:
                 labels=sandbox_labels(session),
                 harness_root=str(harness_dir(self._harness_root, agent.harness, harness)) if local_files else None,
             )
+            # A new sandbox, a new generation: the stub keys of the ones before are revoked.
+            session = await self._store.update_session(session.id, sandbox_generation=session.sandbox_generation + 1)
             await self._backend.create(spec)
             created = True
         try:
             ref = await self._backend.wait_ready(name, timeout=self._start_timeout)
         except SandboxError:
-            if created:
+            if created or not retry:
                 raise
             # It died while we waited for it (it was killed, say): bring up a new one, once.
             log.info("sandbox.replacing", sandbox=name, state="died")
             await self._backend.delete(name)
-            return await self.get(session, agent, harness, emit)
+            return await self.get(session, agent, harness, emit, retry=False)
         if ref.state != "ready":
             raise SandboxError(f"sandbox {name} is {ref.state}: {ref.detail}")
         client = await self._backend.connect(name)
         try:
-            llm = LLMAccess(base_url=LLM_BASE_URL, api_key=self._keys.issue(session.id))
-            # Hydrating every turn is cheap and makes a restarted sandboxd whole again.
-            await client.hydrate(harness.hydrate(agent, llm))
+            await client.hydrate(self._payload(session, agent, harness))
+        except SandboxdError as error:
+            await client.aclose()
+            if created or not retry or error.status not in (0, 401, 403):
+                raise
+            # Ready to the backend, yet sandboxd does not let LAP in: it is no use to anyone.
+            log.warning("sandbox.replacing", sandbox=name, state="unreachable", error=str(error))
+            await self._backend.delete(name)
+            return await self.get(session, agent, harness, emit, retry=False)
         except BaseException:
             await client.aclose()
             raise
         if created:
             await emit(Status(phase="sandbox_ready", detail=name))
         return client
+
+    def _payload(self, session: Session, agent: Agent, harness: Harness) -> HydratePayload:
+        """Return what a sandbox is hydrated with: the harness's config, stub keys, the egress route.
+
+        Hydrating every turn is cheap and makes a restarted sandboxd whole again.
+        """
+        generation = session.sandbox_generation
+        llm = LLMAccess(base_url=LLM_BASE_URL, api_key=self._keys.issue(session.id, generation))
+        payload = harness.hydrate(agent, llm)
+        route = EgressRoute(targets=self._egress_targets, identity=self._keys.identity(session.id, generation))
+        return msgspec.structs.replace(payload, egress={**payload.egress, LLM_LISTEN: route})
 
     async def replace(
         self, session: Session, agent: Agent, harness: Harness, emit: Callable[[SessionEvent], Awaitable[None]]

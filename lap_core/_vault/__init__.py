@@ -1,6 +1,6 @@
 """The vault: sandboxes get stub credentials; the platform swaps in the real ones on the way out."""
 
-from lap_core._vault.keys import StubKeys
-from lap_core._vault.proxy import LLMProxy
+from lap_core._vault.keys import SandboxGrant, StubKeys
+from lap_core._vault.proxy import LLMProxy, LLMScope
 
-__all__ = ["LLMProxy", "StubKeys"]
+__all__ = ["LLMProxy", "LLMScope", "SandboxGrant", "StubKeys"]

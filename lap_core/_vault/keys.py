@@ -1,8 +1,17 @@
-"""Per-session stub keys for the LLM proxy.
+"""Per-sandbox credentials of the LLM proxy: stub keys and sandbox identities.
 
-A stub names its session and carries an HMAC of it under a secret only the platform holds, so
-the proxy can tell which session sent a request without a lookup, and a stub is worthless
-outside LAP (and for any other session).
+Both name a session and the generation of its sandbox (bumped each time LAP makes the session a
+new sandbox) and carry an HMAC of them under a secret only the platform holds, so the proxy can
+tell who sent a request without a lookup, and neither is worth anything outside LAP:
+
+- the **stub key** (`lapsk.<session>.<generation>.<mac>`) is what the harness sends as its API
+  key; the agent can read it;
+- the **identity** (`lapid.<session>.<generation>.<mac>`) is what sandboxd's forwarder sends
+  first on every connection it makes to the proxy; it lives in sandboxd's memory only, so a
+  connection that did not come through a sandbox's forwarder cannot claim to.
+
+The proxy accepts a request only when the two agree and name the session's current generation:
+a stub dies with its session and with its sandbox.
 """
 
 from __future__ import annotations
@@ -14,14 +23,24 @@ import os
 import secrets
 from typing import TYPE_CHECKING
 
+import msgspec
+
 if TYPE_CHECKING:
     from pathlib import Path
 
-PREFIX = "lapsk"
+STUB_PREFIX = "lapsk"
+IDENTITY_PREFIX = "lapid"
+
+
+class SandboxGrant(msgspec.Struct, frozen=True):
+    """Whom a stub key or identity was issued to: a session and its sandbox's generation."""
+
+    session_id: str
+    generation: int
 
 
 class StubKeys:
-    """Issues and verifies stub keys of the form `lapsk.<session id>.<mac>`."""
+    """Issues and verifies stub keys and sandbox identities."""
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) < 32:
@@ -33,23 +52,45 @@ class StubKeys:
         """Load the secret from `path`, creating it (mode 0600) on first use."""
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as file:
-                file.write(secrets.token_bytes(32))
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process made it first
+            else:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(secrets.token_bytes(32))
         return cls(path.read_bytes())
 
-    def _mac(self, session_id: str) -> str:
-        digest = hmac.new(self._secret, session_id.encode(), hashlib.sha256).digest()
+    def _mac(self, prefix: str, grant: SandboxGrant) -> str:
+        message = f"{prefix}.{grant.session_id}.{grant.generation}".encode()
+        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest[:24]).decode().rstrip("=")
 
-    def issue(self, session_id: str) -> str:
-        """Return the stub key of a session (the same every time)."""
-        return f"{PREFIX}.{session_id}.{self._mac(session_id)}"
+    def _issue(self, prefix: str, session_id: str, generation: int) -> str:
+        grant = SandboxGrant(session_id, generation)
+        return f"{prefix}.{session_id}.{generation}.{self._mac(prefix, grant)}"
 
-    def verify(self, key: str) -> str | None:
-        """Return the session id a stub key was issued for, or None if it is not a valid stub."""
-        parts = key.split(".")
-        if len(parts) != 3 or parts[0] != PREFIX:
+    def _verify(self, prefix: str, value: str) -> SandboxGrant | None:
+        parts = value.split(".")
+        if len(parts) != 4 or parts[0] != prefix or not parts[2].isascii() or not parts[2].isdigit():
             return None
-        session_id, mac = parts[1], parts[2]
-        return session_id if hmac.compare_digest(mac, self._mac(session_id)) else None
+        if len(parts[2]) > 18:
+            return None
+        grant = SandboxGrant(parts[1], int(parts[2]))
+        return grant if hmac.compare_digest(parts[3].encode(), self._mac(prefix, grant).encode()) else None
+
+    def issue(self, session_id: str, generation: int) -> str:
+        """Return the stub key of a session's sandbox (the same for the same generation)."""
+        return self._issue(STUB_PREFIX, session_id, generation)
+
+    def verify(self, key: str) -> SandboxGrant | None:
+        """Return whom a stub key was issued to, or None if it is not a valid stub."""
+        return self._verify(STUB_PREFIX, key)
+
+    def identity(self, session_id: str, generation: int) -> str:
+        """Return the identity sandboxd's forwarder presents for a session's sandbox."""
+        return self._issue(IDENTITY_PREFIX, session_id, generation)
+
+    def verify_identity(self, value: str) -> SandboxGrant | None:
+        """Return whom an identity was issued to, or None if it is not valid."""
+        return self._verify(IDENTITY_PREFIX, value)

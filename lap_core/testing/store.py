@@ -230,7 +230,7 @@ class StoreConformance(TurnTests):
     async def test_update_session(self, store: SessionStore) -> None:
         session = await _new_session(store, updated_at=_EPOCH)
         changes: dict[str, Any] = {"status": "ready", "status_detail": "up", "title": "T"}
-        changes |= {"sandbox_name": "sb", "native_session_id": "n"}
+        changes |= {"sandbox_name": "sb", "native_session_id": "n", "sandbox_generation": 3}
         updated = await store.update_session(session.id, **changes)
         assert updated.updated_at > _EPOCH
         assert msgspec.structs.replace(updated, updated_at=_EPOCH) == msgspec.structs.replace(session, **changes)
@@ -238,6 +238,8 @@ class StoreConformance(TurnTests):
         cleared = await store.update_session(session.id, sandbox_name=None)
         assert (cleared.sandbox_name, cleared.status) == (None, "ready")
         assert _utc_aware(updated.updated_at, cleared.updated_at)
+        with pytest.raises(InvalidInput):
+            await store.update_session(session.id, sandbox_generation=-1)
         for field in ("agent_id", "last_seq", "team_id", "created_at", "bogus"):
             with pytest.raises(InvalidInput):
                 await store.update_session(session.id, **{field: "x"})

@@ -21,7 +21,7 @@ from lap_core import Lap
 from lap_core.sandbox import HOME_DIR, LLM_BASE_URL, WORKSPACE_DIR
 from lap_kubernetes import manifests
 from lap_local import bwrap
-from lap_sandboxd.server import parse_args
+from lap_sandboxd.daemon import parse_args
 from lap_server.auth import OPEN_PATHS
 from tests.deploy.files import (
     ROOT,
@@ -162,7 +162,7 @@ def test_the_sandbox_image() -> None:
     assert last(instructions, "WORKDIR", final).value == WORKSPACE_DIR
     variables = env(i for i in instructions if i.stage == final)
     assert variables["HOME"] == HOME_DIR
-    assert variables["PATH"] == bwrap.sandbox_env("token")["PATH"]
+    assert variables["PATH"] == bwrap.sandbox_env()["PATH"]
     copies = [i.value for i in instructions if i.keyword == "COPY"]
     assert f"lap_sandboxd {manifests.PYTHON_DIR}/lap_sandboxd" in copies
     assert f"--target {manifests.PYTHON_DIR}" in " ".join(i.value for i in instructions)
@@ -173,7 +173,7 @@ def test_the_sandbox_image() -> None:
     argv = shlex.split(re.sub(r"\$\{LAP_VAULT_ADDRESS:\?[^}]*\}", "vault.lap.svc:4001", script))
     assert argv[:6] == ["exec", "python3", "-I", "-B", "-m", "lap_sandboxd"]
     parsed = parse_args(argv[6:])
-    assert parsed.socket == bwrap.SOCKET == f"{manifests.RUN_DIR}/sandboxd.sock"
+    assert parsed.socket == f"{manifests.RUN_DIR}/sandboxd.sock"
     assert str(parsed.state) == f"{manifests.RUN_DIR}/state"
     assert parsed.listen == ("0.0.0.0", manifests.SANDBOXD_PORT)
     assert parsed.egress == [(("127.0.0.1", manifests.LLM_PORT), ("vault.lap.svc", 4001))]

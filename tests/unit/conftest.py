@@ -1,4 +1,5 @@
-"""Fixtures of the sandboxd tests: a copy of lap_sandboxd to run, one daemon per module, a client."""
+"""Fixtures of the sandboxd tests (a copy of lap_sandboxd to run, one daemon per module, a client) and
+of the LLM proxy's (tests.unit.vault_support)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import msgspec
 import pytest
 
 from tests.unit.sandboxd_daemon import ROOT, WAIT, Daemon, running_daemon
+from tests.unit.vault_support import elsewhere, gateway, keys, proxy, scopes  # noqa: F401 - fixtures of the proxy tests
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -219,7 +219,7 @@ def test_bad_egress_specs_are_refused(spec: str) -> None:
 @pytest.mark.parametrize("isolated", [False, True], ids=["PYTHONPATH", "bootstrap"])
 def test_sandboxd_needs_only_the_stdlib_and_msgspec(lib: Path, isolated: bool) -> None:
     code = (
-        "import sys; import lap_sandboxd.server, lap_sandboxd.__main__; "
+        "import sys; import lap_sandboxd.server, lap_sandboxd.daemon, lap_sandboxd.__main__; "
         "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)))"
     )
     if isolated:

@@ -3,7 +3,9 @@
 Layout under the data directory:
   volumes/<volume>/{workspace,home}   what survives a sandbox (bind-mounted read-write)
   sandboxes/<name>/meta.json          labels, token, pids (0600)
-  sandboxes/<name>/run/               sandboxd's socket and turn output (/run/lap inside)
+  sandboxes/<name>/sandboxd.sock      sandboxd's API: made here and passed in, reachable from the host only
+  sandboxes/<name>/run/               sandboxd's process output (/run/lap inside: the sandbox writes
+                                      it, so the host never opens anything there)
   sandboxes/.locks/<name>             flock held while the sandbox is created or deleted
   runtime/<hash>/                     lap_sandboxd + msgspec for the sandbox's Python
 """
@@ -16,6 +18,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from contextlib import asynccontextmanager
@@ -30,13 +33,15 @@ import lap_sandboxd
 from lap_core.errors import SandboxError
 from lap_core.sandbox import Check, SandboxBackend, SandboxClient, SandboxContext, SandboxRef, SandboxSpec
 from lap_local import cgroups
-from lap_local.bwrap import SOCKET, bwrap_argv, sandbox_env, write_etc
+from lap_local.bwrap import bwrap_argv, sandbox_env, write_etc
+from lap_local.doctor import diagnose
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 log = structlog.get_logger("lap.local")
 DEFAULT_SANDBOX_UID = 64000
+SOCKET_NAME = "sandboxd.sock"
 
 
 class LocalSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
@@ -56,6 +61,22 @@ class _Meta(msgspec.Struct, kw_only=True):
     token: str
     pid: int = 0
     child_pid: int = 0
+
+
+def _listening_socket(path: Path) -> socket.socket:
+    """Return a unix socket listening at `path` that only this user (LAP) may connect to."""
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # no moment in which others may connect
+    try:
+        listener.bind(str(path))
+    except OSError:
+        listener.close()
+        raise
+    finally:
+        os.umask(old)
+    listener.listen(64)
+    return listener
 
 
 def _alive(pid: int) -> bool:
@@ -80,7 +101,7 @@ class LocalBackend(SandboxBackend):
             raise SandboxError("the local backend needs the LLM proxy's unix socket")
         self._settings = settings
         self._root = context.data_dir
-        self._vault_dir = context.vault_socket.parent
+        self._vault_socket = context.vault_socket
         # Root never runs sandboxes as itself: an escape would be an escape to root.
         self._uid = settings.lap_sandbox_uid or (DEFAULT_SANDBOX_UID if os.geteuid() == 0 else os.geteuid())
         self._python = settings.lap_sandbox_python or (
@@ -146,7 +167,15 @@ class LocalBackend(SandboxBackend):
         harness_root = Path(spec.harness_root) if spec.harness_root else None
         info = directory / "info.json"
         info.unlink(missing_ok=True)
-        with open(info, "wb") as info_file, open(directory / "sandbox.log", "ab") as log_file:
+        token_read, token_write = os.pipe()
+        os.write(token_write, meta.token.encode())
+        os.close(token_write)
+        with (
+            open(info, "wb") as info_file,
+            open(directory / "sandbox.log", "ab") as log_file,
+            _listening_socket(directory / SOCKET_NAME) as listener,
+            os.fdopen(token_read, "rb") as token_file,
+        ):
             argv = bwrap_argv(
                 bwrap=self._settings.lap_bwrap,
                 python=self._python,
@@ -154,10 +183,12 @@ class LocalBackend(SandboxBackend):
                 home=home,
                 run=run,
                 etc=directory / "etc",
-                vault_dir=self._vault_dir,
+                vault_socket=self._vault_socket,
                 python_lib=self._python_lib(),
                 harness_root=harness_root,
                 info_fd=info_file.fileno(),
+                socket_fd=listener.fileno(),
+                token_fd=token_file.fileno(),
             )
             procs: list[Path] = []
             if cgroups.available():
@@ -176,11 +207,11 @@ class LocalBackend(SandboxBackend):
             root = os.geteuid() == 0
             launcher = subprocess.run(
                 ["/bin/sh", "-c", script, "sh", *argv],
-                env=sandbox_env(meta.token) | {"LAP_CGROUPS": " ".join(map(str, procs))},
+                env=sandbox_env() | {"LAP_CGROUPS": " ".join(map(str, procs))},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log_file,
-                pass_fds=(info_file.fileno(),),
+                pass_fds=(info_file.fileno(), listener.fileno(), token_file.fileno()),
                 start_new_session=True,
                 user=self._uid if root else None,
                 group=self._uid if root else None,
@@ -280,7 +311,7 @@ class LocalBackend(SandboxBackend):
         meta = self._read_meta(name)
         if meta is None:
             raise SandboxError(f"sandbox {name} does not exist")
-        return SandboxClient(token=meta.token, uds=str(self._dir(name) / "run" / Path(SOCKET).name))
+        return SandboxClient(token=meta.token, uds=str(self._dir(name) / SOCKET_NAME))
 
     async def delete(self, name: str) -> None:
         """Kill every process of the sandbox and remove its run directory (volumes stay)."""
@@ -311,67 +342,7 @@ class LocalBackend(SandboxBackend):
 
     async def diagnose(self) -> list[Check]:
         """Check bwrap (with user namespaces, as the sandbox user), the sandbox's Python and cgroups."""
-        checks = []
-        bwrap = shutil.which(self._settings.lap_bwrap)
-        if bwrap is None:
-            checks.append(
-                Check(
-                    name="bwrap",
-                    ok=False,
-                    detail=f"{self._settings.lap_bwrap} not found",
-                    fix="apt-get install bubblewrap",
-                )
-            )
-        else:
-            as_user = {"user": self._uid, "group": self._uid, "extra_groups": []} if os.geteuid() == 0 else {}
-            probe = [
-                bwrap,
-                "--unshare-all",
-                "--ro-bind",
-                "/usr",
-                "/usr",
-                "--symlink",
-                "usr/lib64",
-                "/lib64",
-                "--symlink",
-                "usr/lib",
-                "/lib",
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-                "/usr/bin/true",
-            ]
-            result = await anyio.run_process(probe, check=False, **as_user)  # type: ignore[arg-type]
-            checks.append(
-                Check(
-                    name="bwrap",
-                    ok=result.returncode == 0,
-                    detail=f"{bwrap} runs sandboxes as uid {self._uid}"
-                    if result.returncode == 0
-                    else result.stderr.decode(errors="replace").strip(),
-                    fix="enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)",
-                )
-            )
-        python_ok = os.access(self._python, os.X_OK)
-        checks.append(
-            Check(
-                name="sandbox python",
-                ok=python_ok,
-                detail=self._python,
-                fix="apt-get install python3, or set LAP_SANDBOX_PYTHON",
-            )
-        )
-        checks.append(
-            Check(
-                name="cgroup limits",
-                ok=True,
-                detail="memory and pids limits (cgroup v1)"
-                if cgroups.available()
-                else "not available here: sandboxes run without memory/pids limits",
-            )
-        )
-        return checks
+        return await diagnose(self._settings.lap_bwrap, self._uid, self._python)
 
     async def volume_exists(self, volume: str) -> bool:
         """Whether the volume's directory is there."""

@@ -9,16 +9,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR
+from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, VAULT_DIR, WORKSPACE_DIR
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 UID_INSIDE = 1000
 RUN_DIR = "/run/lap"
-VAULT_DIR = "/run/lap-vault"
 PYTHON_DIR = "/opt/lap/python"
-SOCKET = f"{RUN_DIR}/sandboxd.sock"
 LLM_PORT = 4000
 # The parts of the host's /etc that programs need (TLS roots, library cache, time zone); never all of it.
 ETC_FILES = ("ssl", "ca-certificates", "alternatives", "ld.so.cache", "nsswitch.conf", "localtime", "mime.types")
@@ -49,12 +47,19 @@ def bwrap_argv(
     home: Path,
     run: Path,
     etc: Path,
-    vault_dir: Path,
+    vault_socket: Path,
     python_lib: Path,
     harness_root: Path | None,
     info_fd: int,
+    socket_fd: int,
+    token_fd: int,
 ) -> list[str]:
-    """Return the argv that starts sandboxd in a new sandbox; run it with `sandbox_env`."""
+    """Return the argv that starts sandboxd in a new sandbox; run it with `sandbox_env`.
+
+    sandboxd serves the listening socket LAP made outside the sandbox (`socket_fd`) and reads its
+    token from `token_fd`: no path inside the sandbox leads to its API, and the token is in no
+    environment an agent process can read.
+    """
     argv = [
         bwrap,
         "--unshare-all",
@@ -99,7 +104,7 @@ def bwrap_argv(
         str(run),
         RUN_DIR,
         "--ro-bind",
-        str(vault_dir),
+        str(vault_socket.parent),
         VAULT_DIR,
         "--ro-bind",
         str(python_lib),
@@ -115,26 +120,24 @@ def bwrap_argv(
         "-B",
         "-c",
         BOOTSTRAP,
-        "--socket",
-        SOCKET,
+        "--socket-fd",
+        str(socket_fd),
+        "--token-fd",
+        str(token_fd),
         "--state",
         f"{RUN_DIR}/state",
         "--egress",
-        f"127.0.0.1:{LLM_PORT}={VAULT_DIR}/llm.sock",
+        f"127.0.0.1:{LLM_PORT}={VAULT_DIR}/{vault_socket.name}",
     ]
     return argv
 
 
-def sandbox_env(token: str) -> dict[str, str]:
-    """Return the whole environment of a sandbox's first process (nothing of the host's leaks in).
-
-    The token travels in the environment, not in argv, where any host user could read it.
-    """
+def sandbox_env() -> dict[str, str]:
+    """Return the whole environment of a sandbox's first process (nothing of the host's leaks in)."""
     return {
         "HOME": HOME_DIR,
         "USER": "agent",
         "LANG": "C.UTF-8",
         "TMPDIR": "/tmp",
         "PATH": f"{HARNESS_ROOT}/node_modules/.bin:/usr/local/bin:/usr/bin:/bin",
-        "LAP_SANDBOXD_TOKEN": token,
     }

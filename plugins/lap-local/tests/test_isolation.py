@@ -98,7 +98,8 @@ print(json.dumps({"interfaces": [n for _, n in socket.if_nameindex()], "llm": re
         seen = json.loads(result.stdout)
         assert seen == {"interfaces": ["lo"], "llm": True, "postgres": False}
         _, out = await _sh(client, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:4000/v1/models || true")
-        assert out == "401"  # the proxy answers, and refuses a request without the session's stub key
+        # The proxy answers, and refuses: LAP never hydrated this sandbox, so it has no identity.
+        assert out == "403"
 
 
 async def test_the_real_gateway_key_never_enters_a_sandbox(lap: Lap) -> None:

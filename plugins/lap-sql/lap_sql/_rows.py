@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -75,6 +75,7 @@ def session(row: Row) -> Session:
         status_detail=row["status_detail"],
         sandbox_name=row["sandbox_name"],
         native_session_id=row["native_session_id"],
+        sandbox_generation=row["sandbox_generation"],
         last_seq=row["last_seq"],
         created_at=utc(row["created_at"]),
         updated_at=utc(row["updated_at"]),
@@ -121,6 +122,7 @@ class SessionChanges(msgspec.Struct, forbid_unknown_fields=True):
     status_detail: str | msgspec.UnsetType = msgspec.UNSET
     sandbox_name: str | msgspec.UnsetType | None = msgspec.UNSET
     native_session_id: str | msgspec.UnsetType | None = msgspec.UNSET
+    sandbox_generation: Annotated[int, msgspec.Meta(ge=0)] | msgspec.UnsetType = msgspec.UNSET
     title: str | msgspec.UnsetType = msgspec.UNSET
 
 

@@ -53,6 +53,7 @@ class SessionRow(Table, tablename="sessions"):
     status_detail = Text()
     sandbox_name = Text(null=True, default=None)
     native_session_id = Text(null=True, default=None)
+    sandbox_generation = BigInt()
     last_seq = Integer()
     created_at = Timestamptz()
     updated_at = Timestamptz()
@@ -173,6 +174,9 @@ _CLIENT_KEYS = [
     "CREATE UNIQUE INDEX turns_session_client_key ON turns (session_id, client_key) WHERE client_key IS NOT NULL",
 ]
 
+# Stub keys name their sandbox's generation: a replaced sandbox's key is revoked.
+_SANDBOX_GENERATION = ["ALTER TABLE sessions ADD COLUMN sandbox_generation BIGINT NOT NULL DEFAULT 0"]
+
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS lap_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
 
 # Each migration is a list of statements run in one transaction. SQLite takes the column types
@@ -272,4 +276,5 @@ def migrations(dialect: Dialect) -> list[tuple[str, list[str]]]:
         ("0003_api_keys", _API_KEYS),
         ("0004_busy_policy", _BUSY_POLICY),
         ("0005_client_keys", _CLIENT_KEYS),
+        ("0006_sandbox_generation", _SANDBOX_GENERATION),
     ]

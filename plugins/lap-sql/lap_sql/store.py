@@ -228,7 +228,8 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
         return [_rows.session(row) for row in rows]
 
     async def update_session(self, session_id: str, **changes: Any) -> Session:
-        """Set the given fields (`status`, `status_detail`, `sandbox_name`, `native_session_id`, `title`).
+        """Set the given fields (`status`, `status_detail`, `sandbox_name`, `native_session_id`,
+        `sandbox_generation`, `title`).
 
         Bumps `updated_at`; raise `NotFound`; `InvalidInput` for any other field or a value of the wrong type.
         """

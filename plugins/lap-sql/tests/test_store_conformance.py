@@ -29,7 +29,14 @@ if TYPE_CHECKING:
 
     from lap_core.store import SessionStore
 
-MIGRATIONS = ["0001_initial", "0002_jobs", "0003_api_keys", "0004_busy_policy", "0005_client_keys"]
+MIGRATIONS = [
+    "0001_initial",
+    "0002_jobs",
+    "0003_api_keys",
+    "0004_busy_policy",
+    "0005_client_keys",
+    "0006_sandbox_generation",
+]
 PG_URL = os.environ.get("DATABASE_URL_TEST", "postgresql://postgres@127.0.0.1:5432/test")
 
 

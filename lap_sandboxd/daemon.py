@@ -1,0 +1,174 @@
+"""sandboxd's start-up: its sockets, its token, its forwarders, and the process's protection.
+
+Agent processes run as the same user as sandboxd, so neither its token nor its API may be within
+their reach:
+- the token comes on a file descriptor (`--token-fd`; a local backend's pipe) or, where that
+  cannot be (a pod), in `LAP_SANDBOXD_TOKEN`, removed from the environment at start so no process
+  started here inherits it (a pod's backend then replaces it over the API: `PUT /token`);
+- the socket can be one the platform made outside the sandbox and passed in (`--socket-fd`), so
+  no path inside leads to it;
+- sandboxd makes itself non-dumpable at start (`protect_process`): processes of the same user
+  can then neither read its memory, environment and descriptors through /proc nor ptrace it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import functools
+import os
+import signal
+import socket
+import socketserver
+import stat
+import sys
+import threading
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lap_sandboxd.egress import EgressServer, Target, parse_egress
+from lap_sandboxd.server import Handler, log
+from lap_sandboxd.state import Sandboxd
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["main", "parse_args", "protect_process"]
+
+TOKEN_ENV = "LAP_SANDBOXD_TOKEN"
+SHUTDOWN_GRACE = 5.0
+_PR_SET_DUMPABLE = 4
+
+
+class _UnixServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+    @classmethod
+    def from_fd(cls, fd: int, handler: Callable[..., Handler]) -> _UnixServer:
+        """Serve on a listening socket the platform made and passed in."""
+        server = cls("", handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = socket.socket(fileno=fd)
+        server.socket.set_inheritable(False)
+        server.server_address = server.socket.getsockname()
+        return server
+
+    def server_bind(self) -> None:
+        path = str(self.server_address)
+        if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)  # left over by a sandboxd that died
+        old = os.umask(0o177)  # no moment in which others may connect
+        try:
+            super().server_bind()
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+
+
+class _TCPServer(ThreadingHTTPServer):
+    def __init__(self, address: tuple[str, int], handler: Callable[..., Handler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _egress(value: str) -> tuple[tuple[str, int], Target]:
+    try:
+        return parse_egress(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse sandboxd's command line."""
+    parser = argparse.ArgumentParser(prog="lap_sandboxd", description="The daemon inside every LAP sandbox.")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", help="unix socket to serve the API on (made here)")
+    where.add_argument("--socket-fd", type=int, help="an inherited listening unix socket to serve the API on")
+    parser.add_argument("--token-fd", type=int, help=f"read the token from this descriptor (else ${TOKEN_ENV})")
+    parser.add_argument("--state", required=True, type=Path, help="directory for process output and info")
+    parser.add_argument("--listen", type=_host_port, help="also serve the API on HOST:PORT (TCP)")
+    parser.add_argument(
+        "--egress",
+        type=_egress,
+        action="append",
+        default=[],
+        help="forward TCP HOST:PORT=TARGET; TARGET is a unix socket path or a TCP HOST:PORT",
+    )
+    return parser.parse_args(argv)
+
+
+def protect_process() -> bool:
+    """Make this process non-dumpable; return whether that worked (Linux only).
+
+    Its /proc files then belong to root and need CAP_SYS_PTRACE to open, and it cannot be traced:
+    the agent's processes, though they run as the same user, read neither its token nor its memory.
+    Children get the flag reset when they exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+
+
+def _read_token(args: argparse.Namespace) -> str:
+    token = os.environ.pop(TOKEN_ENV, "")
+    if args.token_fd is not None:
+        with os.fdopen(args.token_fd, "rb") as source:
+            token = source.read(4096).decode(errors="replace").strip()
+    return token
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run sandboxd until SIGTERM or SIGINT; return the exit status."""
+    if not protect_process():
+        log("could not make the process non-dumpable: agent processes may read its memory")
+    args = parse_args(argv)
+    token = _read_token(args)
+    if not token:
+        log(f"no token: pass --token-fd or set {TOKEN_ENV}")
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    servers: list[socketserver.BaseServer] = []
+    egress: dict[str, EgressServer] = {}
+    try:
+        # Egress and TCP first: once the socket answers, everything is listening.
+        for address, target in args.egress:
+            egress[f"{address[0]}:{address[1]}"] = EgressServer(address, target)
+        servers += egress.values()
+        sandboxd = Sandboxd(token, args.state, egress)
+        handler = functools.partial(Handler, sandboxd)
+        if args.listen:
+            servers.append(_TCPServer(args.listen, handler))
+        if args.socket_fd is not None:
+            servers.append(_UnixServer.from_fd(args.socket_fd, handler))
+        else:
+            Path(args.socket).parent.mkdir(parents=True, exist_ok=True)
+            servers.append(_UnixServer(args.socket, handler))
+    except OSError as error:
+        log(f"cannot listen: {error}")
+        for server in servers:
+            server.server_close()
+        return 1
+    for server in servers:
+        threading.Thread(target=server.serve_forever, name=type(server).__name__, daemon=True).start()
+    log(f"ready on {args.socket or f'descriptor {args.socket_fd}'} (pid {os.getpid()})")
+    while not stop.wait(1.0):
+        pass
+    log("stopping")
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    sandboxd.processes.terminate_all(SHUTDOWN_GRACE)
+    if args.socket:
+        Path(args.socket).unlink(missing_ok=True)
+    return 0
