@@ -7,10 +7,12 @@ network but the LLM proxy, and never the real `LITELLM_API_KEY`.
 from __future__ import annotations
 
 import json
+import socket
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
+import msgspec
 import pytest
 
 from lap_core import Lap, SandboxError, SandboxSpec, Status
@@ -170,3 +172,53 @@ async def test_memory_and_pid_limits_hold_and_go_with_the_sandbox(lap: Lap) -> N
         assert "fork" in forks.stderr.lower() or "resource" in forks.stderr.lower()
     await lap.backend.delete("iso-limits")
     assert not limit.parent.exists()
+
+
+async def test_no_agent_process_can_read_sandboxds_token_or_reach_its_api(lap: Lap, data_dir: Path) -> None:
+    async with await _sandbox(lap, "iso-t") as client:
+        meta = msgspec.json.decode((data_dir / "sandboxes" / "iso-t" / "meta.json").read_bytes())
+        token = meta["token"]
+        # Everything an agent process can read: environments, command lines, memory maps, files.
+        code, out = await _sh(
+            client,
+            "for p in /proc/[0-9]*; do echo \"== $p $(cat $p/comm 2>/dev/null)\"; tr '\\0' '\\n' < $p/environ 2>&1;"
+            " tr '\\0' ' ' < $p/cmdline 2>&1; echo; head -c 4096 $p/mem 2>&1 | head -c 100; ls -l $p/fd 2>&1; done;"
+            " grep -rs . /run /tmp /home /workspace 2>/dev/null | head -1000; find / -xdev -type s 2>/dev/null",
+        )
+        assert code == 0
+        assert token not in out
+        assert "LAP_SANDBOXD_TOKEN" not in out
+        # sandboxd is process 2 (bwrap's reaper is 1): its /proc files are closed to the agent.
+        assert "python3" in out
+        code, denied = await _sh(client, "cat /proc/2/environ; ls /proc/2/fd; echo rc=$?")
+        assert "Permission denied" in denied
+        # No socket of sandboxd anywhere inside: its API is out of the agent's reach.
+        assert not any(line.endswith(".sock") and "lap-vault" not in line for line in out.splitlines())
+    assert (data_dir / "sandboxes" / "iso-t" / "sandboxd.sock").exists()
+
+
+async def test_the_host_never_follows_what_the_sandbox_puts_in_its_run_directory(lap: Lap, tmp_path: Path) -> None:
+    decoy = tmp_path / "decoy.sock"
+    seen: list[bytes] = []
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(decoy))
+        listener.listen()
+        listener.settimeout(0.2)
+        decoy.chmod(0o777)
+        async with await _sandbox(lap, "iso-s") as client:
+            code, out = await _sh(
+                client,
+                f'cd /run/lap && for f in * .??* sandboxd.sock state; do rm -rf "$f"; ln -s {decoy} "$f"; done; ls -la',
+            )
+            assert code == 0, out
+        # LAP keeps talking to this sandbox as before, over the socket it made outside it.
+        async with await lap.backend.connect("iso-s") as client:
+            assert (await client.exec(["echo", "still here"])).stdout == "still here\n"
+        assert (await lap.backend.status("iso-s")).state == "ready"  # type: ignore[union-attr]
+        try:
+            conn, _ = listener.accept()
+            seen.append(conn.recv(65536))
+            conn.close()
+        except TimeoutError:
+            pass
+    assert seen == []
