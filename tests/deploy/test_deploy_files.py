@@ -269,7 +269,13 @@ def test_helm_chart_configures_lap_validly() -> None:
     for name, workload in pods.items():
         (container,) = workload["spec"]["template"]["spec"]["containers"]
         assert container["envFrom"] == [{"secretRef": {"name": "lap-config"}}]
-        variables = {**config["stringData"], **{item["name"]: item["value"] for item in container["env"]}}
+        given = {item["name"]: item["value"] for item in container["env"] if "value" in item}
+        assert {item["name"]: item["valueFrom"] for item in container["env"] if "value" not in item} == {
+            "POD_IP": {"fieldRef": {"fieldPath": "status.podIP"}}
+        }
+        # Kubernetes expands $(POD_IP) from the variable before it.
+        given = {name: value.replace("$(POD_IP)", "10.1.2.3") for name, value in given.items()}
+        variables = {**config["stringData"], **given}
         check_settings(variables, server=name == "lap-web", where=f"chart {name}")
         assert workload["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     web, worker = (pods[name]["spec"]["template"]["spec"]["containers"][0] for name in ("lap-web", "lap-worker"))
@@ -278,8 +284,9 @@ def test_helm_chart_configures_lap_validly() -> None:
     assert web["readinessProbe"]["httpGet"]["path"] in OPEN_PATHS
     assert worker["args"][0] == "worker"
     assert pods["lap-migrate"]["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
-    variables = {item["name"]: item["value"] for item in worker["env"]}
+    variables = {item["name"]: item["value"] for item in worker["env"] if "value" in item}
     vault_port = int(variables["LAP_VAULT_LISTEN"].rsplit(":", 1)[1])
+    assert variables["LAP_VAULT_ADVERTISE"] == f"$(POD_IP):{vault_port}"
     assert {"name": "vault", "containerPort": vault_port} in worker["ports"]
     url = urlsplit(variables["LAP_VAULT_URL"])
     service = by_kind(docs, "Service")[url.hostname.split(".")[0]]

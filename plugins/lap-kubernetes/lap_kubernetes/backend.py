@@ -35,6 +35,7 @@ from lap_kubernetes.manifests import (
 )
 from lap_kubernetes.portforward import PortForwards
 from lap_kubernetes.settings import KubernetesSettings
+from lap_kubernetes.tokens import Tokens
 from lap_kubernetes.warm import WarmPools
 from lap_kubernetes.watching import states
 
@@ -75,7 +76,7 @@ class KubernetesBackend(Cluster, SandboxBackend):
         self.vault = f"{url.hostname}:{url.port or (443 if url.scheme == 'https' else 80)}"
         super().__init__(settings)
         self._forwards: PortForwards | None = None
-        self._tokens: dict[str, tuple[str, str]] = {}  # sandbox -> (uid, token)
+        self.tokens = Tokens(self)
         self._locks: dict[str, anyio.Lock] = {}
         self.warm = WarmPools(self, settings.lap_k8s_warm_pool_size)
 
@@ -233,7 +234,11 @@ class KubernetesBackend(Cluster, SandboxBackend):
         found = await self._find(name, adopt=True)
         if found is None:
             raise SandboxError(f"sandbox {name} does not exist")
-        return SandboxClient(token=await self._token(found), base_url=await self.sandboxd_url(found, name))
+        url = await self.sandboxd_url(found, name)
+        ips = (found.get("status") or {}).get("podIPs") or [{}]
+        pod = f"{found['metadata']['uid']}/{ips[0].get('ip', '') if isinstance(ips[0], dict) else ips[0]}"
+        secret = self.warm.token_secret(found) or name
+        return SandboxClient(token=await self.tokens.token(name, secret, pod, url), base_url=url)
 
     async def sandboxd_url(self, found: dict[str, Any], name: str) -> str:
         """Return sandboxd's URL in a Sandbox, as `LAP_K8S_CONNECT` says to reach it."""
@@ -250,16 +255,6 @@ class KubernetesBackend(Cluster, SandboxBackend):
             host = ips[0]["ip"] if isinstance(ips[0], dict) else str(ips[0])
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{SANDBOXD_PORT}"
-
-    async def _token(self, sandbox: dict[str, Any]) -> str:
-        """Return sandboxd's token (read once per Sandbox: a new Sandbox of a name has a new uid)."""
-        name, uid = sandbox["metadata"]["name"], sandbox["metadata"]["uid"]
-        cached = self._tokens.get(name)
-        if cached is not None and cached[0] == uid:
-            return cached[1]
-        token = await self.token_of(self.warm.token_secret(sandbox) or name)
-        self._tokens[name] = (uid, token)
-        return token
 
     async def delete(self, name: str) -> None:
         """Delete the Sandbox (its pod, Service and token go with it) and wait until the pod is gone."""
@@ -297,7 +292,7 @@ class KubernetesBackend(Cluster, SandboxBackend):
                 await self._forwards.forget(self.namespace, actual)
         else:
             await self._delete_secret(name)
-        self._tokens.pop(name, None)
+        self.tokens.forget(name)
 
     async def list(self, labels: dict[str, str] | None = None) -> builtins.list[SandboxRef]:
         """Return LAP's sandboxes whose labels include `labels` (selected by the API server)."""

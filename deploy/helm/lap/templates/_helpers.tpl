@@ -83,6 +83,12 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ printf "0.0.0.0:%v" .Values.worker.vaultPort | quote }}
 - name: LAP_VAULT_URL
   value: {{ printf "http://%s-vault.%s.svc:%v" (include "lap.fullname" .) .Release.Namespace .Values.worker.vaultPort | quote }}
+# The sandboxes of the turns a worker runs reach its own proxy first, not just any worker's through
+# the Service: a worker that dies then cuts only its own turns' model streams.
+- name: POD_IP
+  valueFrom: {fieldRef: {fieldPath: status.podIP}}
+- name: LAP_VAULT_ADVERTISE
+  value: {{ printf "$(POD_IP):%v" .Values.worker.vaultPort | quote }}
 {{- range $name, $value := .Values.env }}
 - name: {{ $name }}
   value: {{ $value | quote }}
