@@ -28,6 +28,7 @@ __all__ = [
     "VAULT_DIR",
     "WORKSPACE_DIR",
     "Check",
+    "DiskUsage",
     "ExecResult",
     "FileSpec",
     "HydratePayload",
@@ -109,6 +110,18 @@ class SandboxContext(msgspec.Struct, frozen=True, kw_only=True):
     vault_url: str | None = None
 
 
+class DiskUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """How full a volume with a hard size limit is, in bytes."""
+
+    used: int
+    limit: int
+
+    @property
+    def full(self) -> bool:
+        """Whether (almost) nothing is left: less than 1 MiB, or 0.1 % of the limit."""
+        return self.limit - self.used < max(1024 * 1024, self.limit // 1000)
+
+
 class Check(msgspec.Struct, frozen=True, kw_only=True):
     """One result of `lap doctor`: what was checked, whether it passed, and how to fix it."""
 
@@ -172,6 +185,14 @@ class SandboxBackend(AsyncResource):
         default answers True (a backend that cannot tell keeps its volumes).
         """
         return True
+
+    async def disk_usage(self, volume: str) -> DiskUsage | None:
+        """Return how full a volume is, if it has a hard size limit (None: no limit, or cannot tell).
+
+        LAP asks at the end of every turn: a full volume gets the session an `error` event
+        (`disk_full`) saying so. The default answers None.
+        """
+        return None
 
     async def suspend(self, name: str) -> None:
         """Stop the sandbox's processes, keeping its volume (capability `suspend`)."""

@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,12 +37,21 @@ def require(ok: bool, what: str) -> None:
     pytest.skip(f"prerequisite missing: {what}")
 
 
+def unmount_under(path: Path) -> None:
+    """Unmount what is mounted below `path` (volumes of sandboxes a test left behind)."""
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in sorted((p for p in points if p.startswith(f"{path}/")), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
     """A fresh LAP data directory that sandbox users can traverse (pytest's tmp_path is 0700)."""
     path = Path(tempfile.mkdtemp(prefix="lap-test-", dir="/tmp"))
     path.chmod(0o711)
     yield path
+    unmount_under(path)
     shutil.rmtree(path, ignore_errors=True)
 
 

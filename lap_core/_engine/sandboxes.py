@@ -11,7 +11,7 @@ from lap_core._install import harness_dir, is_installed
 from lap_core._sandbox_client import SandboxdError
 from lap_core._vault import LLMScope
 from lap_core.errors import HarnessError, NotFound, SandboxError
-from lap_core.events import Status
+from lap_core.events import Error, Status
 from lap_core.harness import LLMAccess
 from lap_core.sandbox import LLM_BASE_URL, SandboxSpec
 from lap_sandboxd.protocol import EgressRoute
@@ -123,7 +123,9 @@ class SandboxProvider:
                 harness=agent.harness,
                 volume=session.id,
                 labels=sandbox_labels(session),
-                harness_root=str(harness_dir(self._harness_root, agent.harness, harness)) if local_files else None,
+                harness_root=str(harness_dir(self._harness_root, agent.harness, harness))
+                if local_files and harness.npm_packages
+                else None,
             )
             # A new sandbox, a new generation: the stub keys of the ones before are revoked.
             session = await self._store.update_session(session.id, sandbox_generation=session.sandbox_generation + 1)
@@ -178,6 +180,22 @@ class SandboxProvider:
         await self._backend.delete(name)
         client = await self.get(session, agent, harness, emit)
         await client.aclose()
+
+    async def disk_problem(self, session_id: str) -> Error | None:
+        """Return the `error` event of a session whose volume is full, else None."""
+        try:
+            usage = await self._backend.disk_usage(session_id)
+        except Exception as error:  # a measurement must never fail a turn
+            log.warning("sandbox.disk_usage_failed", error=repr(error))
+            return None
+        if usage is None or not usage.full:
+            return None
+        mb = 1024 * 1024
+        return Error(
+            code="disk_full",
+            message=f"the session's disk is full: {usage.used // mb} of its {usage.limit // mb} MB limit are used;"
+            " delete files in the workspace to go on",
+        )
 
     async def suspend_if_idle(self, session: Session) -> bool:
         """Delete the session's sandbox (its volume stays) unless a process still runs in it."""

@@ -383,6 +383,9 @@ class TurnRunner:
     async def _end(self, turn: TurnRecord, status: TurnStatus, event: TurnEnd, *before: SessionEvent) -> None:
         # Shielded: an abort arriving now must not leave a turn half ended, or end it twice.
         with anyio.CancelScope(shield=True):
+            full = await self._sandboxes.disk_problem(turn.session_id)
+            if full is not None:
+                before = (*before, full)
             await self._store.finish_turn(turn.id, status)
             # The session stays usable after a failed turn; the detail says why the last one failed.
             detail = event.reason if status == "failed" else ""

@@ -2,10 +2,12 @@
 
 Layout under the data directory:
   volumes/<volume>/{workspace,home}   what survives a sandbox (bind-mounted read-write)
+  volumes/<volume>/run/               sandboxd's process output (/run/lap inside), emptied with the sandbox
+  volumes/<volume>.img                the volume's disk, where it has a hard limit (see `disk`)
   sandboxes/<name>/meta.json          labels, token, pids (0600)
   sandboxes/<name>/sandboxd.sock      sandboxd's API: made here and passed in, reachable from the host only
-  sandboxes/<name>/run/               sandboxd's process output (/run/lap inside: the sandbox writes
-                                      it, so the host never opens anything there)
+The sandbox writes everything under its volume; the host never opens anything there (it mounts
+it, measures it and deletes it).
   sandboxes/.locks/<name>             flock held while the sandbox is created or deleted
   runtime/<hash>/                     lap_sandboxd + msgspec for the sandbox's Python
 """
@@ -31,9 +33,18 @@ import structlog
 
 import lap_sandboxd
 from lap_core.errors import SandboxError
-from lap_core.sandbox import Check, SandboxBackend, SandboxClient, SandboxContext, SandboxRef, SandboxSpec
+from lap_core.sandbox import (
+    Check,
+    DiskUsage,
+    SandboxBackend,
+    SandboxClient,
+    SandboxContext,
+    SandboxRef,
+    SandboxSpec,
+)
 from lap_local import cgroups
 from lap_local.bwrap import bwrap_argv, sandbox_env, write_etc
+from lap_local.disk import Volumes
 from lap_local.doctor import diagnose
 
 if TYPE_CHECKING:
@@ -52,6 +63,9 @@ class LocalSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     lap_sandbox_python: str | None = None
     lap_sandbox_memory_mb: Annotated[int, msgspec.Meta(ge=64)] | None = 4096
     lap_sandbox_pids: Annotated[int, msgspec.Meta(ge=16)] | None = 1024
+    # A hard limit of everything a sandbox writes (workspace, harness home, process output), in MB;
+    # 0: none. Needs root (a loop-mounted ext4 image per volume).
+    lap_sandbox_disk_mb: Annotated[int, msgspec.Meta(ge=0)] = 10240
 
 
 class _Meta(msgspec.Struct, kw_only=True):
@@ -107,16 +121,12 @@ class LocalBackend(SandboxBackend):
         self._python = settings.lap_sandbox_python or (
             "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
         )
+        self.volumes = Volumes(self._root / "volumes", uid=self._uid, limit_mb=settings.lap_sandbox_disk_mb)
 
     def _dir(self, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):
             raise SandboxError(f"invalid sandbox name {name!r}")
         return self._root / "sandboxes" / name
-
-    def _volume(self, volume: str) -> Path:
-        if not volume or "/" in volume or volume.startswith("."):
-            raise SandboxError(f"invalid volume name {volume!r}")
-        return self._root / "volumes" / volume
 
     def _read_meta(self, name: str) -> _Meta | None:
         try:
@@ -155,11 +165,12 @@ class LocalBackend(SandboxBackend):
 
     def _launch(self, spec: SandboxSpec, meta: _Meta) -> None:
         directory = self._dir(spec.name)
-        volume = self._volume(spec.volume)
-        workspace, home, run = volume / "workspace", volume / "home", directory / "run"
-        for path in (workspace, home, run):
-            path.mkdir(parents=True, exist_ok=True)
-        self._chown(workspace, home, run)
+        volume = self.volumes.prepare(spec.volume)
+        workspace, home, run = volume / "workspace", volume / "home", volume / "run"
+        # What sandboxd kept of the processes of the sandbox before goes with it.
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir()
+        self._chown(run)
         # The sandbox user must reach the mounts' sources (bwrap opens them as that user).
         for path in (self._root, self._root / "volumes", self._root / "sandboxes", directory, volume):
             path.chmod(0o711)
@@ -338,19 +349,25 @@ class LocalBackend(SandboxBackend):
                 while cgroups.busy(name):  # noqa: ASYNC110 - the kernel signals no event for this
                     await anyio.sleep(0.01)
             cgroups.remove(name)
+        if meta is not None:
+            await anyio.to_thread.run_sync(self.volumes.release, meta.volume)
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(self._dir(name), ignore_errors=True))
 
     async def diagnose(self) -> list[Check]:
-        """Check bwrap (with user namespaces, as the sandbox user), the sandbox's Python and cgroups."""
-        return await diagnose(self._settings.lap_bwrap, self._uid, self._python)
+        """Check bwrap (with user namespaces, as the sandbox user), the sandbox's Python, cgroups, disk limits."""
+        return await diagnose(self._settings.lap_bwrap, self._uid, self._python, self._settings.lap_sandbox_disk_mb)
 
     async def volume_exists(self, volume: str) -> bool:
-        """Whether the volume's directory is there."""
-        return self._volume(volume).is_dir()
+        """Whether the volume is there."""
+        return self.volumes.exists(volume)
 
     async def delete_volume(self, volume: str) -> None:
-        """Delete a volume's workspace and harness home."""
-        await anyio.to_thread.run_sync(lambda: shutil.rmtree(self._volume(volume), ignore_errors=True))
+        """Delete a volume's workspace and harness home (and its disk image)."""
+        await anyio.to_thread.run_sync(self.volumes.delete, volume)
+
+    async def disk_usage(self, volume: str) -> DiskUsage | None:
+        """Return how full a volume with a hard limit is (while its sandbox runs)."""
+        return self.volumes.usage(volume)
 
     async def list(self, labels: dict[str, str] | None = None) -> list[SandboxRef]:
         """Return this host's sandboxes whose labels include `labels`."""

@@ -9,10 +9,11 @@ import anyio
 
 from lap_core.sandbox import Check
 from lap_local import cgroups
+from lap_local.disk import hard_limits_available
 
 
-async def diagnose(bwrap_name: str, uid: int, python: str) -> list[Check]:
-    """Return the checks of a host that runs sandboxes with `bwrap_name` as `uid` on `python`."""
+async def diagnose(bwrap_name: str, uid: int, python: str, disk_mb: int) -> list[Check]:
+    """Return the checks of a host that runs sandboxes with `bwrap_name` as `uid` on `python`, `disk_mb` each."""
     checks = []
     bwrap = shutil.which(bwrap_name)
     if bwrap is None:
@@ -71,6 +72,19 @@ async def diagnose(bwrap_name: str, uid: int, python: str) -> list[Check]:
             detail="memory and pids limits (cgroup v1)"
             if cgroups.available()
             else "not available here: sandboxes run without memory/pids limits",
+        )
+    )
+    limited = hard_limits_available()
+    checks.append(
+        Check(
+            name="disk limits",
+            ok=limited or not disk_mb,
+            detail=f"{disk_mb} MB per sandbox (a loop-mounted ext4 image per volume)"
+            if limited and disk_mb
+            else "none: a sandbox can fill the disk that holds LAP's data"
+            if disk_mb
+            else "none (LAP_SANDBOX_DISK_MB=0)",
+            fix="run LAP as root on a host with loop devices (modprobe loop), or set LAP_SANDBOX_DISK_MB=0",
         )
     )
     return checks
