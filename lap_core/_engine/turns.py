@@ -62,10 +62,14 @@ def _replay_of(logged: list[SessionEvent]) -> list[SessionEvent]:
 
 
 def _from_harness(event: SessionEvent) -> bool:
-    """Whether an event of a turn came from its harness (what a re-attached harness yields again)."""
+    """Whether an event of a turn came from its harness (what a re-attached harness yields again).
+
+    `harness_session` is one of them: a re-attached harness reports its session id again, and
+    the log must hold it once (issue 12; tests/unit/test_worker.py).
+    """
     if isinstance(event, Status):
         return event.phase not in PLATFORM_PHASES
-    return not isinstance(event, (UserMessage, HarnessSession, TurnEnd))
+    return not isinstance(event, (UserMessage, TurnEnd))
 
 
 HISTORY_LIMIT = 200_000
@@ -338,8 +342,6 @@ class TurnRunner:
                     replayed += 1
                     continue
                 if isinstance(event, HarnessSession):
-                    if replayed < len(replay):
-                        continue  # the first attempt stored the session id already
                     await self._store.update_session(session.id, native_session_id=event.native_session_id)
                 if isinstance(event, TurnEnd):
                     await self._end(turn, event.status, event)

@@ -4,6 +4,7 @@
 - `fail` raises inside the harness; `hang` starts a process that sleeps until aborted.
 - `stream: N` starts a process that appends a line to `streams.log` in the workspace, then prints
   `line 1` … `line N`, 0.1 s apart; each line is a text delta as it comes (a worker can re-attach).
+  `stream: N after S` waits S seconds before the first line.
 - anything else is echoed back as two text deltas.
 Every turn reports the native session id `native-<n>` where n counts the turns it has seen,
 so tests can check that the engine hands the previous id to the next turn.
@@ -45,8 +46,11 @@ class ScriptHarness(Harness):
             yield TurnEnd(status="failed", reason="the sleeper exited on its own")
             return
         if turn.text.startswith("stream: "):
-            count = int(turn.text.removeprefix("stream: "))
-            script = f'echo {turn.id} >> streams.log; for i in $(seq {count}); do echo "line $i"; sleep 0.1; done'
+            count, _, wait = turn.text.removeprefix("stream: ").partition(" after ")
+            script = (
+                f"echo {turn.id} >> streams.log; sleep {float(wait or 0)}; "
+                f'for i in $(seq {int(count)}); do echo "line $i"; sleep 0.1; done'
+            )
             await sandbox.start_process(StartProcess(id=turn.process_id, argv=["sh", "-c", script]))
             async for record in sandbox.output(turn.process_id):
                 if record.stream == "stdout":

@@ -92,6 +92,44 @@ async def test_a_worker_that_stops_hands_its_turn_to_the_next_which_resumes_it(d
         stop_all(data_dir)
 
 
+async def test_a_turn_taken_over_before_its_reply_logs_each_harness_event_once(data_dir: Path) -> None:
+    # Issue 12: the take-over replayed harness_session, the only event the log held yet, a second time.
+    env = lap_env(
+        data_dir,
+        LAP_SANDBOX_BACKEND="shared-process",
+        LAP_SHUTDOWN_GRACE="0",
+        LITELLM_API_BASE="http://127.0.0.1:9",
+        LITELLM_API_KEY="k",
+    )
+    try:
+        async with Lap(plugins=[SharedFakesPlugin()], env=env) as first:
+            agent = await first.agents.create("a", harness="script", model="m")
+            session = await first.sessions.create(agent.id)
+            turn = await first.sessions.send(session.id, "stream: 3 after 3")
+            with anyio.fail_after(20):
+                async for record in first.sessions.follow(session.id):
+                    if isinstance(record.event, HarnessSession):
+                        break  # the process is quiet for 3 s: hand the turn over now
+        async with Lap(plugins=[SharedFakesPlugin()], env=env) as second:
+            with anyio.fail_after(20):
+                records = [r async for r in second.sessions.follow(session.id, until_turn=turn.id)]
+        assert [type(r.event).__name__ for r in records] == [
+            "UserMessage",
+            "Status",  # sandbox_creating
+            "Status",  # sandbox_ready
+            "HarnessSession",
+            "Status",  # turn_resumed
+            "TextDelta",
+            "TextDelta",
+            "TextDelta",
+            "TurnEnd",
+        ]
+        assert [r.event.phase for r in records if isinstance(r.event, Status)][-1] == "turn_resumed"
+        assert [r.event.text for r in records if isinstance(r.event, TextDelta)] == ["line 1\n", "line 2\n", "line 3\n"]
+    finally:
+        stop_all(data_dir)
+
+
 async def _jobs(env: dict[str, str], session_id: str) -> list[Job]:
     async with Lap(plugins=[SharedFakesPlugin()], env=env, run_turns=False) as admin:
         return await admin.store.list_jobs(session_id=session_id)
