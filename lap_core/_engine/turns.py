@@ -17,6 +17,7 @@ import structlog
 
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._engine.tails import read_log
+from lap_core._native_state import restore_native_state, snapshot_native_state
 from lap_core._sandbox_client import SandboxdError
 from lap_core.errors import HarnessError, LapError, StoreError
 from lap_core.events import Error, HarnessSession, SessionEvent, Status, TextDelta, TurnEnd, UserMessage
@@ -315,21 +316,26 @@ class TurnRunner:
             # Resumed or restarted, the harness goes on from its session as it was before this
             # turn: the store may hold the id the interrupted attempt reported already.
             native = await self._native_before(turn)
+        detail = "the sandbox was lost"
         if recreated and logged is not None:
-            # The sandbox, and the turn's process with it, was lost: the harness starts over.
+            # The sandbox, and the turn's process with it, was lost: the harness starts over, from
+            # its own session as it was before the turn (the lost attempt stored the message in it).
             replay, restarts = [], restarts + 1
+            if native is not None and not await restore_native_state(current.sandbox, harness, turn.id):
+                # No copy from before the turn (none declared, or not taken): the session as the
+                # lost attempt left it would hold the message twice. A new one is told the story.
+                log.info("turn.native_session_replayed")
+                native, text = None, await self._with_history(turn, text)
+                detail += "; the conversation is replayed to a new harness session"
             session = await self._store.update_session(session.id, native_session_id=native)
-            await self._append(turn, Status(phase="turn_restarted", detail="the sandbox was lost"))
+            await self._append(turn, Status(phase="turn_restarted", detail=detail))
+        elif logged is None and native is not None:
+            await snapshot_native_state(current.sandbox, harness, turn.id)  # before the first attempt only
         await self._store.update_session(
             session.id, status="running", status_detail="", sandbox_name=sandbox_name(session.id)
         )
         current.turn = Turn(
-            id=turn.id,
-            session_id=session.id,
-            text=text,
-            agent=agent,
-            native_session_id=native,
-            attempt=restarts,
+            id=turn.id, session_id=session.id, text=text, agent=agent, native_session_id=native, attempt=restarts
         )
         events = harness.run_turn(current.sandbox, current.turn)
         replayed = 0

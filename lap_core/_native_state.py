@@ -1,0 +1,99 @@
+"""The harness's own conversation as it was before a turn: copied before the turn, put back for a start-over.
+
+A harness CLI stores the user's message (and its tool calls) in its native session as soon as
+a turn begins. When the sandbox is lost mid-turn, the turn starts over in a new sandbox on the
+same volume; resuming the native session as the lost attempt left it would give the model the
+message twice (issue 12). So before each turn that resumes a native session, the paths the
+harness declares (`Harness.native_state`) are copied to its snapshot directory, tagged with the
+turn's id, and a start-over of that turn copies them back.
+
+Both run inside the sandbox, as one `sh` exec with the agent's own rights: the files are the
+agent's, and the host never opens them. The shell script gets every path and id as an argument,
+never in its text. Tested by tests/unit/test_native_state.py and, for each harness with its real
+CLI, by `HarnessConformance`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+if TYPE_CHECKING:
+    from lap_core.harness import Harness
+    from lap_core.sandbox import SandboxClient
+
+__all__ = ["restore_native_state", "snapshot_native_state"]
+
+log = structlog.get_logger("lap.engine")
+
+TIMEOUT = 120.0
+"""Seconds a copy may take (a native session is usually well under a few MB)."""
+NO_SNAPSHOT = 3
+"""The script's exit code when the snapshot directory holds no copy taken for this turn."""
+
+# $1 mode, $2 snapshot directory, $3 turn id, then one pattern per declared path. Pattern i is
+# copied into <snapshot>/i/; a copy is complete once <snapshot>/turn names the turn (written last,
+# then the whole directory renamed into place). IFS is empty: a pattern is one path, globs expand.
+SCRIPT = """\
+set -u
+IFS=''
+mode=$1 snapshot=$2 turn=$3
+shift 3
+if [ "$mode" = snapshot ]; then
+  new="$snapshot.new"
+  rm -rf -- "$new" && mkdir -p -- "$new" || exit 1
+  i=0
+  for pattern in "$@"; do
+    mkdir -- "$new/$i" || exit 1
+    for path in $pattern; do
+      if [ -e "$path" ] || [ -L "$path" ]; then cp -PpR -- "$path" "$new/$i/" || exit 1; fi
+    done
+    i=$((i + 1))
+  done
+  printf '%s\\n' "$turn" > "$new/turn" && rm -rf -- "$snapshot" && mv -- "$new" "$snapshot"
+  exit
+fi
+[ "$(cat -- "$snapshot/turn" 2>/dev/null)" = "$turn" ] || exit 3
+i=0
+for pattern in "$@"; do
+  for path in $pattern; do
+    if [ -e "$path" ] || [ -L "$path" ]; then rm -rf -- "$path" || exit 1; fi
+  done
+  parent=$(dirname -- "$pattern")
+  mkdir -p -- "$parent" && cp -PpR -- "$snapshot/$i/." "$parent/" || exit 1
+  i=$((i + 1))
+done
+"""
+
+
+async def _run(sandbox: SandboxClient, harness: Harness, mode: str, turn_id: str) -> int | None:
+    """Run the script; return its exit code (None: the harness declares no native state)."""
+    state = harness.native_state
+    if state is None or not state.paths:
+        return None
+    argv = ["sh", "-c", SCRIPT, "sh", mode, state.snapshot_dir, turn_id, *state.paths]
+    # A SandboxdError without a status (the sandbox went away) reaches the caller: the turn's
+    # attempt is lost then, and its start-over looks for the copy again.
+    result = await sandbox.exec(argv, timeout=TIMEOUT)
+    if result.exit_code not in (0, NO_SNAPSHOT):
+        # What the agent's files made the copy print: untrusted, so only its end, as data.
+        log.warning(f"native_state.{mode}_failed", exit_code=result.exit_code, stderr=result.stderr[-500:])
+    return result.exit_code
+
+
+async def snapshot_native_state(sandbox: SandboxClient, harness: Harness, turn_id: str) -> bool:
+    """Copy the harness's native state for a start-over of `turn_id`; return whether a copy was made.
+
+    Call it before the turn's first attempt starts its process, and only then: later, the
+    attempt may have changed the state. A failed copy only means a start-over replays instead.
+    """
+    return await _run(sandbox, harness, "snapshot", turn_id) == 0
+
+
+async def restore_native_state(sandbox: SandboxClient, harness: Harness, turn_id: str) -> bool:
+    """Put back the copy taken before `turn_id`; return False if there is none (or it failed)."""
+    code = await _run(sandbox, harness, "restore", turn_id)
+    if code == NO_SNAPSHOT:
+        log.info("native_state.no_snapshot")
+    return code == 0
