@@ -32,36 +32,48 @@ TIMEOUT = 120.0
 NO_SNAPSHOT = 3
 """The script's exit code when the snapshot directory holds no copy taken for this turn."""
 
-# $1 mode, $2 snapshot directory, $3 turn id, then one pattern per declared path. Pattern i is
-# copied into <snapshot>/i/; a copy is complete once <snapshot>/turn names the turn (written last,
-# then the whole directory renamed into place). IFS is empty: a pattern is one path, globs expand.
+# $1 mode, $2 snapshot directory, $3 turn id, then one pattern per declared path (a glob in its
+# last component at most). Pattern i is copied into <snapshot>/i/; the copy is complete once
+# <snapshot>/turn names the turn: it is written last. IFS is empty: a pattern is one path, and
+# globs still expand. Every process costs a warm turn 1-2 ms, so a snapshot starts few: rm, one
+# mkdir for all the directories (a function gets their list as its own arguments), one cp per
+# pattern that matches (a subshell gathers the matches, then becomes the cp).
 SCRIPT = """\
 set -u
 IFS=''
 mode=$1 snapshot=$2 turn=$3
 shift 3
+count=$#
 if [ "$mode" = snapshot ]; then
-  new="$snapshot.new"
-  rm -rf -- "$new" && mkdir -p -- "$new" || exit 1
+  if [ -e "$snapshot" ] || [ -L "$snapshot" ]; then rm -rf -- "$snapshot" || exit 1; fi
   i=0
-  for pattern in "$@"; do
-    mkdir -- "$new/$i" || exit 1
-    for path in $pattern; do
-      if [ -e "$path" ] || [ -L "$path" ]; then cp -PpR -- "$path" "$new/$i/" || exit 1; fi
-    done
+  for pattern do set -- "$@" "$snapshot/$i"; i=$((i + 1)); done
+  make_dirs() { shift "$count"; mkdir -p -- "$@"; }
+  make_dirs "$@" || exit 1
+  i=0
+  for pattern do
+    [ "$i" -lt "$count" ] || break
+    ( set --
+      for path in $pattern; do if [ -e "$path" ] || [ -L "$path" ]; then set -- "$@" "$path"; fi; done
+      [ "$#" -eq 0 ] || exec cp -PpR -- "$@" "$snapshot/$i/" ) || exit 1
     i=$((i + 1))
   done
-  printf '%s\\n' "$turn" > "$new/turn" && rm -rf -- "$snapshot" && mv -- "$new" "$snapshot"
+  printf '%s\\n' "$turn" > "$snapshot/turn"
   exit
 fi
-[ "$(cat -- "$snapshot/turn" 2>/dev/null)" = "$turn" ] || exit 3
+tagged=''
+{ IFS= read -r tagged < "$snapshot/turn"; } 2>/dev/null
+[ "$tagged" = "$turn" ] || exit 3
 i=0
-for pattern in "$@"; do
+for pattern do
   for path in $pattern; do
     if [ -e "$path" ] || [ -L "$path" ]; then rm -rf -- "$path" || exit 1; fi
   done
-  parent=$(dirname -- "$pattern")
-  mkdir -p -- "$parent" && cp -PpR -- "$snapshot/$i/." "$parent/" || exit 1
+  parent=${pattern%/*}
+  [ "$parent" != "$pattern" ] || parent=.
+  [ -n "$parent" ] || parent=/
+  [ -d "$parent" ] || mkdir -p -- "$parent" || exit 1
+  cp -PpR -- "$snapshot/$i/." "$parent/" || exit 1
   i=$((i + 1))
 done
 """

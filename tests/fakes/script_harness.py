@@ -61,8 +61,10 @@ class ScriptHarness(Harness):
                 pass
             yield TurnEnd(status="failed", reason="the sleeper exited on its own")
             return
-        if turn.text.startswith("stream: "):
-            count, _, wait = turn.text.removeprefix("stream: ").partition(" after ")
+        # `stream` and `recall` also work after the conversation so far (a replay to a new session).
+        message = turn.text.rpartition("\n\n---\n\n")[2]
+        if message.startswith("stream: "):
+            count, _, wait = message.removeprefix("stream: ").partition(" after ")
             script = (
                 f"echo {turn.id} >> streams.log; sleep {float(wait or 0)}; "
                 f'for i in $(seq {int(count)}); do echo "line $i"; sleep 0.1; done'
@@ -70,7 +72,7 @@ class ScriptHarness(Harness):
             async for event in self._lines(sandbox, turn, script):
                 yield event
             return
-        if turn.text == "recall":
+        if message == "recall":
             async for event in self._lines(sandbox, turn, "cat native/conversation.log"):
                 yield event
             return

@@ -311,11 +311,14 @@ async def test_a_turn_started_over_without_a_copy_of_the_native_session_replays_
     assert len(restarted) == 1
     assert restarted[0].detail.endswith("the conversation is replayed to a new harness session")
     assert plugin.harness.seen_native_ids == [None, "native-1", None]  # a new harness session ...
-    reply = "".join(r.event.text for r in records if isinstance(r.event, TextDelta))
-    assert "User: stream: 2\nAssistant: line 1\nline 2\n" in reply  # ... told the story so far
-    assert reply.endswith("---\n\nstream: 20")
     assert records[-1].event == TurnEnd(status="completed")
     assert (await lap.sessions.get(session.id)).native_session_id == "native-1"
+    recalled = await _turn(lap, session.id, "recall")
+    conversation = "".join(r.event.text for r in recalled if isinstance(r.event, TextDelta))
+    assert conversation.startswith("(Your earlier session was lost")  # ... told the story so far
+    assert conversation.count("stream: 2\n") == 1
+    assert "User: stream: 2\nAssistant: line 1\nline 2\n" in conversation
+    assert conversation.endswith("---\n\nstream: 20\nrecall\n")  # each message once
 
 
 async def test_a_lost_volume_replays_the_conversation_to_a_new_harness_session(lap: Lap, plugin: FakesPlugin) -> None:

@@ -104,3 +104,11 @@ async def test_a_copy_that_fails_is_no_copy(home: Path, client: SandboxClient) -
     state = NativeState(paths=(f"{home}/projects",), snapshot_dir=f"{home}/ro/file/snapshot")  # not a directory
     assert not await snapshot_native_state(client, _Declared(state), "turn_1")
     assert not await restore_native_state(client, _Declared(state), "turn_1")
+
+
+async def test_paths_are_arguments_never_script(home: Path, client: SandboxClient) -> None:
+    pwned = home / "pwned"
+    state = NativeState(paths=(f"{home}/$(touch {pwned})", f"{home}/`touch {pwned}`;"), snapshot_dir=f"{home}/copy")
+    assert await snapshot_native_state(client, _Declared(state), "turn_1")
+    assert await restore_native_state(client, _Declared(state), "turn_1")
+    assert not pwned.exists()
