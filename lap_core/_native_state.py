@@ -1,16 +1,18 @@
-"""The harness's own conversation as it was before a turn: copied before the turn, put back for a start-over.
+"""How a turn that starts over goes on from the harness's own session as it was before the turn.
 
 A harness CLI stores the user's message (and its tool calls) in its native session as soon as
 a turn begins. When the sandbox is lost mid-turn, the turn starts over in a new sandbox on the
 same volume; resuming the native session as the lost attempt left it would give the model the
 message twice (issue 12). So before each turn that resumes a native session, the paths the
 harness declares (`Harness.native_state`) are copied to its snapshot directory, tagged with the
-turn's id, and a start-over of that turn copies them back.
+turn's id, and a start-over of that turn copies them back. Where there is no such copy, the
+start-over begins a new native session and tells it the conversation so far (`with_history`),
+as after a lost volume.
 
-Both run inside the sandbox, as one `sh` exec with the agent's own rights: the files are the
-agent's, and the host never opens them. The shell script gets every path and id as an argument,
-never in its text. Tested by tests/unit/test_native_state.py and, for each harness with its real
-CLI, by `HarnessConformance`.
+Copy and restore run inside the sandbox, as one `sh` exec with the agent's own rights: the files
+are the agent's, and the host never opens them. The shell script gets every path and id as an
+argument, never in its text. Tested by tests/unit/test_native_state.py, tests/unit/test_engine.py
+and, for each harness with its real CLI, by `HarnessConformance`.
 """
 
 from __future__ import annotations
@@ -19,14 +21,30 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from lap_core.events import HarnessSession, Status, TextDelta, UserMessage
+
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from lap_core.events import EventRecord, SessionEvent
     from lap_core.harness import Harness
     from lap_core.sandbox import SandboxClient
 
-__all__ = ["restore_native_state", "snapshot_native_state"]
+__all__ = [
+    "REPLAYED",
+    "began_new_session",
+    "native_session_before",
+    "restore_native_state",
+    "snapshot_native_state",
+    "with_history",
+]
 
 log = structlog.get_logger("lap.engine")
 
+HISTORY_LIMIT = 200_000
+"""Characters of conversation replayed to a harness whose own session was lost (the newest kept)."""
+REPLAYED = "the conversation is replayed to a new harness session"
+"""How a `turn_restarted` or `volume_lost` status says that the attempt began a new native session."""
 TIMEOUT = 120.0
 """Seconds a copy may take (a native session is usually well under a few MB)."""
 NO_SNAPSHOT = 3
@@ -109,3 +127,35 @@ async def restore_native_state(sandbox: SandboxClient, harness: Harness, turn_id
     if code == NO_SNAPSHOT:
         log.info("native_state.no_snapshot")
     return code == 0
+
+
+async def native_session_before(before: AsyncIterator[EventRecord]) -> str | None:
+    """Return the harness's session id as it was when the turn began, from the log `before` it."""
+    native = None
+    async for record in before:
+        if isinstance(record.event, HarnessSession):
+            native = record.event.native_session_id
+    return native
+
+
+async def with_history(before: AsyncIterator[EventRecord], text: str) -> str:
+    """Return the message prefixed with the conversation in the log `before` it."""
+    lines: list[str] = []
+    async for record in before:
+        event = record.event
+        if isinstance(event, UserMessage):
+            lines.append(f"\nUser: {event.text}\nAssistant: ")
+        elif isinstance(event, TextDelta) and lines:
+            lines[-1] += event.text
+    story = "".join(lines)[-HISTORY_LIMIT:]
+    return f"(Your earlier session was lost; the conversation so far follows.)\n{story}\n\n---\n\n{text}"
+
+
+def began_new_session(logged: Sequence[SessionEvent]) -> bool:
+    """Whether the turn's latest attempt (its events so far: `logged`) began a new native session.
+
+    A worker re-attaching to that attempt must hand the harness what the attempt got (no id),
+    or the harness maps its output differently from what the log holds.
+    """
+    marks = [e for e in logged if isinstance(e, Status) and e.phase in ("turn_restarted", "volume_lost")]
+    return bool(marks) and (marks[-1].phase == "volume_lost" or marks[-1].detail.endswith(REPLAYED))
