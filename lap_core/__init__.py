@@ -42,7 +42,7 @@ from lap_core.events import (
     decode_event,
     encode_event,
 )
-from lap_core.harness import CliHarness, Harness, LineMapper, LLMAccess, json_object
+from lap_core.harness import CliHarness, Harness, LineMapper, LLMAccess, NativeState, json_object
 from lap_core.hookspecs import hookimpl
 from lap_core.integration import Integration
 from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Job, Session, Team, Turn, TurnRecord
@@ -87,6 +87,7 @@ __all__ = [
     "Lap",
     "LapError",
     "LineMapper",
+    "NativeState",
     "NotFound",
     "NotSupported",
     "OutputRecord",

@@ -14,7 +14,7 @@ import msgspec
 import structlog
 
 from lap_core.events import Error, TurnEnd
-from lap_core.sandbox import WORKSPACE_DIR, HydratePayload, SandboxdError, StartProcess
+from lap_core.sandbox import HOME_DIR, WORKSPACE_DIR, HydratePayload, SandboxdError, StartProcess
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -40,16 +40,37 @@ class NoOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A harness without options."""
 
 
+class NativeState(msgspec.Struct, frozen=True, kw_only=True):
+    """Where in the sandbox a harness keeps its own conversation (what `native_session_id` resumes).
+
+    Before a turn that resumes a native session, LAP copies these paths to `snapshot_dir`,
+    inside the sandbox; when the sandbox is lost mid-turn, the turn starts over in a new one
+    from that copy, so the interrupted attempt's half-turn (the user's message, tool calls) is
+    not in the conversation twice. Without a copy (or a declaration) the start-over begins a
+    new native session told the conversation so far from LAP's log.
+
+    `paths`: files or directories, absolute or relative to the hydrated workdir; the last
+    component may be a shell glob (`state_*.sqlite*`: a database with its `-wal` and `-shm`).
+    Keep them to the conversation: every turn copies them. `snapshot_dir` must be on the
+    persistent volume and outside `paths`.
+    """
+
+    paths: tuple[str, ...]
+    snapshot_dir: str = f"{HOME_DIR}/.lap/native-state"
+
+
 class Harness(ABC):
     """An agent CLI (opencode, Claude Code, Codex ...) driven by LAP.
 
     `npm_packages` are installed (pinned) under the sandbox's `HARNESS_ROOT`. `Options` is the
     msgspec struct of the agent options the harness accepts (`Agent.options`), validated when an
-    agent is created or changed and read back with `options(agent)`.
+    agent is created or changed and read back with `options(agent)`. `native_state` says where
+    the harness keeps its own conversation (see `NativeState`); None: LAP cannot restore it.
     """
 
     npm_packages: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type[msgspec.Struct]] = NoOptions
+    native_state: ClassVar[NativeState | None] = None
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, str]:
         """Return problems with an agent's harness options, keyed by option name (empty: valid)."""

@@ -17,17 +17,26 @@ import structlog
 
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._engine.tails import read_log
+from lap_core._native_state import (
+    REPLAYED,
+    began_new_session,
+    native_session_before,
+    restore_native_state,
+    snapshot_native_state,
+    with_history,
+)
 from lap_core._sandbox_client import SandboxdError
 from lap_core.errors import HarnessError, LapError, StoreError
-from lap_core.events import Error, HarnessSession, SessionEvent, Status, TextDelta, TurnEnd, UserMessage
+from lap_core.events import Error, HarnessSession, SessionEvent, Status, TurnEnd, UserMessage
 from lap_core.models import Turn, process_id
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
     from datetime import datetime
 
     from lap_core._engine.bus import EventBus
     from lap_core._engine.sandboxes import SandboxProvider
+    from lap_core.events import EventRecord
     from lap_core.harness import Harness
     from lap_core.models import Agent, TurnRecord, TurnStatus
     from lap_core.sandbox import SandboxClient
@@ -62,14 +71,16 @@ def _replay_of(logged: list[SessionEvent]) -> list[SessionEvent]:
 
 
 def _from_harness(event: SessionEvent) -> bool:
-    """Whether an event of a turn came from its harness (what a re-attached harness yields again)."""
+    """Whether an event of a turn came from its harness (what a re-attached harness yields again).
+
+    `harness_session` is one of them: a re-attached harness reports its session id again, and
+    the log must hold it once (issue 12; tests/unit/test_worker.py).
+    """
     if isinstance(event, Status):
         return event.phase not in PLATFORM_PHASES
-    return not isinstance(event, (UserMessage, HarnessSession, TurnEnd))
+    return not isinstance(event, (UserMessage, TurnEnd))
 
 
-HISTORY_LIMIT = 200_000
-"""Characters of conversation replayed to a harness whose own session was lost (the newest kept)."""
 SANDBOX_RETRIES = 2
 """How many times a turn that lost touch with its sandbox re-attaches, or starts over in a new one."""
 
@@ -302,30 +313,37 @@ class TurnRunner:
         recreated = "sandbox_creating" in phases or (
             logged is not None and not await self._knows(current.sandbox, process_id(turn.id, restarts))
         )
-        if "volume_lost" in phases:
+        told = "volume_lost" in phases
+        if told:
             # The harness's own session went with the volume: it starts a new one, told the story so far.
             session = await self._store.update_session(session.id, native_session_id=None)
-            text = await self._with_history(turn, text)
+            text = await with_history(self._before(turn), text)
         native = session.native_session_id
-        if logged is not None and "volume_lost" not in phases:
+        if logged is not None and not told:
             # Resumed or restarted, the harness goes on from its session as it was before this
             # turn: the store may hold the id the interrupted attempt reported already.
-            native = await self._native_before(turn)
+            native = await native_session_before(self._before(turn))
+            if not recreated and began_new_session(logged):
+                native = None  # re-attached to an attempt that began a new one: what it was given
         if recreated and logged is not None:
-            # The sandbox, and the turn's process with it, was lost: the harness starts over.
+            # The sandbox, and the turn's process with it, was lost: the harness starts over, from
+            # its own session as it was before the turn (the lost attempt stored the message in it).
             replay, restarts = [], restarts + 1
+            if native is not None and not await restore_native_state(current.sandbox, harness, turn.id):
+                # No copy from before the turn (none declared, or not taken): the session as the
+                # lost attempt left it would hold the message twice. A new one is told the story.
+                log.info("turn.native_session_replayed")
+                native, text, told = None, await with_history(self._before(turn), text), True
             session = await self._store.update_session(session.id, native_session_id=native)
-            await self._append(turn, Status(phase="turn_restarted", detail="the sandbox was lost"))
+            detail = f"the sandbox was lost; {REPLAYED}" if told else "the sandbox was lost"
+            await self._append(turn, Status(phase="turn_restarted", detail=detail))
+        elif logged is None and native is not None:
+            await snapshot_native_state(current.sandbox, harness, turn.id)  # before the first attempt only
         await self._store.update_session(
             session.id, status="running", status_detail="", sandbox_name=sandbox_name(session.id)
         )
         current.turn = Turn(
-            id=turn.id,
-            session_id=session.id,
-            text=text,
-            agent=agent,
-            native_session_id=native,
-            attempt=restarts,
+            id=turn.id, session_id=session.id, text=text, agent=agent, native_session_id=native, attempt=restarts
         )
         events = harness.run_turn(current.sandbox, current.turn)
         replayed = 0
@@ -338,8 +356,6 @@ class TurnRunner:
                     replayed += 1
                     continue
                 if isinstance(event, HarnessSession):
-                    if replayed < len(replay):
-                        continue  # the first attempt stored the session id already
                     await self._store.update_session(session.id, native_session_id=event.native_session_id)
                 if isinstance(event, TurnEnd):
                     await self._end(turn, event.status, event)
@@ -351,25 +367,9 @@ class TurnRunner:
         await self._end(turn, "completed", TurnEnd(status="completed"))
         return "completed"
 
-    async def _with_history(self, turn: TurnRecord, text: str) -> str:
-        """Return the message prefixed with the conversation before it, read from the log."""
-        lines: list[str] = []
-        async for record in read_log(self._store, turn.session_id, until=turn.user_seq):
-            event = record.event
-            if isinstance(event, UserMessage):
-                lines.append(f"\nUser: {event.text}\nAssistant: ")
-            elif isinstance(event, TextDelta) and lines:
-                lines[-1] += event.text
-        story = "".join(lines)[-HISTORY_LIMIT:]
-        return f"(Your earlier session was lost; the conversation so far follows.)\n{story}\n\n---\n\n{text}"
-
-    async def _native_before(self, turn: TurnRecord) -> str | None:
-        """Return the harness's session id as it was when the turn began (from the log)."""
-        native = None
-        async for record in read_log(self._store, turn.session_id, until=turn.user_seq):
-            if isinstance(record.event, HarnessSession):
-                native = record.event.native_session_id
-        return native
+    def _before(self, turn: TurnRecord) -> AsyncIterator[EventRecord]:
+        """Return the session's log before the turn."""
+        return read_log(self._store, turn.session_id, until=turn.user_seq)
 
     async def _abort_in_sandbox(self, harness: Harness | None, current: _Attempt) -> None:
         if harness is None or current.sandbox is None or current.turn is None:

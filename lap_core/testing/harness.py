@@ -279,6 +279,41 @@ class HarnessConformance(Suite):
         assert len(_of(records, TurnEnd)) == 1
         assert _text(records).endswith(f"finished-{token}")
 
+    async def test_a_turn_started_over_adds_its_message_to_the_conversation_once(
+        self, lap: Lap, scripted_llm: ScriptedLLM
+    ) -> None:
+        """A start-over continues the harness's session as it was before the turn (issue 12)."""
+        first, answer, second, third = (f"{word}-{_token()}" for word in ("first", "answer", "second", "third"))
+        scripted_llm.script(command=None, text=answer, fail_status=None)
+        _, session = await self._session(lap)
+        await self._completed(lap, session.id, first)
+        native = (await lap.sessions.get(session.id)).native_session_id
+        # The model calls a tool, so the lost attempt has stored the message and a tool call.
+        scripted_llm.script(command="sleep 3 && echo slept", text="second answer")
+        before = len(scripted_llm.requests())
+        turn = await lap.sessions.send(session.id, second)
+        await self._until_model_called(scripted_llm, before)
+        await anyio.sleep(1)  # the tool call is stored and running
+        sandbox = (await lap.sessions.get(session.id)).sandbox_name
+        assert sandbox is not None
+        await lap.backend.delete(sandbox)
+        with anyio.fail_after(TURN_TIMEOUT):
+            records = [r async for r in lap.sessions.follow(session.id, after=turn.user_seq - 1, until_turn=turn.id)]
+        seen = [_describe(record.event) for record in records]
+        assert "turn_restarted" in [status.phase for status in _of(records, Status)], seen
+        assert records[-1].event == TurnEnd(status="completed"), seen
+        if lap.harnesses[self.harness].native_state is not None:
+            # Its copy from before the turn was put back: the same session goes on (not a replay to a new one).
+            assert (await lap.sessions.get(session.id)).native_session_id == native
+        scripted_llm.script(command=None, text="third answer")
+        before = len(scripted_llm.requests())
+        await self._completed(lap, session.id, third)
+        last = [request for request in scripted_llm.requests()[before:] if request["body"].get("tools")][-1]
+        history = json.dumps(last["body"])
+        counts = {message: history.count(message) for message in (first, second, third)}
+        assert counts == {first: 1, second: 1, third: 1}, f"the model sees each user message once: {counts}"
+        assert answer in history, "the model saw its first answer again"
+
     async def test_replaying_a_turn_maps_the_same_events(self, lap: Lap, scripted_llm: ScriptedLLM) -> None:
         """What a worker taking a turn over relies on: `run_turn` re-attaches and maps the same way."""
         token = _token()

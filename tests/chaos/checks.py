@@ -194,9 +194,13 @@ def check_session(figures: Figures, client: SessionClient, history: list[dict[st
         ids = ids or [e["native_session_id"] for e in events if e["type"] == "harness_session"][-1:]
         if len(ids) > 1:
             figures.problem("duplicated", f"{where}: {len(ids)} harness_session events in one attempt")
+        # A start-over with no copy of the harness's session from before the turn starts a new one.
+        replayed = "replayed" in next(
+            (e.get("detail", "") for e in reversed(events) if e.get("phase") == "turn_restarted"), ""
+        )
         if ids:
             k = int(ids[-1].split("-")[1])
-            if k != native + 1:
+            if k != native + 1 and not (replayed and k == 1):
                 # The script harness reports native-(n+1) when it was given native-n (native-0: none).
                 got = f"native-{k - 1}" if k > 1 else "no native session id"
                 previous = f"native-{native}" if native else "none"

@@ -4,16 +4,30 @@
 - `fail` raises inside the harness; `hang` starts a process that sleeps until aborted.
 - `stream: N` starts a process that appends a line to `streams.log` in the workspace, then prints
   `line 1` … `line N`, 0.1 s apart; each line is a text delta as it comes (a worker can re-attach).
+  `stream: N after S` waits S seconds before the first line.
+- `recall` answers with the conversation its native session holds, one text delta a message.
 - anything else is echoed back as two text deltas.
 Every turn reports the native session id `native-<n>` where n counts the turns it has seen,
-so tests can check that the engine hands the previous id to the next turn.
+so tests can check that the engine hands the previous id to the next turn. `stream` and `recall`
+turns store their message in the native session (`native/conversation.log`, emptied when a turn
+starts a new one) from their process, as a harness CLI does.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lap_core import Harness, HarnessSession, HydratePayload, StartProcess, TextDelta, ToolCall, ToolResult, TurnEnd
+from lap_core import (
+    Harness,
+    HarnessSession,
+    HydratePayload,
+    NativeState,
+    StartProcess,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    TurnEnd,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -23,6 +37,9 @@ if TYPE_CHECKING:
 
 class ScriptHarness(Harness):
     """See the module docstring."""
+
+    # Relative to the workdir, like everything of the fake backends' sandboxes.
+    native_state = NativeState(paths=("native",), snapshot_dir=".lap-native-state")
 
     def __init__(self) -> None:
         self.seen_native_ids: list[str | None] = []
@@ -44,14 +61,20 @@ class ScriptHarness(Harness):
                 pass
             yield TurnEnd(status="failed", reason="the sleeper exited on its own")
             return
-        if turn.text.startswith("stream: "):
-            count = int(turn.text.removeprefix("stream: "))
-            script = f'echo {turn.id} >> streams.log; for i in $(seq {count}); do echo "line $i"; sleep 0.1; done'
-            await sandbox.start_process(StartProcess(id=turn.process_id, argv=["sh", "-c", script]))
-            async for record in sandbox.output(turn.process_id):
-                if record.stream == "stdout":
-                    yield TextDelta(text=f"{record.data}\n")
-            yield TurnEnd()
+        # `stream` and `recall` also work after the conversation so far (a replay to a new session).
+        message = turn.text.rpartition("\n\n---\n\n")[2]
+        if message.startswith("stream: "):
+            count, _, wait = message.removeprefix("stream: ").partition(" after ")
+            script = (
+                f"echo {turn.id} >> streams.log; sleep {float(wait or 0)}; "
+                f'for i in $(seq {int(count)}); do echo "line $i"; sleep 0.1; done'
+            )
+            async for event in self._lines(sandbox, turn, script):
+                yield event
+            return
+        if message == "recall":
+            async for event in self._lines(sandbox, turn, "cat native/conversation.log"):
+                yield event
             return
         if turn.text.startswith("run: "):
             command = turn.text.removeprefix("run: ")
@@ -63,4 +86,15 @@ class ScriptHarness(Harness):
         else:
             yield TextDelta(text="you said: ")
             yield TextDelta(text=turn.text)
+        yield TurnEnd()
+
+    async def _lines(self, sandbox: SandboxClient, turn: Turn, script: str) -> AsyncIterator[SessionEvent]:
+        """Run `script` as the turn's process, after it stores the message; each stdout line is a text delta."""
+        store = ">>" if turn.native_session_id else ">"  # a turn without a native session starts a new one
+        remember = f'mkdir -p native && printf "%s\\n" "$1" {store} native/conversation.log; '
+        argv = ["sh", "-c", remember + script, "sh", turn.text]
+        await sandbox.start_process(StartProcess(id=turn.process_id, argv=argv))
+        async for record in sandbox.output(turn.process_id):
+            if record.stream == "stdout":
+                yield TextDelta(text=f"{record.data}\n")
         yield TurnEnd()

@@ -248,18 +248,26 @@ async def test_deleting_a_session_removes_its_sandbox_and_log(lap: Lap, plugin: 
     assert await lap.agents.list() == []
 
 
+async def _kill_the_sandbox_mid_turn(lap: Lap, session_id: str, text: str, *, before: str = "") -> list[EventRecord]:
+    """Send `text` (a `stream:` turn), kill its sandbox at its third line, follow it to its end."""
+    turn = await lap.sessions.send(session_id, text)
+    records: list[EventRecord] = []
+    with anyio.fail_after(30):
+        async for record in lap.sessions.follow(session_id, after=turn.user_seq - 1, until_turn=turn.id):
+            records.append(record)
+            if record.event == TextDelta(text="line 3\n") and len(records) < 10:  # the first time only
+                ref = (await lap.backend.list({"lap.session": session_id}))[0]
+                async with await lap.backend.connect(ref.name) as sandbox:
+                    if before:
+                        assert (await sandbox.exec(["sh", "-c", before])).exit_code == 0
+                    os.kill((await sandbox.health()).pid, signal.SIGKILL)  # the sandbox dies mid-turn
+    return records
+
+
 async def test_a_turn_whose_sandbox_dies_starts_over_in_a_new_one(lap: Lap) -> None:
     agent = await lap.agents.create("a", harness="script", model="m")
     session = await lap.sessions.create(agent.id)
-    turn = await lap.sessions.send(session.id, "stream: 20")
-    records: list[EventRecord] = []
-    with anyio.fail_after(30):
-        async for record in lap.sessions.follow(session.id, until_turn=turn.id):
-            records.append(record)
-            if record.event == TextDelta(text="line 3\n") and len(records) < 10:  # the first time only
-                ref = (await lap.backend.list({"lap.session": session.id}))[0]
-                async with await lap.backend.connect(ref.name) as sandbox:
-                    os.kill((await sandbox.health()).pid, signal.SIGKILL)  # the sandbox dies mid-turn
+    records = await _kill_the_sandbox_mid_turn(lap, session.id, "stream: 20")
     phases = [r.event.phase for r in records if isinstance(r.event, Status)]
     assert phases[-1] == "turn_restarted"
     restart = next(
@@ -272,6 +280,45 @@ async def test_a_turn_whose_sandbox_dies_starts_over_in_a_new_one(lap: Lap) -> N
     assert natives == ["native-1", "native-1"]
     assert records[-1].event == TurnEnd(status="completed")
     assert [r.seq for r in records] == list(range(1, len(records) + 1))
+
+
+async def test_a_turn_started_over_goes_on_from_the_native_session_as_it_was_before_the_turn(
+    lap: Lap, plugin: FakesPlugin
+) -> None:
+    # Issue 12: the start-over resumed the session in which the lost attempt had stored the message.
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    await _turn(lap, session.id, "stream: 2")
+    records = await _kill_the_sandbox_mid_turn(lap, session.id, "stream: 20")
+    restarted = [r.event for r in records if isinstance(r.event, Status) and r.event.phase == "turn_restarted"]
+    assert restarted == [Status(phase="turn_restarted", detail="the sandbox was lost")]
+    assert records[-1].event == TurnEnd(status="completed")
+    assert plugin.harness.seen_native_ids == [None, "native-1", "native-1"]
+    recalled = await _turn(lap, session.id, "recall")
+    texts = [r.event.text for r in recalled if isinstance(r.event, TextDelta)]
+    assert texts == ["stream: 2\n", "stream: 20\n", "recall\n"]  # each message once
+
+
+async def test_a_turn_started_over_without_a_copy_of_the_native_session_replays_the_conversation(
+    lap: Lap, plugin: FakesPlugin
+) -> None:
+    agent = await lap.agents.create("a", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    await _turn(lap, session.id, "stream: 2")
+    # The copy taken before the turn is gone (as when the sandbox died while it was taken).
+    records = await _kill_the_sandbox_mid_turn(lap, session.id, "stream: 20", before="rm -r .lap-native-state")
+    restarted = [r.event for r in records if isinstance(r.event, Status) and r.event.phase == "turn_restarted"]
+    assert len(restarted) == 1
+    assert restarted[0].detail.endswith("the conversation is replayed to a new harness session")
+    assert plugin.harness.seen_native_ids == [None, "native-1", None]  # a new harness session ...
+    assert records[-1].event == TurnEnd(status="completed")
+    assert (await lap.sessions.get(session.id)).native_session_id == "native-1"
+    recalled = await _turn(lap, session.id, "recall")
+    conversation = "".join(r.event.text for r in recalled if isinstance(r.event, TextDelta))
+    assert conversation.startswith("(Your earlier session was lost")  # ... told the story so far
+    assert conversation.count("stream: 2\n") == 1
+    assert "User: stream: 2\nAssistant: line 1\nline 2\n" in conversation
+    assert conversation.endswith("---\n\nstream: 20\nrecall\n")  # each message once
 
 
 async def test_a_lost_volume_replays_the_conversation_to_a_new_harness_session(lap: Lap, plugin: FakesPlugin) -> None:

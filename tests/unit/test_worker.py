@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -88,6 +90,88 @@ async def test_a_worker_that_stops_hands_its_turn_to_the_next_which_resumes_it(d
             assert [r.event for r in records if isinstance(r.event, HarnessSession)] == [
                 HarnessSession(native_session_id="native-1")
             ]
+    finally:
+        stop_all(data_dir)
+
+
+async def test_a_turn_taken_over_before_its_reply_logs_each_harness_event_once(data_dir: Path) -> None:
+    # Issue 12: the take-over replayed harness_session, the only event the log held yet, a second time.
+    env = lap_env(
+        data_dir,
+        LAP_SANDBOX_BACKEND="shared-process",
+        LAP_SHUTDOWN_GRACE="0",
+        LITELLM_API_BASE="http://127.0.0.1:9",
+        LITELLM_API_KEY="k",
+    )
+    try:
+        async with Lap(plugins=[SharedFakesPlugin()], env=env) as first:
+            agent = await first.agents.create("a", harness="script", model="m")
+            session = await first.sessions.create(agent.id)
+            turn = await first.sessions.send(session.id, "stream: 3 after 3")
+            with anyio.fail_after(20):
+                async for record in first.sessions.follow(session.id):
+                    if isinstance(record.event, HarnessSession):
+                        break  # the process is quiet for 3 s: hand the turn over now
+        async with Lap(plugins=[SharedFakesPlugin()], env=env) as second:
+            with anyio.fail_after(20):
+                records = [r async for r in second.sessions.follow(session.id, until_turn=turn.id)]
+        assert [type(r.event).__name__ for r in records] == [
+            "UserMessage",
+            "Status",  # sandbox_creating
+            "Status",  # sandbox_ready
+            "HarnessSession",
+            "Status",  # turn_resumed
+            "TextDelta",
+            "TextDelta",
+            "TextDelta",
+            "TurnEnd",
+        ]
+        assert [r.event.phase for r in records if isinstance(r.event, Status)][-1] == "turn_resumed"
+        assert [r.event.text for r in records if isinstance(r.event, TextDelta)] == ["line 1\n", "line 2\n", "line 3\n"]
+    finally:
+        stop_all(data_dir)
+
+
+async def test_a_worker_re_attaching_to_a_replayed_start_over_hands_the_harness_what_it_got(data_dir: Path) -> None:
+    env = lap_env(
+        data_dir,
+        LAP_SANDBOX_BACKEND="shared-process",
+        LAP_SHUTDOWN_GRACE="0",
+        LITELLM_API_BASE="http://127.0.0.1:9",
+        LITELLM_API_KEY="k",
+    )
+    try:
+        async with Lap(plugins=[SharedFakesPlugin()], env=env) as first:
+            agent = await first.agents.create("a", harness="script", model="m")
+            session = await first.sessions.create(agent.id)
+            assert [r async for r in first.sessions.stream(session.id, "stream: 2")][-1].event == TurnEnd()
+            turn = await first.sessions.send(session.id, "stream: 20")
+            thirds = 0
+            with anyio.fail_after(30):
+                async for record in first.sessions.follow(session.id, after=turn.user_seq - 1):
+                    if record.event != TextDelta(text="line 3\n"):
+                        continue
+                    thirds += 1
+                    if thirds == 2:
+                        break  # the start-over runs: hand it over now
+                    ref = (await first.backend.list({"lap.session": session.id}))[0]
+                    async with await first.backend.connect(ref.name) as sandbox:
+                        # No copy of the harness's session from before the turn: the start-over replays.
+                        assert (await sandbox.exec(["rm", "-r", ".lap-native-state"])).exit_code == 0
+                        os.kill((await sandbox.health()).pid, signal.SIGKILL)
+        async with Lap(plugins=[SharedFakesPlugin()], env=env) as second:
+            with anyio.fail_after(30):
+                records = [r async for r in second.sessions.follow(session.id, until_turn=turn.id)]
+            # The start-over began a new harness session: re-attached, the harness is told none either.
+            assert second.harnesses["script"].seen_native_ids == [None]  # type: ignore[attr-defined]
+        phases = [r.event.phase for r in records if isinstance(r.event, Status)]
+        assert phases[-2:] == ["turn_restarted", "turn_resumed"]
+        restart = max(
+            i for i, r in enumerate(records) if isinstance(r.event, Status) and r.event.phase == "turn_restarted"
+        )
+        after = [r.event for r in records[restart:] if not isinstance(r.event, Status)]
+        assert after[0] == HarnessSession(native_session_id="native-1")
+        assert after[1:] == [*(TextDelta(text=f"line {n}\n") for n in range(1, 21)), TurnEnd()]  # each once
     finally:
         stop_all(data_dir)
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar
 import msgspec
 
 from lap_claude_code.events import ClaudeEventMapper
-from lap_core.harness import CliHarness
+from lap_core.harness import CliHarness, NativeState
 from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, HydratePayload, text_file
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ class ClaudeCodeHarness(CliHarness):
     cli_name = "claude"
     npm_packages: ClassVar[tuple[str, ...]] = (f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}",)
     Options = ClaudeCodeOptions
+    # One JSONL file per session, under a directory named after the working directory.
+    native_state = NativeState(paths=(f"{HOME_DIR}/.claude/projects",))
 
     def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
         """Point Claude Code at LAP's LLM proxy (Anthropic Messages route) with the stub key."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import msgspec
 
 from lap_codex.events import CodexEventMapper
-from lap_core.harness import CliHarness
+from lap_core.harness import CliHarness, NativeState
 from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, HydratePayload, text_file
 
 if TYPE_CHECKING:
@@ -66,6 +66,11 @@ class CodexHarness(CliHarness):
     cli_name = "codex"
     npm_packages: ClassVar[tuple[str, ...]] = (f"@openai/codex@{CODEX_VERSION}",)
     Options = CodexOptions
+    # The session's rollout (JSONL), and the databases that index it (threads, and the history
+    # projected from the rollout up to a byte offset): each with its -wal and -shm.
+    native_state = NativeState(
+        paths=(f"{CODEX_HOME}/sessions", f"{CODEX_HOME}/state_*.sqlite*", f"{CODEX_HOME}/thread_history_*.sqlite*")
+    )
 
     def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
         """Write Codex's config (and the agent's prompt as its global AGENTS.md) into the harness home."""

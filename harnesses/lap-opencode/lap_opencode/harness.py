@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from lap_core.harness import CliHarness
+from lap_core.harness import CliHarness, NativeState
 from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, HydratePayload, text_file
 from lap_opencode.events import OpencodeEventMapper
 
@@ -45,6 +45,8 @@ class OpencodeHarness(CliHarness):
 
     cli_name = "opencode"
     npm_packages: ClassVar[tuple[str, ...]] = (f"opencode-ai@{OPENCODE_VERSION}",)
+    # Sessions, messages and parts live in one SQLite database (with its -wal and -shm).
+    native_state = NativeState(paths=(f"{HOME_DIR}/.local/share/opencode/opencode.db*",))
 
     def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
         """Write opencode's config (and the agent's prompt as global AGENTS.md) into the harness home."""
