@@ -99,6 +99,7 @@ class Platform:
         self.servers: dict[str, Server] = {}
         self.answers: list[str] = []  # every API answer's status line and body
         self.sandbox_tokens: set[str] = set()
+        self.env: dict[str, str] = {}
         self.pg_data_dir = asyncio.run(_pg_data_dir())
         self.fake = FakeLLM().start()
         self.litellm = LiteLLMProxy(self.fake.url, master_key=self.real_key)
@@ -159,7 +160,14 @@ class Platform:
         self._serve(name, *server.args, port=server.port)
 
     def close(self) -> None:
-        """Delete the sandboxes, stop every process, drop the database and the files."""
+        """Delete the sessions (as a user would: volumes and all) and what is left of the sandboxes, stop every
+        process, drop the database and the files."""
+        for session in self.sessions.values():
+            if not session.deleted and self.servers.get(SERVER_OF_TEAM[session.team]):
+                try:
+                    self.api("master", "DELETE", f"/api/sessions/{session.id}", server=SERVER_OF_TEAM[session.team])
+                except httpx.HTTPError:
+                    pass  # a server that is gone: the sandboxes are deleted below all the same
         for server in self.servers.values():
             if server.process.poll() is None:
                 server.process.terminate()
@@ -168,13 +176,16 @@ class Platform:
                 server.process.wait(20)
             except subprocess.TimeoutExpired:
                 server.process.kill()
-        asyncio.run(delete_sandboxes(self.env))
-        self.litellm.stop()
-        self.fake.stop()
-        self.echo.close()
-        self.recorder.close()
-        asyncio.run(_pg(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
-        subprocess.run(["rm", "-rf", str(self.root)], check=False)
+        try:
+            if self.env:
+                asyncio.run(delete_sandboxes(self.env))
+        finally:
+            self.litellm.stop()
+            self.fake.stop()
+            self.echo.close()
+            self.recorder.close()
+            asyncio.run(_pg(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
+            subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], check=False)
 
     # --- the API ------------------------------------------------------------------------------------------------
 

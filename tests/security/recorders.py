@@ -143,9 +143,14 @@ def free_mib(path: Path) -> float:
 
 
 def allocated_mib(path: Path) -> float:
-    """Space the files under `path` take on disk (allocated blocks, not apparent sizes), in MiB."""
+    """Space the files under `path` take on its file system (allocated blocks, not apparent sizes), in MiB.
+
+    File systems mounted below it are not counted: a disk limit may be a file system of its own, whose image file
+    is counted instead."""
     total = 0
-    for root, _dirs, files in os.walk(path):
+    device = os.lstat(path).st_dev
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == device]
         for name in files:
             try:
                 total += os.lstat(os.path.join(root, name)).st_blocks * 512

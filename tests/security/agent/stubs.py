@@ -95,7 +95,7 @@ junk = [
     f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {STUB}\r\n"
     "Content-Type: application/json\r\nContent-Length: 9\r\n\r\n\xff\xfe{[[[[[\x00".encode("latin-1"),
 ]
-statuses = [http(raw=raw, timeout=5)[0] for raw in junk]
+statuses = [http(raw=raw, timeout=3)[0] for raw in junk]
 after = call("GET", "/v1/models")[0]
 held = all(s is None or 400 <= s < 500 for s in statuses) and after == 200
 emit("proxy_refuses_garbage_and_keeps_serving", held, f"answers {statuses}; then /v1/models {after}")
