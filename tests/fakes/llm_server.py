@@ -26,6 +26,7 @@ DEFAULT_SCRIPT: dict[str, Any] = {
     "chunks": 3,
     "delay": 0.0,
     "fail_status": None,
+    "tool_arguments": {},
 }
 
 

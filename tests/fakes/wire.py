@@ -72,9 +72,10 @@ def _has_tool_result(kind: str, body: dict[str, Any]) -> bool:
     return any(not _is_user_text(m) and m.get("role") == "user" for m in messages)
 
 
-def _arguments(schema: dict[str, Any], command: str) -> dict[str, Any]:
+def _arguments(schema: dict[str, Any], command: str, extra: dict[str, Any]) -> dict[str, Any]:
     properties = schema.get("properties") or {}
-    arguments: dict[str, Any] = {}
+    # Scripted extras the tool takes (Codex's `yield_time_ms`: how long a command may run before it yields).
+    arguments: dict[str, Any] = {name: value for name, value in extra.items() if name in properties}
     for name in ("command", "cmd"):
         if name in properties:
             wants_list = properties[name].get("type") == "array"
@@ -101,7 +102,7 @@ def decide(kind: str, body: dict[str, Any], script: dict[str, Any]) -> Reply:
         return Reply(text=["Fake title"])
     shell = next(((n, s) for n, s in _tools(kind, body) if n.lower() in SHELL_TOOLS), None)
     if shell is not None and script["command"] and not _has_tool_result(kind, body):
-        return Reply(tool=shell[0], arguments=_arguments(shell[1], script["command"]))
+        return Reply(tool=shell[0], arguments=_arguments(shell[1], script["command"], script["tool_arguments"]))
     text, chunks = script["text"], max(1, int(script["chunks"]))
     size = -(-len(text) // chunks)
     return Reply(text=[text[i : i + size] for i in range(0, len(text), size)] or [""])
