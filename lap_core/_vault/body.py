@@ -67,7 +67,11 @@ class SpooledBody:
     @staticmethod
     def _model_of_file(file: IO[bytes]) -> str | None:
         with mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ) as mapping:
-            return _decode_model(memoryview(mapping))
+            view = memoryview(mapping)
+            try:
+                return _decode_model(view)
+            finally:
+                view.release()  # else an exception's traceback keeps the mapping from closing
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the body from its start, in chunks."""

@@ -307,6 +307,8 @@ class LLMProxy:
                 event = await self._next_event(conn, stream, BODY_IDLE_TIMEOUT)
             except TimeoutError:
                 raise Refusal(408, "request_timeout", "the request body stopped arriving") from None
+            except h11.RemoteProtocolError as error:
+                raise Refusal(400, "bad_request", f"malformed request body: {error}") from None
             if isinstance(event, h11.Data):
                 body.write(event.data)
                 if body.size > MAX_BODY:

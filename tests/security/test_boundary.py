@@ -22,7 +22,7 @@ PROBES = [
     "proc_maps_holds_no_secret",
     "proc_1_holds_no_secret",
     "mounts_show_only_expected_host_paths",
-    "writable_host_mounts_are_workspace_and_home",
+    "writable_host_mounts_are_the_volume",
     "host_system_files_unreachable",
     "lap_data_dir_unreachable",
     "postgres_data_dir_unreachable",

@@ -65,8 +65,12 @@ async def test_large_bodies_are_spooled_and_forwarded_whole_and_too_large_ones_r
             too_big = await client.post(
                 "/v1/responses", content=b'{"input": "' + b"x" * MAX_BODY + b'"}', headers=proxy.stub()
             )
+            broken = await client.post(
+                "/v1/responses", content=b'{"model": "fake-model", "input": "' + b"x" * 2_000_000, headers=proxy.stub()
+            )
     assert ok.status_code == 200
     assert json.loads(gateway[1][0]["body"]) == big
+    assert (broken.status_code, broken.json()["error"]["code"]) == (400, "invalid_body")
     assert too_big.status_code == 413
     assert len(gateway[1]) == 1
 

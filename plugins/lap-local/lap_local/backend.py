@@ -5,7 +5,7 @@ Layout under the data directory:
   volumes/<volume>/run/               sandboxd's process output (/run/lap inside), emptied with the sandbox
   volumes/<volume>.img                the volume's disk, where it has a hard limit (see `disk`)
   sandboxes/<name>/meta.json          labels, token, pids (0600)
-  sandboxes/<name>/sandboxd.sock      sandboxd's API: made here and passed in, reachable from the host only
+  sandboxes/<name>/api/sandboxd.sock  sandboxd's API: made here (0700) and passed in, reachable from the host only
 The sandbox writes everything under its volume; the host never opens anything there (it mounts
 it, measures it and deletes it).
   sandboxes/.locks/<name>             flock held while the sandbox is created or deleted
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lap.local")
 DEFAULT_SANDBOX_UID = 64000
-SOCKET_NAME = "sandboxd.sock"
+SOCKET_NAME = "api/sandboxd.sock"
 
 
 class LocalSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
@@ -78,17 +78,20 @@ class _Meta(msgspec.Struct, kw_only=True):
 
 
 def _listening_socket(path: Path) -> socket.socket:
-    """Return a unix socket listening at `path` that only this user (LAP) may connect to."""
+    """Return a unix socket listening at `path` that only this user (LAP) may connect to.
+
+    Its directory is this user's alone (the umask is the process's: threads launching other
+    sandboxes would see a changed one).
+    """
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.parent.chmod(0o700)
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)  # no moment in which others may connect
     try:
         listener.bind(str(path))
     except OSError:
         listener.close()
         raise
-    finally:
-        os.umask(old)
     listener.listen(64)
     return listener
 
@@ -152,10 +155,15 @@ class LocalBackend(SandboxBackend):
                     digest.update(str(file.relative_to(source.parent)).encode() + file.read_bytes())
         target = self._root / "runtime" / digest.hexdigest()[:12]
         if not target.exists():
-            staging = target.with_name(target.name + f".{os.getpid()}")
+            staging = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
             for source in sources:
                 shutil.copytree(source, staging / source.name, ignore=shutil.ignore_patterns("__pycache__"))
-            staging.rename(target)
+            try:
+                staging.rename(target)
+            except OSError:  # another LAP process put the same copy there first
+                shutil.rmtree(staging, ignore_errors=True)
+                if not target.is_dir():
+                    raise
         return target
 
     def _chown(self, *paths: Path) -> None:

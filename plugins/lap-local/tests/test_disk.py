@@ -90,3 +90,30 @@ async def test_a_turn_that_fills_the_disk_says_so(lap: Lap) -> None:
     assert not [r for r in after if isinstance(r.event, Error)]
     await lap.sessions.delete(session.id)
     assert shutil.which("mkfs.ext4")
+
+
+async def test_sandboxes_launched_at_once_all_get_their_volume_whole(lap: Lap) -> None:
+    # Launches run in threads: nothing in one (a umask, a loop device) may leak into another.
+    names = [f"disk-p{i}" for i in range(6)]
+
+    async def launch(name: str) -> str:
+        await lap.backend.create(SandboxSpec(name=name, harness="none", volume=name))
+        await lap.backend.wait_ready(name, timeout=30)
+        async with await lap.backend.connect(name) as client:
+            result = await client.exec(
+                ["sh", "-c", f"mkdir /run/lap/x && echo {name} > /workspace/mine && cat /workspace/mine"]
+            )
+        return result.stdout.strip()
+
+    seen: dict[str, str] = {}
+
+    async def one(name: str) -> None:
+        seen[name] = await launch(name)
+
+    async with anyio.create_task_group() as tasks:
+        for name in names:
+            tasks.start_soon(one, name)
+    assert seen == {name: name for name in names}
+    for name in names:
+        await lap.backend.delete(name)
+        await lap.backend.delete_volume(name)

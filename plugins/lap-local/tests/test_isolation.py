@@ -194,7 +194,7 @@ async def test_no_agent_process_can_read_sandboxds_token_or_reach_its_api(lap: L
         assert "Permission denied" in denied
         # No socket of sandboxd anywhere inside: its API is out of the agent's reach.
         assert not any(line.endswith(".sock") and "lap-vault" not in line for line in out.splitlines())
-    assert (data_dir / "sandboxes" / "iso-t" / "sandboxd.sock").exists()
+    assert (data_dir / "sandboxes" / "iso-t" / "api" / "sandboxd.sock").exists()
 
 
 async def test_the_host_never_follows_what_the_sandbox_puts_in_its_run_directory(lap: Lap, tmp_path: Path) -> None:

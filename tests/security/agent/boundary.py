@@ -74,11 +74,17 @@ def _mount_sources():
     )
 
 
-@probe("writable_host_mounts_are_workspace_and_home")
+VOLUME = ("/workspace", "/home/agent", "/run/lap")
+
+
+@probe("writable_host_mounts_are_the_volume")
 def _writable():
+    # Everything the sandbox may write of the host's is its volume: one filesystem, under its disk limit.
     writable = [point for point, _, fs, options in _mounts() if fs not in PSEUDO and "ro" not in options.split(",")]
-    extra = sorted(set(writable) - {"/workspace", "/home/agent"})
-    return not extra, f"writable host mounts besides workspace and home: {extra}" if extra else f"writable: {writable}"
+    extra = sorted(set(writable) - set(VOLUME))
+    devices = {os.stat(path).st_dev for path in VOLUME if os.path.exists(path)}
+    ok = not extra and len(devices) == 1
+    return ok, f"writable: {writable}, on {len(devices)} device(s)" + (f"; beyond the volume: {extra}" if extra else "")
 
 
 def _unreachable(paths):
