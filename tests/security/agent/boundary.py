@@ -50,6 +50,7 @@ def _mounts():
     return mounts
 
 
+VOLUME = ("/workspace", "/home/agent", "/run/lap")
 PSEUDO = {"proc", "tmpfs", "devtmpfs", "devpts", "mqueue", "sysfs", "cgroup", "cgroup2"}
 
 
@@ -61,20 +62,26 @@ def _mount_sources():
         "/etc/",
         f"{DATA_DIR}/volumes/{session}/workspace",
         f"{DATA_DIR}/volumes/{session}/home",
+        f"{DATA_DIR}/volumes/{session}/run",
         f"{DATA_DIR}/sandboxes/{sandbox}/",
         f"{DATA_DIR}/run/vault",
         f"{DATA_DIR}/runtime/",
         f"{PARAMS['harness_dir']}/",
     )
+    # A volume with a disk limit is a filesystem of its own: its parts show as roots in it, and its
+    # device is that of the workspace.
+    volume_device = os.stat("/workspace").st_dev
+    own = {(point, f"/{part}") for point, part in zip(VOLUME, ("workspace", "home", "run"), strict=True)}
     host = [(point, root) for point, root, fs, _ in _mounts() if fs not in PSEUDO]
-    unexpected = [f"{root} at {point}" for point, root in host if not root.startswith(allowed)]
+    unexpected = [
+        f"{root} at {point}"
+        for point, root in host
+        if not root.startswith(allowed) and not ((point, root) in own and os.stat(point).st_dev == volume_device)
+    ]
     return (
         not unexpected,
         f"unexpected host paths: {unexpected}" if unexpected else f"{len(host)} host mounts, all meant",
     )
-
-
-VOLUME = ("/workspace", "/home/agent", "/run/lap")
 
 
 @probe("writable_host_mounts_are_the_volume")
