@@ -62,6 +62,7 @@ def create_app(lap: Lap, settings: ServerSettings) -> Litestar:
         openapi_config=OpenAPIConfig(title="LAP", version="0.1.0", path="/schema"),
         signature_types=[Lap, Principal],
         debug=False,
+        logging_config=None,  # the entry point configures logging (lap_core._cli._logging), never the app
     )
     # Outermost, around Litestar's routing and error handling (app middleware runs only on
     # matched routes): unknown paths and 500s get a request id, a log line and metrics too.
