@@ -10,47 +10,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
-import signal
 import socket
-import subprocess
-import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from lap_serve_process import serve_process
 
 from lap_core._vault.keys import StubKeys
-from tests.cluster import LAP, REPO
-from tests.fakes.litellm import free_port
-from tests.fakes.shared import BACKEND, stop_all
-from tests.fixtures import lap_env
 
-HERE = Path(__file__).resolve().parent
-
-
-def _entry_points(directory: Path) -> Path:
-    """A distribution declaring the shared fakes and the probe plugin as `lap` entry points."""
-    dist = directory / "lap_log_probe-0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lap-log-probe\nVersion: 0\n")
-    (dist / "entry_points.txt").write_text(
-        "[lap]\nfakes = tests.fakes.shared:plugin\nlog-probe = lap_log_probe:plugin\n"
-    )
-    return directory
-
-
-def _wait_healthy(base: str, server: subprocess.Popen[bytes], logs: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert server.poll() is None, logs.read_text(errors="replace")
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail(f"lap serve did not answer\n{logs.read_text(errors='replace')}")
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _proxy_request(socket_path: Path, request: bytes) -> bytes:
@@ -119,33 +90,11 @@ def _drive(base: str, master: str, data_dir: Path) -> dict[str, str]:
 def test_no_log_line_holds_a_secret(data_dir: Path, tmp_path: Path, json_lines: bool) -> None:
     master = f"master-{secrets.token_urlsafe(24)}"
     gateway = f"sk-gateway-{secrets.token_urlsafe(24)}"
-    port = free_port()
-    env = lap_env(
-        data_dir,
-        MASTER_KEY=master,
-        LITELLM_API_BASE="http://127.0.0.1:9",
-        LITELLM_API_KEY=gateway,
-        LAP_SANDBOX_BACKEND=BACKEND,
-        LAP_PORT=str(port),
-        LAP_RATE_LIMIT="0",
-        LAP_LOG_LEVEL="debug",
-        HOME=os.environ.get("HOME", "/root"),
-        PYTHONPATH=os.pathsep.join([str(REPO), str(HERE), str(_entry_points(tmp_path / "entry-points"))]),
-    )
-    if json_lines:
-        env["LAP_LOG_JSON"] = "1"
-    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        server = subprocess.Popen([*LAP, "serve"], env=env, cwd=data_dir, stdout=out, stderr=err)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base, server, stderr)
-        in_play = {**_drive(base, master, data_dir), "gateway key": gateway}
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-        stop_all(data_dir)
-    text = stdout.read_text(errors="replace") + stderr.read_text(errors="replace")
+    env = {"LITELLM_API_KEY": gateway, "LAP_LOG_LEVEL": "debug"} | ({"LAP_LOG_JSON": "1"} if json_lines else {})
+    plugins = {"log-probe": "lap_log_probe:plugin"}
+    with serve_process(data_dir, tmp_path, master_key=master, plugins=plugins, env=env) as server:
+        in_play = {**_drive(server.base_url, master, data_dir), "gateway key": gateway}
+    text = server.output()
     lines = text.splitlines()
     leaks = {name: len([line for line in lines if secret in line]) for name, secret in in_play.items()}
     assert {name: count for name, count in leaks.items() if count} == {}, text
