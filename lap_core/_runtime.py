@@ -19,6 +19,7 @@ from lap_core._engine.reconciler import Decisions, Reconciler
 from lap_core._engine.sandboxes import llm_scope
 from lap_core._loop import quiet_cancelled_wakeups
 from lap_core._plugins import PluginRegistry
+from lap_core._redact import register_environment
 from lap_core._vault import LLMProxy, StubKeys
 from lap_core.errors import ConfigError, Conflict, NotFound
 from lap_core.models import DEFAULT_TEAM_ID, Team
@@ -144,6 +145,7 @@ class Lap:
         return core, store_spec, url, backend_spec, {**component_settings}
 
     async def _start(self) -> None:
+        register_environment(self._env)  # its keys and passwords are masked in every log line from now on
         core, store_spec, url, backend_spec, component_settings = self._configure()
         self.settings = core
         self._component_settings = component_settings

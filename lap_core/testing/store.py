@@ -326,3 +326,24 @@ class StoreConformance(TurnTests):
         user_seqs = [r.seq for r in log if isinstance(r.event, ev.UserMessage)]
         assert sorted(t.user_seq for t in await store.list_turns(session.id)) == user_seqs
         assert len(user_seqs) == 10
+
+    # text
+    async def test_text_with_a_nul_character_is_invalid_input(self, store: SessionStore) -> None:
+        # PostgreSQL's text cannot hold NUL: every store refuses it, so the API answers alike on each.
+        team = await store.create_team(_team())
+        refused = (
+            lambda: store.create_agent(_agent(team.id, "a\x00b")),
+            lambda: store.create_agent(_agent(team.id, prompt="x\x00")),
+            lambda: store.get_agent("agt_\x00"),
+            lambda: store.find_agent("a\x00", team_id=team.id),
+            lambda: store.create_team(_team("t\x00")),
+        )
+        for call in refused:
+            with pytest.raises(InvalidInput, match="NUL"):
+                await call()
+        session = await _new_session(store)
+        # Inside JSON (options, events) a NUL is escaped, so it is kept.
+        agent = await store.create_agent(_agent(team.id, options={"k": "v\x00"}))
+        assert (await store.get_agent(agent.id)).options == {"k": "v\x00"}
+        await store.append_events(session.id, [ev.TextDelta(text="a\x00b")])
+        assert [r.event for r in await store.read_events(session.id)] == [ev.TextDelta(text="a\x00b")]

@@ -16,6 +16,7 @@ from lap_server.observability import Metrics, RequestObserver, metrics_route
 from lap_server.ratelimit import RateLimited, RateLimiter, rate_limit_guard, rate_limited_response
 from lap_server.routes import ROUTES
 from lap_server.team_routes import TEAM_ROUTES
+from lap_server.validation import LapRequest, strict_parameters
 
 if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
@@ -57,11 +58,14 @@ def create_app(lap: Lap, settings: ServerSettings) -> Litestar:
         route_handlers=[*ROUTES, *TEAM_ROUTES, metrics_route(lap, metrics), *extra],
         dependencies={"lap": Provide(provide_lap), "caller": Provide(provide_caller)},
         guards=[guard],
+        before_request=strict_parameters,
+        request_class=LapRequest,
         exception_handlers={**EXCEPTION_HANDLERS, RateLimited: rate_limited_response},
         request_max_body_size=MAX_BODY,
         openapi_config=OpenAPIConfig(title="LAP", version="0.1.0", path="/schema"),
         signature_types=[Lap, Principal],
         debug=False,
+        logging_config=None,  # the entry point configures logging (lap_core._cli._logging), never the app
     )
     # Outermost, around Litestar's routing and error handling (app middleware runs only on
     # matched routes): unknown paths and 500s get a request id, a log line and metrics too.

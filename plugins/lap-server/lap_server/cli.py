@@ -41,6 +41,8 @@ async def serve(*, worker: bool) -> None:
             host=settings.lap_host,
             port=settings.lap_port,
             log_level="warning",
+            log_config=None,  # uvicorn's records go through LAP's logging (secrets masked), not handlers of its own
+            access_log=False,  # `lap.http` logs every request
             lifespan="off",
         )
         click.secho(f"LAP serving on http://{settings.lap_host}:{settings.lap_port} (OpenAPI at /schema)", err=True)

@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from lap_core import Conflict, InvalidInput, LapError, NotFound, StoreError
+from lap_server.validation import InvalidBody
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -39,6 +40,8 @@ def _validation(request: Request[Any, Any, Any], error: ValidationException) -> 
 
 
 def _http(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+    if isinstance(error, InvalidBody):
+        return error_response(400, "invalid_json", str(error.detail))
     if error.status_code == 400 and "json" in str(error.detail).lower():
         return error_response(400, "invalid_json", "the request body is not valid JSON")
     code = {

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
@@ -35,12 +36,14 @@ LapDep = NamedDependency[Lap]
 Caller = NamedDependency[Principal]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 # Bounded: a database integer is 64 bits, and no list is that long.
+MAX_SEQ = 2**62
 Offset = Annotated[int, QueryParameter(ge=0, le=1_000_000)]
-Seq = Annotated[int, QueryParameter(ge=0, le=2**62)]
+Seq = Annotated[int, QueryParameter(ge=0, le=MAX_SEQ)]
 Flag = FromQuery[bool]
 IdempotencyKey = Annotated[
     str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
 ]
+_DECIMAL = re.compile(r"[0-9]{1,19}")
 SSE_KEEPALIVE = 15.0
 """Seconds of silence after which an event stream sends a comment line."""
 
@@ -156,14 +159,22 @@ def _event_name(record: EventRecord) -> str:
     return str(type(record.event).__struct_config__.tag)
 
 
+def _resume_after(last_event_id: str | None, after: int) -> int:
+    """The seq a stream starts after: `Last-Event-ID` if sent (an ASCII decimal seq), else `after`."""
+    if last_event_id is None:
+        return after
+    if not _DECIMAL.fullmatch(last_event_id) or int(last_event_id) > MAX_SEQ:
+        raise ValidationException(f"Last-Event-ID must be an event's seq: digits 0-9, at most {MAX_SEQ}")
+    return int(last_event_id)
+
+
 @get("/api/sessions/{session_id:str}/events")
 async def events(
     session_id: FromPath[str], lap: LapDep, caller: Caller, request: Request[Any, Any, Any], after: Seq = 0
 ) -> ServerSentEvent:
     """Stream the session's events live (SSE; `id` is the event's seq, so `Last-Event-ID` resumes exactly)."""
     await lap.sessions.get(session_id, team_id=caller.team_id)  # 404 now rather than an empty stream
-    last = request.headers.get("last-event-id", "").strip()
-    start = int(last) if last.isdigit() else after
+    start = _resume_after(request.headers.get("last-event-id"), after)
 
     async def stream() -> AsyncIterator[ServerSentEventMessage]:
         async for record in lap.sessions.follow(session_id, after=start, heartbeat=SSE_KEEPALIVE):

@@ -35,6 +35,7 @@ KEY = "test-master-key"
 def json_logs(caplog: pytest.LogCaptureFixture) -> Iterator[Logs]:
     """LAP's production logging (`lap -v --log-json`), into a buffer: read back all of it, and its lines."""
     httpx_level = logging.getLogger("httpx").level
+    root, root_handlers, root_level = logging.getLogger(), logging.getLogger().handlers[:], logging.getLogger().level
     configure(level=logging.INFO, json=True)
     buffer = io.StringIO()
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buffer))  # the rest as configured
@@ -45,6 +46,7 @@ def json_logs(caplog: pytest.LogCaptureFixture) -> Iterator[Logs]:
 
     yield read
     structlog.reset_defaults()
+    root.handlers[:], root.level = root_handlers, root_level
     logging.getLogger("httpx").setLevel(httpx_level)
 
 

@@ -16,13 +16,13 @@ import asyncpg  # type: ignore[import-untyped]
 from piccolo.engine.postgres import PostgresEngine
 
 from lap_core.errors import Conflict, InvalidInput, LapError, NotFound, StoreError
-from lap_sql._sqlite import SQLite
+from lap_sql._sqlite import NUL_IN_TEXT, SQLite
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 Dialect = Literal["sqlite", "postgres"]
-Failure = Literal["unique", "foreign_key", "not_migrated", "unreachable", "busy", "other"]
+Failure = Literal["unique", "foreign_key", "not_migrated", "unreachable", "busy", "nul_in_text", "other"]
 
 NOT_MIGRATED = "database is not migrated: run `lap migrate`"
 SQLITE_BUSY_TIMEOUT = 30.0
@@ -117,6 +117,8 @@ def classify(exc: BaseException) -> Failure | None:
         return "foreign_key"
     if isinstance(exc, asyncpg.UndefinedTableError):
         return "not_migrated"
+    if isinstance(exc, asyncpg.CharacterNotInRepertoireError):  # a NUL: the only str that is not valid text
+        return "nul_in_text"
     if isinstance(
         exc,
         asyncpg.PostgresConnectionError
@@ -172,6 +174,8 @@ def translate_errors(url: str, *, conflict: str = "", foreign_key: LapError | No
             raise foreign_key from exc
         if failure == "not_migrated":
             raise StoreError(NOT_MIGRATED) from exc
+        if failure == "nul_in_text":
+            raise InvalidInput(NUL_IN_TEXT) from exc
         if failure == "unreachable":
             raise StoreError(f"cannot reach the database at {redact(url)}: {_describe(exc)}") from exc
         if failure == "busy":

@@ -28,6 +28,8 @@ import aiosqlite
 import anyio
 from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType, dict_factory
 
+from lap_core.errors import InvalidInput
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
@@ -38,6 +40,8 @@ Rows = list[dict[str, Any]]
 SQLITE_READERS = 2
 """Read connections per store (each has a thread, so reads of one store can run in parallel)."""
 _SETUP = ("PRAGMA foreign_keys = ON", "PRAGMA synchronous = NORMAL")
+NUL_IN_TEXT = "text may not contain NUL characters (\\u0000)"
+"""PostgreSQL's text cannot hold them (`_db.translate_errors` says so); SQLite's is refused alike."""
 
 
 class _Reader:
@@ -100,6 +104,8 @@ class SQLite(SQLiteEngine):
         await _close(connections)
 
     async def _run(self, sql: str, args: Sequence[Any]) -> Rows:
+        if any(isinstance(arg, str) and "\x00" in arg for arg in args):
+            raise InvalidInput(NUL_IN_TEXT)
         transaction = self.current_transaction.get()
         if transaction is not None:
             return cast("Rows", await transaction.connection.execute_fetchall(sql, args))
