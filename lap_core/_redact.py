@@ -7,8 +7,8 @@ Two layers, both cheap enough to run on every line (`bench/log_redaction.py` mea
   and in `(name, value)` pairs such as ASGI's raw headers, becomes `MASK`.
 - `redact_text` scrubs each rendered line: every secret registered with `register_secret`
   (and its JSON- and repr-escaped forms), LAP team keys (`lapk_<prefix>_<secret>` keeps its
-  public prefix), sandbox stub keys (`lapsk.` ...), `Bearer`/`Basic` credentials and
-  credential headers written out in text (a repr of headers, an exception's message).
+  public prefix), sandbox stub keys and identities (`lapsk.`, `lapid.` ...), `Bearer`/`Basic`
+  credentials and credential headers written out in text (a repr of headers, an exception's message).
 
 The runtime registers the secrets of its environment at start-up (`register_environment`);
 whatever else holds a secret registers it with `register_secret(value)`.
@@ -76,6 +76,7 @@ _SCHEME_VALUE = re.compile(rf"\s+(?P<secret>{_KEY_CHARS})")
 _FOLLOWERS = {
     "lapk_": re.compile(r"[a-z0-9-]{1,64}_(?P<secret>[a-z0-9_-]+)"),  # a team key keeps its public prefix
     "lapsk.": re.compile(rf"(?P<secret>{_KEY_CHARS})"),  # a sandbox's stub key
+    "lapid.": re.compile(rf"(?P<secret>{_KEY_CHARS})"),  # a sandbox's identity (sandboxd's forwarder's)
     "bearer": _SCHEME_VALUE,
     "basic": _SCHEME_VALUE,
     "authorization": _HEADER_VALUE,  # and proxy-authorization

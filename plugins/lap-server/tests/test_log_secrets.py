@@ -75,11 +75,14 @@ def _drive(base: str, master: str, data_dir: Path) -> dict[str, str]:
             assert client.get("/api/agents", headers={"Authorization": value}).status_code == 401
         assert client.get("/api/agents", headers={"X-Api-Key": master}).status_code == 401
     # The LLM proxy, with a stub key, asked for a target it cannot forward (it holds the gateway key then).
-    stub = StubKeys.from_file(data_dir / "secrets" / "vault.key").issue("ses_probe")
+    keys = StubKeys.from_file(data_dir / "secrets" / "vault.key")
+    stub, identity = keys.issue("ses_probe", 1), keys.identity("ses_probe", 1)
     in_play["stub key"] = stub
+    in_play["sandbox identity"] = identity
     for target in (b"http://[oops/v1/models", b"/v1/models"):
         _proxy_request(
             data_dir / "run" / "vault" / "llm.sock",
+            b"LAP-SANDBOX " + identity.encode() + b"\r\n"
             b"GET " + target + b" HTTP/1.1\r\nHost: vault\r\nx-api-key: " + stub.encode() + b"\r\n"
             b"Authorization: Bearer " + stub.encode() + b"\r\nConnection: close\r\n\r\n",
         )
