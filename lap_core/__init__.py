@@ -27,6 +27,7 @@ from lap_core.errors import (
     StoreError,
 )
 from lap_core.events import (
+    EgressDenied,
     Error,
     EventRecord,
     HarnessSession,
@@ -70,6 +71,7 @@ __all__ = [
     "CliHarness",
     "ConfigError",
     "Conflict",
+    "EgressDenied",
     "Error",
     "EventRecord",
     "ExecResult",

@@ -81,6 +81,14 @@ class HarnessSession(_Event, frozen=True, tag="harness_session"):
     native_session_id: str
 
 
+class EgressDenied(_Event, frozen=True, tag="egress_denied"):
+    """The sandbox tried to reach a host its egress policy does not allow (logged by the gateway, outside any turn)."""
+
+    host: str
+    port: int
+    reason: str
+
+
 class TurnEnd(_Event, frozen=True, tag="turn_end"):
     """The last event of every turn."""
 
@@ -89,7 +97,17 @@ class TurnEnd(_Event, frozen=True, tag="turn_end"):
 
 
 SessionEvent = (
-    UserMessage | TextDelta | ReasoningDelta | ToolCall | ToolResult | Usage | Status | Error | HarnessSession | TurnEnd
+    UserMessage
+    | TextDelta
+    | ReasoningDelta
+    | ToolCall
+    | ToolResult
+    | Usage
+    | Status
+    | Error
+    | HarnessSession
+    | EgressDenied
+    | TurnEnd
 )
 """Any event of a session's log (a tagged union on `type`)."""
 

@@ -4,10 +4,12 @@ Tools inside reach the LLM proxy as `http://127.0.0.1:4000` wherever the sandbox
 sandbox's network namespace has only loopback and the platform bind-mounts a directory of the
 proxy's unix sockets in; a pod's target is the proxy's TCP address (`HOST:PORT`).
 
-Each forwarded connection starts with one line, `LAP-SANDBOX <identity>\\r\\n`, that tells the
-platform which sandbox it talks to. The identity comes with the hydrate request and lives only in
-sandboxd's memory (which agent processes cannot read: see `server.protect_process`), so an agent
-that connects to the platform's socket directly, around this forwarder, cannot pass as a sandbox.
+Each forwarded connection starts with one line, `LAP-SANDBOX <identity>[ <service>]\\r\\n`, that
+tells the platform which sandbox it talks to (and, on a port other than the LLM proxy's, which of
+the platform's services it wants: `egress`, the HTTP proxy to the network). The identity comes
+with the hydrate request and lives only in sandboxd's memory (which agent processes cannot read:
+see `daemon.protect_process`), so an agent that connects to the platform's socket directly, around
+this forwarder, cannot pass as a sandbox.
 The targets are tried in order: the platform puts the socket of the process that runs the
 session's turn first (its model streams then never pass through another process that may die),
 then the one named on the command line.
@@ -96,7 +98,7 @@ class _Pipe(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         client: socket.socket = self.request
-        targets, identity = self.server.route()
+        targets, identity, service = self.server.route()
         upstream = None
         errors = []
         for target in targets:
@@ -111,7 +113,8 @@ class _Pipe(socketserver.BaseRequestHandler):
         with upstream:
             try:
                 if identity:
-                    upstream.sendall(PREAMBLE + identity.encode() + b"\r\n")
+                    wanted = f" {service}" if service else ""
+                    upstream.sendall(PREAMBLE + identity.encode() + wanted.encode() + b"\r\n")
             except OSError:
                 return
             back = threading.Thread(target=_copy, args=(upstream, client), daemon=True)
@@ -130,18 +133,20 @@ class EgressServer(socketserver.ThreadingTCPServer):
         self._fallback = target
         self._preferred: list[Target] = []
         self._identity = ""
+        self._service = ""
         self._lock = threading.Lock()
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.address_family = family
         super().__init__(address, _Pipe)
 
-    def set_route(self, targets: list[Target], identity: str) -> None:
-        """Prefer `targets` (before the command line's) and introduce the sandbox as `identity`."""
+    def set_route(self, targets: list[Target], identity: str, service: str = "") -> None:
+        """Prefer `targets` (before the command line's); introduce the sandbox as `identity`, asking for `service`."""
         with self._lock:
             self._preferred = [t for t in targets if t != self._fallback]
             self._identity = identity
+            self._service = service
 
-    def route(self) -> tuple[list[Target], str]:
-        """Return the targets to try, in order, and the identity to send."""
+    def route(self) -> tuple[list[Target], str, str]:
+        """Return the targets to try, in order, the identity and the service to send."""
         with self._lock:
-            return [*self._preferred, self._fallback], self._identity
+            return [*self._preferred, self._fallback], self._identity, self._service

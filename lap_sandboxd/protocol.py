@@ -70,12 +70,13 @@ class EgressRoute(msgspec.Struct, frozen=True, kw_only=True):
     """Where the forwarder on one loopback port sends connections, and how it introduces the sandbox.
 
     `targets` (unix socket paths or `HOST:PORT`) are tried in order, before the target given on
-    sandboxd's command line. `identity` is sent as the first line of every forwarded connection
-    (see `lap_sandboxd.egress`); it is kept in sandboxd's memory only.
+    sandboxd's command line. `identity` (and the `service` wanted, if any) is sent as the first line
+    of every forwarded connection (see `lap_sandboxd.egress`); it is kept in sandboxd's memory only.
     """
 
     targets: list[Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]] = msgspec.field(default_factory=list)
     identity: Annotated[str, msgspec.Meta(pattern=r"^[!-~]{0,512}$")] = ""
+    service: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9-]{0,32}$")] = ""
 
 
 class HydrateRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -64,9 +64,10 @@ class Sandboxd:
             if server is None:
                 continue  # this sandbox reaches that address some other way (or not at all)
             try:
-                routes.append((server, [parse_target(target) for target in route.targets], route.identity))
+                targets = [parse_target(target) for target in route.targets]
             except ValueError as error:
                 raise HTTPError(400, f"egress of {address}: {error}") from error
+            routes.append((server, targets, route.identity, route.service))
         try:
             workdir.mkdir(parents=True, exist_ok=True)
             for path, content, mode in contents:
@@ -76,8 +77,8 @@ class Sandboxd:
         with self._lock:
             self._env = dict(req.env)
             self._workdir = req.workdir
-        for server, targets, identity in routes:
-            server.set_route(targets, identity)
+        for server, targets, identity, service in routes:
+            server.set_route(targets, identity, service)
 
 
 def _write_file(path: Path, content: bytes, mode: int) -> None:

@@ -15,6 +15,7 @@ with the real `LITELLM_API_KEY` only when all of this holds, else it is refused 
 
 The upstream URL is the gateway's origin and base path plus the validated target, so the real key
 goes nowhere else. Answers stream back unchanged. Where it listens: `lap_core._vault.sockets`.
+A connection that asks for the `egress` service goes to the egress gateway (`lap_core._egress`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import SocketStream, TaskStatus
 
+    from lap_core._egress.gateway import EgressGateway
     from lap_core._vault.keys import SandboxGrant, StubKeys
     from lap_core._vault.surface import Route
 
@@ -49,6 +51,7 @@ log = structlog.get_logger("lap.vault")
 
 MAX_BODY = 32 * 1024 * 1024
 MAX_CONNECTIONS_PER_SANDBOX = 16
+MAX_EGRESS_CONNECTIONS_PER_SANDBOX = 64  # package managers open many connections at once
 MAX_UNIDENTIFIED = 256
 """Connections at once that have not introduced themselves yet; more are closed at once."""
 INTRODUCTION_TIMEOUT = 5.0
@@ -107,6 +110,7 @@ class LLMProxy:
         scope_of: Callable[[str], Awaitable[LLMScope | None]],
         own_socket: Path | None = None,
         listen: tuple[str, int] | None = None,
+        egress: EgressGateway | None = None,
     ) -> None:
         self.socket_path = socket_path
         self.own_socket = own_socket
@@ -122,7 +126,8 @@ class LLMProxy:
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=10, read=900, write=60, pool=10), follow_redirects=False
         )
-        self._open: Counter[str] = Counter()  # connections per session
+        self._open: Counter[tuple[str, str]] = Counter()  # connections per (session, service)
+        self._egress = egress
         self._unidentified = 0
         self._large_reads = anyio.Semaphore(1)
 
@@ -147,7 +152,7 @@ class LLMProxy:
                 return  # closed at once: nobody holds the host's descriptors by connecting
             self._unidentified += 1
             try:
-                grant, rest = await self._introduction(stream)
+                grant, service, rest = await self._introduction(stream)
             except Refusal as refusal:
                 await refuse_connection(stream, refusal)
                 return
@@ -155,40 +160,48 @@ class LLMProxy:
                 return
             finally:
                 self._unidentified -= 1
-            session = grant.session_id
-            if self._open[session] >= MAX_CONNECTIONS_PER_SANDBOX:
-                log.warning("vault.too_many_connections", session_id=session)
-                limit = f"a sandbox may hold {MAX_CONNECTIONS_PER_SANDBOX} connections to the LLM proxy at once"
-                await refuse_connection(stream, Refusal(429, "too_many_connections", limit))
+            limit = MAX_CONNECTIONS_PER_SANDBOX if service == "llm" else MAX_EGRESS_CONNECTIONS_PER_SANDBOX
+            key = (grant.session_id, service)
+            if self._open[key] >= limit:
+                log.warning("vault.too_many_connections", session_id=grant.session_id, service=service)
+                message = f"a sandbox may hold {limit} connections to LAP's {service} service at once"
+                await refuse_connection(stream, Refusal(429, "too_many_connections", message))
                 return
-            self._open[session] += 1
+            self._open[key] += 1
             try:
-                with structlog.contextvars.bound_contextvars(session_id=session):
-                    await self._serve_requests(stream, grant, rest)
+                with structlog.contextvars.bound_contextvars(session_id=grant.session_id):
+                    if service == "egress" and self._egress is not None:
+                        await self._egress.handle(stream, grant, rest)
+                    else:
+                        await self._serve_requests(stream, grant, rest)
             except _GONE:
                 pass
             except Exception:
                 # One connection's failure must never take the proxy (and the runtime) down.
-                log.exception("vault.connection_failed")
+                log.exception("vault.connection_failed", service=service)
             finally:
-                self._open[session] -= 1
-                if not self._open[session]:
-                    del self._open[session]
+                self._open[key] -= 1
+                if not self._open[key]:
+                    del self._open[key]
 
-    async def _introduction(self, stream: SocketStream) -> tuple[SandboxGrant, bytes]:
-        """Read the forwarder's first line; return whom it names and the bytes after it."""
+    async def _introduction(self, stream: SocketStream) -> tuple[SandboxGrant, str, bytes]:
+        """Read the forwarder's first line; return whom it names, the service it wants, the bytes after it."""
         data = b""
         with anyio.move_on_after(INTRODUCTION_TIMEOUT):
             while b"\r\n" not in data and len(data) <= 600:
                 data += await stream.receive(4096)
         line, sep, rest = data.partition(b"\r\n")
-        grant = None
+        grant, service = None, "llm"
         if sep and line.startswith(PREAMBLE):
-            grant = self._keys.verify_identity(line[len(PREAMBLE) :].decode("ascii", "replace"))
-        if grant is None:
+            identity, _, wanted = line[len(PREAMBLE) :].decode("ascii", "replace").partition(" ")
+            grant = self._keys.verify_identity(identity)
+            service = wanted or "llm"
+        if grant is None or service not in ("llm", "egress"):
             log.warning("vault.unidentified_connection")
             raise Refusal(403, "not_a_sandbox", "connect through the sandbox's proxy at http://127.0.0.1:4000")
-        return grant, rest
+        if service == "egress" and self._egress is None:
+            raise Refusal(503, "no_egress", "this LAP process serves no egress gateway")
+        return grant, service, rest
 
     async def _next_event(self, conn: h11.Connection, stream: SocketStream, timeout: float) -> Any:
         while True:
