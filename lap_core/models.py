@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from lap_core.egress import EgressPolicy
+
 SessionStatus = Literal["new", "starting", "ready", "running", "failed", "suspended"]
 """Where a session is in its life: `new` until its sandbox is first brought up; `suspended` while
 its sandbox is down (idle, or vanished): the next message brings it back, workspace and all."""
@@ -63,6 +65,9 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True):
     """What to run: a harness, a model and their settings. Sessions are started from an agent.
 
     `on_busy` is what a message sent to a busy session does, unless the message says otherwise.
+    `egress` is where its sandboxes may reach through the egress gateway (None: nowhere but the
+    LLM). `repo_url` (and `branch`) is cloned into each new session's workspace (None: the
+    deployment's `PREINSTALLED_GITHUB_REPO`, if any).
     """
 
     id: str
@@ -73,6 +78,9 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True):
     prompt: str = ""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     on_busy: BusyPolicy = "enqueue"
+    egress: EgressPolicy | None = None
+    repo_url: str | None = None
+    branch: str | None = None
     created_at: datetime = msgspec.field(default_factory=utcnow)
     updated_at: datetime = msgspec.field(default_factory=utcnow)
 

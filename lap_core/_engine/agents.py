@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, get_args
 
 from msgspec.structs import replace
@@ -12,10 +13,23 @@ from lap_core.models import DEFAULT_TEAM_ID, Agent, BusyPolicy, new_id, utcnow
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from lap_core.egress import EgressPolicy
     from lap_core.harness import Harness
     from lap_core.store import SessionStore
 
 MAX_NAME = 64
+_REPO = re.compile(r"^https?://[^\s/@]+(?::\d+)?/\S+$")
+_BRANCH = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}$")
+
+
+def repo_problems(repo_url: str | None, branch: str | None) -> dict[str, str]:
+    """Return what is wrong with a repository URL and branch (empty: fine)."""
+    problems = {}
+    if repo_url is not None and not _REPO.match(repo_url):
+        problems["repo_url"] = "an http(s) URL of a git repository (credentials go in a secret, not the URL)"
+    if branch is not None and not _BRANCH.match(branch):
+        problems["branch"] = "a branch name: letters, digits, '.', '_', '/', '-'"
+    return problems
 
 
 class Agents:
@@ -25,8 +39,20 @@ class Agents:
         self._store = store
         self._harnesses = harnesses
 
-    def _check(self, name: str, harness: str, model: str, options: dict[str, Any], on_busy: str) -> None:
-        problems: dict[str, str] = {}
+    def _check(
+        self,
+        name: str,
+        harness: str,
+        model: str,
+        options: dict[str, Any],
+        on_busy: str,
+        egress: EgressPolicy | None = None,
+        repo_url: str | None = None,
+        branch: str | None = None,
+    ) -> None:
+        problems: dict[str, str] = repo_problems(repo_url, branch)
+        if egress is not None and (egress_problems := egress.problems()):
+            problems["egress"] = "; ".join(egress_problems)
         if on_busy not in get_args(BusyPolicy):
             problems["on_busy"] = f"one of {', '.join(get_args(BusyPolicy))}"
         if not name or len(name) > MAX_NAME or not all(c.isalnum() or c in "-_." for c in name):
@@ -54,13 +80,16 @@ class Agents:
         options: dict[str, Any] | None = None,
         on_busy: BusyPolicy = "enqueue",
         team_id: str = DEFAULT_TEAM_ID,
+        egress: EgressPolicy | None = None,
+        repo_url: str | None = None,
+        branch: str | None = None,
     ) -> Agent:
         """Create an agent; raise `InvalidInput` (unknown harness, bad options) or `Conflict` (name taken).
 
         `on_busy` is what a message to one of its busy sessions does by default (see `BusyPolicy`).
         """
         options = dict(options or {})
-        self._check(name, harness, model, options, on_busy)
+        self._check(name, harness, model, options, on_busy, egress, repo_url, branch)
         agent = Agent(
             id=new_id("agt"),
             team_id=team_id,
@@ -70,6 +99,9 @@ class Agents:
             prompt=prompt,
             options=options,
             on_busy=on_busy,
+            egress=egress,
+            repo_url=repo_url,
+            branch=branch,
         )
         return await self._store.create_agent(agent)
 
@@ -89,7 +121,16 @@ class Agents:
 
     async def update(self, agent: Agent) -> Agent:
         """Store changes to an agent, validated like `create`."""
-        self._check(agent.name, agent.harness, agent.model, agent.options, agent.on_busy)
+        self._check(
+            agent.name,
+            agent.harness,
+            agent.model,
+            agent.options,
+            agent.on_busy,
+            agent.egress,
+            agent.repo_url,
+            agent.branch,
+        )
         return await self._store.update_agent(replace(agent, updated_at=utcnow()))
 
     async def delete(self, ref: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> None:

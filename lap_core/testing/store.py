@@ -20,6 +20,7 @@ import msgspec
 import pytest
 
 from lap_core import events as ev
+from lap_core.egress import EgressPolicy
 from lap_core.errors import Conflict, InvalidInput, NotFound
 from lap_core.models import Session, Team, new_id
 from lap_core.testing._base import (
@@ -97,7 +98,17 @@ class StoreConformance(TurnTests):
     async def test_agent_round_trip(self, store: SessionStore) -> None:
         team = await store.create_team(_team())
         options = {"temperature": 0.2, "tools": ["bash", "edit"], "nested": {"deep": [1, None, True]}}
-        agent = _agent(team.id, prompt="Be brief.\nAlways test.", options=options, on_busy="reject", created_at=_EPOCH)
+        egress = EgressPolicy(allow=["github.com", "*.pypi.org:443"], deny=["10.0.0.0/8"], presets=["developer"])
+        agent = _agent(
+            team.id,
+            prompt="Be brief.\nAlways test.",
+            options=options,
+            on_busy="reject",
+            egress=egress,
+            repo_url="https://github.com/acme/app.git",
+            branch="main",
+            created_at=_EPOCH,
+        )
         assert await store.create_agent(agent) == agent
         got = await store.get_agent(agent.id)
         assert got == agent
@@ -151,7 +162,14 @@ class StoreConformance(TurnTests):
         team = await store.create_team(_team())
         agent = await store.create_agent(_agent(team.id, "coder"))
         await store.create_agent(_agent(team.id, "taken"))
-        changed = msgspec.structs.replace(agent, name="renamed", prompt="new", options={"k": 1}, updated_at=_EPOCH)
+        changed = msgspec.structs.replace(
+            agent,
+            name="renamed",
+            prompt="new",
+            options={"k": 1},
+            egress=EgressPolicy(allow=["x.org"]),
+            updated_at=_EPOCH,
+        )
         assert await store.update_agent(changed) == changed
         assert await store.get_agent(agent.id) == changed
         with pytest.raises(Conflict):

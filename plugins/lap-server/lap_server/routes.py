@@ -64,6 +64,9 @@ async def create_agent(data: JSONBody[AgentIn], lap: LapDep, caller: Caller) -> 
         options=data.options,
         on_busy=data.on_busy,
         team_id=team,
+        egress=data.egress,
+        repo_url=data.repo_url,
+        branch=data.branch,
     )
     return AgentOut.of(agent)
 

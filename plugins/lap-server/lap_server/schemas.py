@@ -9,12 +9,15 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from lap_core import Agent, EventRecord, Session
+from lap_core.egress import EgressPolicy
 from lap_core.models import BusyPolicy
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256 * 1024)]
 Model = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 Prompt = Annotated[str, msgspec.Meta(max_length=64 * 1024)]
+RepoUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+Branch = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class _In(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -31,6 +34,9 @@ class AgentIn(_In, frozen=True):
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     on_busy: BusyPolicy = "enqueue"
     team_id: str | None = None  # the admin's choice; a team key always creates in its own team
+    egress: EgressPolicy | None = None
+    repo_url: RepoUrl | None = None
+    branch: Branch | None = None
 
 
 class AgentPatch(_In, frozen=True):
@@ -41,6 +47,9 @@ class AgentPatch(_In, frozen=True):
     prompt: Prompt | UnsetType = UNSET
     options: dict[str, Any] | UnsetType = UNSET
     on_busy: BusyPolicy | UnsetType = UNSET
+    egress: EgressPolicy | UnsetType | None = UNSET
+    repo_url: RepoUrl | UnsetType | None = UNSET
+    branch: Branch | UnsetType | None = UNSET
 
     def changes(self) -> dict[str, Any]:
         """Return the fields that were given."""
@@ -58,6 +67,9 @@ class AgentOut(msgspec.Struct, frozen=True, kw_only=True):
     prompt: str
     options: dict[str, Any]
     on_busy: BusyPolicy
+    egress: EgressPolicy | None
+    repo_url: str | None
+    branch: str | None
     created_at: datetime
     updated_at: datetime
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from lap_core.egress import EgressPolicy
 from lap_core.models import Agent, ApiKey, Job, Session, SessionStatus, Team, TurnRecord
 
 Row = dict[str, Any]
@@ -45,6 +46,9 @@ def agent(row: Row) -> Agent:
         prompt=row["prompt"],
         options=msgspec.json.decode(row["options"]),
         on_busy=row["on_busy"],
+        egress=msgspec.json.decode(row["egress"], type=EgressPolicy) if row["egress"] else None,
+        repo_url=row["repo_url"],
+        branch=row["branch"],
         created_at=utc(row["created_at"]),
         updated_at=utc(row["updated_at"]),
     )
@@ -58,6 +62,9 @@ def agent_values(value: Agent) -> dict[Any, Any]:
         "model": value.model,
         "prompt": value.prompt,
         "options": msgspec.json.encode(value.options).decode(),
+        "egress": msgspec.json.encode(value.egress).decode() if value.egress is not None else None,
+        "repo_url": value.repo_url,
+        "branch": value.branch,
         "on_busy": value.on_busy,
         "created_at": utc(value.created_at),
         "updated_at": utc(value.updated_at),

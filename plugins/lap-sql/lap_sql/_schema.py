@@ -38,6 +38,9 @@ class AgentRow(Table, tablename="agents"):
     prompt = Text()
     options = Text()
     on_busy = Text()
+    egress = Text(null=True, default=None)
+    repo_url = Text(null=True, default=None)
+    branch = Text(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
 
@@ -177,6 +180,13 @@ _CLIENT_KEYS = [
 # Stub keys name their sandbox's generation: a replaced sandbox's key is revoked.
 _SANDBOX_GENERATION = ["ALTER TABLE sessions ADD COLUMN sandbox_generation BIGINT NOT NULL DEFAULT 0"]
 
+# Where an agent's sandboxes may go (a JSON EgressPolicy), and the repository cloned into its sessions.
+_EGRESS = [
+    "ALTER TABLE agents ADD COLUMN egress TEXT",
+    "ALTER TABLE agents ADD COLUMN repo_url TEXT",
+    "ALTER TABLE agents ADD COLUMN branch TEXT",
+]
+
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS lap_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
 
 # Each migration is a list of statements run in one transaction. SQLite takes the column types
@@ -277,4 +287,5 @@ def migrations(dialect: Dialect) -> list[tuple[str, list[str]]]:
         ("0004_busy_policy", _BUSY_POLICY),
         ("0005_client_keys", _CLIENT_KEYS),
         ("0006_sandbox_generation", _SANDBOX_GENERATION),
+        ("0009_egress", _EGRESS),
     ]
