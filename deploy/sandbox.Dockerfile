@@ -87,5 +87,6 @@ EXPOSE 7000
 ENTRYPOINT ["/usr/bin/tini", "--"]
 # The Kubernetes backend sets the pod's args (keep `command` unset so tini stays PID 1). This
 # default needs LAP_SANDBOXD_TOKEN and LAP_VAULT_ADDRESS (the vault's HOST:PORT, e.g.
-# lap-vault.lap.svc:4001), which tools inside reach as http://127.0.0.1:4000.
-CMD ["/bin/sh", "-c", "exec python3 -I -B -m lap_sandboxd --socket /run/lap/sandboxd.sock --state /run/lap/state --listen 0.0.0.0:7000 --egress \"127.0.0.1:4000=${LAP_VAULT_ADDRESS:?LAP_VAULT_ADDRESS must be the vault HOST:PORT}\""]
+# lap-vault.lap.svc:4001), which tools inside reach as http://127.0.0.1:4000 (the LLM proxy) and
+# http://127.0.0.1:3128 (the egress gateway, their HTTP(S) proxy).
+CMD ["/bin/sh", "-c", "exec python3 -I -B -m lap_sandboxd --socket /run/lap/sandboxd.sock --state /run/lap/state --listen 0.0.0.0:7000 --egress \"127.0.0.1:4000=${LAP_VAULT_ADDRESS:?LAP_VAULT_ADDRESS must be the vault HOST:PORT}\" --egress \"127.0.0.1:3128=${LAP_VAULT_ADDRESS}\""]

@@ -26,6 +26,13 @@ HostPort = Annotated[
     str, msgspec.Meta(pattern=r"^(\[[0-9a-fA-F:]+\]|[^\s:/\[\]]+):[0-9]{1,5}$", description="HOST:PORT")
 ]
 HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+(/\S*)?$", description="an http(s) URL")]
+EgressHosts = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^\s*[A-Za-z0-9.-]+=[0-9A-Fa-f.:|]+\s*(,\s*[A-Za-z0-9.-]+=[0-9A-Fa-f.:|]+\s*)*$",
+        description="name=address[|address],...",
+    ),
+]
 
 
 class CoreSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
@@ -55,6 +62,13 @@ class CoreSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     # This process's own address of the proxy (a pod's IP and LAP_VAULT_LISTEN's port): sandboxes
     # whose turns it runs connect there first, so another worker dying never cuts their streams.
     lap_vault_advertise: HostPort | None = None
+    # The egress gateway: names pinned to addresses (`name=ip,...`, before DNS), its CA (every worker
+    # of a deployment needs the same one: paths to a PEM certificate and key; else made in the data
+    # dir), and CA certificates it trusts besides the public ones, for upstream servers.
+    lap_egress_hosts: EgressHosts | None = None
+    lap_egress_ca_cert: str | None = None
+    lap_egress_ca_key: str | None = None
+    lap_egress_trust: str | None = None
 
 
 def host_port(value: str) -> tuple[str, int]:

@@ -14,9 +14,10 @@ import anyio
 import structlog
 
 from lap_core._config import CoreSettings, default_data_dir, host_port, load_settings, read_environment
+from lap_core._egress import EgressGateway, build_gateway
 from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRunner, Worker
 from lap_core._engine.reconciler import Decisions, Reconciler
-from lap_core._engine.sandboxes import llm_scope
+from lap_core._engine.sandboxes import egress_scope, llm_scope
 from lap_core._loop import quiet_cancelled_wakeups
 from lap_core._plugins import PluginRegistry
 from lap_core._redact import register_environment
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     import msgspec
 
+    from lap_core.events import SessionEvent
     from lap_core.harness import Harness
     from lap_core.sandbox import SandboxBackend
     from lap_core.specs import SessionStoreSpec
@@ -174,7 +176,14 @@ class Lap:
         }
         tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tasks.cancel_scope.cancel)  # runs first on exit: stop turns before closing the store
+        bus = EventBus()
+        self._bus = bus
+        ca_bundle = None
+        self.egress: EgressGateway | None = None
         if self._run_turns:
+            self.egress, ca_bundle = build_gateway(
+                self.data_dir, core, scope_of=functools.partial(egress_scope, self.store), note=self._note
+            )
             assert core.litellm_api_base is not None
             assert core.litellm_api_key is not None
             proxy = LLMProxy(
@@ -185,9 +194,9 @@ class Lap:
                 keys=keys,
                 scope_of=functools.partial(llm_scope, self.store),
                 listen=host_port(core.lap_vault_listen) if core.lap_vault_listen else None,
+                egress=self.egress,
             )
             await tasks.start(proxy.serve)
-        bus = EventBus()
         egress = [f"{VAULT_DIR}/{own_socket.name}"]
         if core.lap_vault_advertise:
             egress.append(core.lap_vault_advertise)
@@ -198,6 +207,7 @@ class Lap:
             self.harness_root,
             start_timeout=core.lap_sandbox_start_timeout,
             egress_targets=egress,
+            ca_bundle=ca_bundle,
         )
         runner = TurnRunner(self.store, provider, self.harnesses, bus, turn_timeout=core.lap_turn_timeout)
         self.decisions = Decisions()
@@ -226,6 +236,14 @@ class Lap:
         self.agents = Agents(self.store, self.harnesses)
         self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, worker)
         log.debug("lap.started", data_dir=str(self.data_dir), store=store_spec.name, backend=backend_spec.name)
+
+    async def _note(self, session_id: str, event: SessionEvent) -> None:
+        """Log an event of the platform's on a session, outside any turn (the egress gateway's, say)."""
+        try:
+            await self.store.append_events(session_id, [event])
+        except NotFound:
+            return  # the session is gone
+        self._bus.notify(session_id)
 
     @staticmethod
     async def _drain(worker: Worker, grace: float) -> None:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import builtins
 
 __all__ = [
+    "CA_BUNDLE",
+    "EGRESS_PROXY_URL",
     "HARNESS_ROOT",
     "HOME_DIR",
     "LLM_BASE_URL",
@@ -53,6 +55,10 @@ HARNESS_ROOT = "/opt/lap/harness"
 """Where the harness's installed files are (read-only); npm packages under `node_modules/`."""
 LLM_BASE_URL = "http://127.0.0.1:4000"
 """The sandbox's only way out: the platform's LLM proxy, reached through sandboxd's forwarder."""
+EGRESS_PROXY_URL = "http://127.0.0.1:3128"
+"""The sandbox's way to the network: LAP's egress gateway as an HTTP proxy (sandboxd's forwarder)."""
+CA_BUNDLE = f"{HOME_DIR}/.config/lap/ca-bundle.pem"
+"""The CA certificates a sandbox trusts: the public ones and the egress gateway's (written at hydrate)."""
 VAULT_DIR = "/run/lap-vault"
 """Where a backend on LAP's own host mounts the directory of the LLM proxy's unix sockets (the
 parent of `SandboxContext.vault_socket`), read-only; sandboxd's forwarder connects to them."""

@@ -81,7 +81,20 @@ class Sandboxd:
             server.set_route(targets, identity, service)
 
 
+def _unchanged(path: Path, content: bytes, mode: int) -> bool:
+    # Every turn hydrates the same files (a CA bundle of 200 KB among them): write only what changed.
+    try:
+        info = path.stat()
+        if info.st_size != len(content) or info.st_mode & 0o7777 != mode & 0o7777 or path.is_symlink():
+            return False
+        return path.read_bytes() == content
+    except OSError:
+        return False
+
+
 def _write_file(path: Path, content: bytes, mode: int) -> None:
+    if _unchanged(path, content, mode):
+        return
     # Write beside and rename, so a reader never sees half a file; set the mode past the umask.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.lap-tmp")

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
 
+from lap_core._egress import EgressScope
 from lap_core._install import harness_dir, is_installed
 from lap_core._sandbox_client import SandboxdError
 from lap_core._vault import LLMScope
+from lap_core.egress import EgressPolicy
 from lap_core.errors import HarnessError, NotFound, SandboxError
 from lap_core.events import Error, Status
 from lap_core.harness import LLMAccess
-from lap_core.sandbox import LLM_BASE_URL, SandboxSpec
+from lap_core.sandbox import CA_BUNDLE, EGRESS_PROXY_URL, LLM_BASE_URL, FileSpec, SandboxSpec
 from lap_sandboxd.protocol import EgressRoute
 
 if TYPE_CHECKING:
@@ -47,6 +50,23 @@ def sandbox_of(session: Session) -> str:
 
 LLM_LISTEN = LLM_BASE_URL.removeprefix("http://")
 """The address in the sandbox whose forwarder leads to the LLM proxy (`HOST:PORT`)."""
+EGRESS_LISTEN = EGRESS_PROXY_URL.removeprefix("http://")
+"""The address in the sandbox whose forwarder leads to the egress gateway."""
+
+
+def network_env() -> dict[str, str]:
+    """Return the variables that point a sandbox's tools at the egress gateway and its CA bundle.
+
+    The LLM proxy (`LLM_BASE_URL`) is reached directly: it is in `NO_PROXY`.
+    """
+    proxy, local = EGRESS_PROXY_URL, "127.0.0.1,localhost,::1"
+    env = dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"), proxy)
+    env |= {"NO_PROXY": local, "no_proxy": local}
+    env |= {"npm_config_proxy": proxy, "npm_config_https_proxy": proxy, "npm_config_cafile": CA_BUNDLE}
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO"):
+        env[name] = CA_BUNDLE
+    env["NODE_EXTRA_CA_CERTS"] = CA_BUNDLE
+    return env
 
 
 async def llm_scope(store: SessionStore, session_id: str) -> LLMScope | None:
@@ -58,6 +78,21 @@ async def llm_scope(store: SessionStore, session_id: str) -> LLMScope | None:
         return None
     return LLMScope(
         generation=session.sandbox_generation, models=(agent.model,), team_id=session.team_id, agent_id=agent.id
+    )
+
+
+async def egress_scope(store: SessionStore, session_id: str) -> EgressScope | None:
+    """Return where a session's sandbox may go now (the gateway asks on every connection), None if it is gone."""
+    try:
+        session = await store.get_session(session_id)
+        agent = await store.get_agent(session.agent_id)
+    except NotFound:
+        return None
+    return EgressScope(
+        generation=session.sandbox_generation,
+        policy=agent.egress or EgressPolicy(),
+        team_id=session.team_id,
+        agent_id=agent.id,
     )
 
 
@@ -78,6 +113,7 @@ class SandboxProvider:
         *,
         start_timeout: float,
         egress_targets: Sequence[str] = (),
+        ca_bundle: bytes | None = None,
     ) -> None:
         self._backend = backend
         self._store = store
@@ -86,6 +122,8 @@ class SandboxProvider:
         self._start_timeout = start_timeout
         # This process's own addresses of the LLM proxy, which the sandboxes of its turns prefer.
         self._egress_targets = list(egress_targets)
+        # The public CAs and the egress gateway's: what tools in the sandbox trust.
+        self._ca_bundle = base64.b64encode(ca_bundle).decode() if ca_bundle is not None else None
 
     async def get(
         self,
@@ -161,15 +199,23 @@ class SandboxProvider:
         return client
 
     def _payload(self, session: Session, agent: Agent, harness: Harness) -> HydratePayload:
-        """Return what a sandbox is hydrated with: the harness's config, stub keys, the egress route.
+        """Return what a sandbox is hydrated with: the harness's config, stub keys, the routes out.
 
         Hydrating every turn is cheap and makes a restarted sandboxd whole again.
         """
         generation = session.sandbox_generation
         llm = LLMAccess(base_url=LLM_BASE_URL, api_key=self._keys.issue(session.id, generation))
         payload = harness.hydrate(agent, llm)
-        route = EgressRoute(targets=self._egress_targets, identity=self._keys.identity(session.id, generation))
-        return msgspec.structs.replace(payload, egress={**payload.egress, LLM_LISTEN: route})
+        identity = self._keys.identity(session.id, generation)
+        routes = {
+            **payload.egress,
+            LLM_LISTEN: EgressRoute(targets=self._egress_targets, identity=identity),
+            EGRESS_LISTEN: EgressRoute(targets=self._egress_targets, identity=identity, service="egress"),
+        }
+        files, env = list(payload.files), {**network_env(), **payload.env}
+        if self._ca_bundle is not None:
+            files.append(FileSpec(path=CA_BUNDLE, content_b64=self._ca_bundle, mode=0o644))
+        return msgspec.structs.replace(payload, egress=routes, env=env, files=files)
 
     async def replace(
         self, session: Session, agent: Agent, harness: Harness, emit: Callable[[SessionEvent], Awaitable[None]]

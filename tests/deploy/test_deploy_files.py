@@ -176,7 +176,10 @@ def test_the_sandbox_image() -> None:
     assert parsed.socket == f"{manifests.RUN_DIR}/sandboxd.sock"
     assert str(parsed.state) == f"{manifests.RUN_DIR}/state"
     assert parsed.listen == ("0.0.0.0", manifests.SANDBOXD_PORT)
-    assert parsed.egress == [(("127.0.0.1", manifests.LLM_PORT), ("vault.lap.svc", 4001))]
+    assert parsed.egress == [
+        (("127.0.0.1", manifests.LLM_PORT), ("vault.lap.svc", 4001)),
+        (("127.0.0.1", manifests.EGRESS_PORT), ("vault.lap.svc", 4001)),
+    ]
     assert urlsplit(LLM_BASE_URL).port == manifests.LLM_PORT == bwrap.LLM_PORT
 
 

@@ -14,9 +14,10 @@ import hashlib
 import json
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from lap_core.errors import SandboxError
-from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR
+from lap_core.sandbox import EGRESS_PROXY_URL, HARNESS_ROOT, HOME_DIR, LLM_BASE_URL, WORKSPACE_DIR
 
 SANDBOX_API = ("agents.x-k8s.io", "v1beta1", "sandboxes")
 TEMPLATE_API = ("extensions.agents.x-k8s.io", "v1beta1", "sandboxtemplates")
@@ -29,7 +30,8 @@ VOLUME_LABEL = "lap.volume"
 HARNESS_LABEL = "lap.harness"
 TOKEN_KEY = "token"
 SANDBOXD_PORT = 7000
-LLM_PORT = 4000
+LLM_PORT = urlsplit(LLM_BASE_URL).port
+EGRESS_PORT = urlsplit(EGRESS_PROXY_URL).port
 RUN_DIR = "/run/lap"
 UID = 1000
 # The sandbox image keeps sandboxd and msgspec here (see tests/k8s/cluster/build-sandbox-image.sh).
@@ -180,6 +182,8 @@ def pod_spec(
                     f"0.0.0.0:{SANDBOXD_PORT}",
                     "--egress",
                     f"127.0.0.1:{LLM_PORT}={vault}",
+                    "--egress",
+                    f"127.0.0.1:{EGRESS_PORT}={vault}",
                 ],
                 "workingDir": WORKSPACE_DIR,
                 "env": [

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, VAULT_DIR, WORKSPACE_DIR
+from lap_core.sandbox import EGRESS_PROXY_URL, HARNESS_ROOT, HOME_DIR, LLM_BASE_URL, VAULT_DIR, WORKSPACE_DIR
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
 UID_INSIDE = 1000
 RUN_DIR = "/run/lap"
 PYTHON_DIR = "/opt/lap/python"
-LLM_PORT = 4000
+LLM_PORT = urlsplit(LLM_BASE_URL).port
+EGRESS_PORT = urlsplit(EGRESS_PROXY_URL).port
 # The parts of the host's /etc that programs need (TLS roots, library cache, time zone); never all of it.
 ETC_FILES = ("ssl", "ca-certificates", "alternatives", "ld.so.cache", "nsswitch.conf", "localtime", "mime.types")
 # sandboxd runs from a directory of its own code and msgspec; -I keeps the host's env and site out.
@@ -128,6 +130,8 @@ def bwrap_argv(
         f"{RUN_DIR}/state",
         "--egress",
         f"127.0.0.1:{LLM_PORT}={VAULT_DIR}/{vault_socket.name}",
+        "--egress",
+        f"127.0.0.1:{EGRESS_PORT}={VAULT_DIR}/{vault_socket.name}",
     ]
     return argv
 
