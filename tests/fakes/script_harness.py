@@ -4,6 +4,9 @@
 - `fail` raises inside the harness; `hang` starts a process that sleeps until aborted.
 - `stream: N` starts a process that appends a line to `streams.log` in the workspace, then prints
   `line 1` … `line N`, 0.1 s apart; each line is a text delta as it comes (a worker can re-attach).
+- `model: TAG` likewise starts a process (logged in `streams.log`) that streams a chat completion
+  from the sandbox's LLM proxy, its message naming TAG (tests/fakes/model_turn.py); each line it
+  prints (a delta of the answer, or `retry N: WHY` when a broken request is made again) is a text delta.
 - anything else is echoed back as two text deltas.
 Every turn reports the native session id `native-<n>` where n counts the turns it has seen,
 so tests can check that the engine hands the previous id to the next turn.
@@ -11,6 +14,9 @@ so tests can check that the engine hands the previous id to the next turn.
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lap_core import Harness, HarnessSession, HydratePayload, StartProcess, TextDelta, ToolCall, ToolResult, TurnEnd
@@ -20,6 +26,8 @@ if TYPE_CHECKING:
 
     from lap_core import Agent, LLMAccess, SandboxClient, SessionEvent, Turn
 
+MODEL_TURN = Path(__file__).with_name("model_turn.py")
+
 
 class ScriptHarness(Harness):
     """See the module docstring."""
@@ -28,9 +36,10 @@ class ScriptHarness(Harness):
         self.seen_native_ids: list[str | None] = []
 
     def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
-        # The fake backends run sandboxd without a mount namespace, in the sandbox's workspace
-        # directory: "/workspace" would be the host's.
-        return HydratePayload(workdir=".")
+        # The fake backends run sandboxd in the sandbox's workspace directory, on the host's
+        # filesystem: "/workspace" would be the host's.
+        env = {"LLM_BASE_URL": llm.base_url, "LLM_API_KEY": llm.api_key, "LLM_MODEL": agent.model}
+        return HydratePayload(workdir=".", env=env)
 
     async def run_turn(self, sandbox: SandboxClient, turn: Turn) -> AsyncIterator[SessionEvent]:
         self.seen_native_ids.append(turn.native_session_id)
@@ -44,10 +53,14 @@ class ScriptHarness(Harness):
                 pass
             yield TurnEnd(status="failed", reason="the sleeper exited on its own")
             return
-        if turn.text.startswith("stream: "):
-            count = int(turn.text.removeprefix("stream: "))
-            script = f'echo {turn.id} >> streams.log; for i in $(seq {count}); do echo "line $i"; sleep 0.1; done'
-            await sandbox.start_process(StartProcess(id=turn.process_id, argv=["sh", "-c", script]))
+        if turn.text.startswith(("stream: ", "model: ")):
+            kind, _, argument = turn.text.partition(": ")
+            if kind == "stream":
+                script = f'for i in $(seq {int(argument)}); do echo "line $i"; sleep 0.1; done'
+            else:
+                script = shlex.join(["exec", sys.executable, str(MODEL_TURN), argument])
+            argv = ["sh", "-c", f"echo {turn.id} >> streams.log; {script}"]
+            await sandbox.start_process(StartProcess(id=turn.process_id, argv=argv))
             async for record in sandbox.output(turn.process_id):
                 if record.stream == "stdout":
                     yield TextDelta(text=f"{record.data}\n")
