@@ -177,10 +177,11 @@ class Chaos:
             )
             await anyio.sleep(0.05)
             holder = vault_holder(self.cluster)
-            if holder not in self.cluster.workers or not self._before_settled():
-                seen[
-                    f"vault served by {holder}" if holder not in self.cluster.workers else "earlier hit turns running"
-                ] += 1
+            if holder not in self.cluster.workers:
+                seen[f"the shared socket served by {holder}"] += 1
+                continue
+            if not self._before_settled():
+                seen["an earlier fault's turns still running"] += 1
                 continue
             hits = self.mid_stream()
             if not hits:
