@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from lap_core import Job
 
 KEY = "workers-master-key"
+GATEWAY_KEY = "sk-cluster-gateway"
+"""The real key of the cluster's model gateway (`LITELLM_API_KEY`): only the LLM proxy sends it."""
 REPO = Path(__file__).resolve().parents[1]
 LAP = [sys.executable, "-m", "lap_core._cli"]
 
@@ -122,14 +124,20 @@ class Cluster:
         return codes
 
 
-def cluster_env(data_dir: Path, database_url: str, entry_points: Path, **extra: str) -> dict[str, str]:
-    """The environment of every process of a cluster on `database_url` (`entry_points`: a directory of our own)."""
+def cluster_env(
+    data_dir: Path, database_url: str, entry_points: Path, *, llm_url: str = "http://127.0.0.1:9", **extra: str
+) -> dict[str, str]:
+    """The environment of every process of a cluster on `database_url` (`entry_points`: a directory of our own).
+
+    `llm_url` is the model gateway (`LITELLM_API_BASE`); by default a dead address, for clusters
+    whose turns call no model.
+    """
     return lap_env(
         data_dir,
         DATABASE_URL=database_url,
         LAP_SANDBOX_BACKEND=BACKEND,
-        LITELLM_API_BASE="http://127.0.0.1:9",  # no turn calls a model
-        LITELLM_API_KEY="k",
+        LITELLM_API_BASE=llm_url,
+        LITELLM_API_KEY=GATEWAY_KEY,
         MASTER_KEY=KEY,
         LAP_PORT=str(free_port()),
         HOME=os.environ.get("HOME", "/root"),

@@ -7,9 +7,12 @@ Every problem is counted in one of the figures and described in `Figures.problem
   after the turn's `turn_end`; a seq twice; an event the stream delivered twice; a turn whose
   process ran more often than it was (re)started;
 - failed: a turn that ended other than `completed` (each with its reason);
-- context: a turn whose harness did not get the previous turn's native session id.
+- context: a turn whose harness did not get the previous turn's native session id;
+- cut: a model turn whose model stream a fault cut though the turn's process lived on
+  (tests/chaos/models.py).
 A turn that was restarted (its sandbox was lost: `status` `turn_restarted`) is judged by its last
-attempt, the events after the last `turn_restarted`: that is the reply the user sees.
+attempt, the events after the last `turn_restarted`: that is the reply the user sees; a model turn
+whose process made its request again is judged by the answer to its last request.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tests.chaos.clients import LINES
+from tests.chaos.clients import LINES, last_request
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,6 +44,7 @@ class Figures:
     duplicated: int = 0
     failed: int = 0
     context: int = 0
+    cut: int = 0
     unexpected_exits: int = 0
     refused_starts: int = 0  # restarted processes that would not start while the database was down (exit 1)
     tracebacks: int = 0  # in LAP's logs
@@ -49,6 +53,9 @@ class Figures:
     post_retries: int = 0
     recovery: list[float] = field(default_factory=list)
     not_interrupted: int = 0  # hit turns that ended before the fault touched them (SIGTERM: within the grace)
+    model_turns: int = 0
+    model_calls: int = 0  # requests the fake LLM got from model turns
+    spared: int = 0  # model streams of other processes' turns in flight at a fault, that went on whole
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -68,12 +75,12 @@ class Figures:
         return (
             f"{self.kind:<17} {self.faults:>6} {self.turns:>5} {self.interrupted:>11} {self.resumed:>7}"
             f" {self.restarted:>9} {self.lost:>4} {self.duplicated:>10} {self.failed:>6} {self.context:>7}"
-            f" {self.unexpected_exits:>5} {self.tracebacks:>10}"
+            f" {self.cut:>3} {self.unexpected_exits:>5} {self.tracebacks:>10}"
             f" {self.reconnects:>10}   {recovery}   {self.seconds:5.0f} s"
         )
 
     HEADER = (
-        "kind              faults turns interrupted resumed restarted lost duplicated failed context"
+        "kind              faults turns interrupted resumed restarted lost duplicated failed context cut"
         " exits tracebacks reconnects   recovery p50/p99   time"
     )
 
@@ -164,9 +171,9 @@ def check_session(figures: Figures, client: SessionClient, history: list[dict[st
             errors = [f"{e['code']}: {e['message']}" for e in events if e["type"] == "error"]
             figures.problem("failed", f"{where}: ended {end['status']} ({end.get('reason')!r}; errors {errors})")
 
-        # The reply of the last attempt: each line once, in order (all of them, if it completed).
-        lines = [n for n in map(_line, attempt) if n is not None]
-        if sent.kind == "stream":
+        # The reply of the last attempt (to its last model request): each line once, in order (all, if completed).
+        lines = [n for n in map(_line, last_request(attempt)) if n is not None]
+        if sent.kind in ("stream", "model"):
             twice = sorted(n for n, c in Counter(lines).items() if c > 1)
             if twice:
                 figures.problem("duplicated", f"{where}: lines more than once: {twice}", len(twice))

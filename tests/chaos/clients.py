@@ -23,11 +23,24 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 LINES = 20
-"""Lines of a `stream:` turn (0.1 s apart): its reply is that many text deltas."""
+"""Lines of a `stream:` or `model:` turn (0.1 s apart): its reply is that many text deltas."""
+RETRY = "retry "
+"""How the text delta starts that a `model:` turn's process prints before it makes its request again."""
 FILE_EVERY = 4
 """Every this many turns, the turn writes a file of its own in the workspace instead of streaming."""
 TURN_DEADLINE = 90.0
 """Seconds a turn may take, faults included, before the client gives up (the test fails)."""
+
+
+def is_retry(event: dict[str, Any]) -> bool:
+    """Whether the event says a `model:` turn's process makes its request again (its stream broke)."""
+    return event["type"] == "text_delta" and str(event["text"]).startswith(RETRY)
+
+
+def last_request(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events of a turn's attempt since its process last made its model request again (all of them, if never)."""
+    retries = [i for i, event in enumerate(events) if is_retry(event)]
+    return events[retries[-1] + 1 :] if retries else events
 
 
 @dataclass
@@ -43,7 +56,7 @@ class Sent:
     """A message of the client's and its turn."""
 
     turn_id: str
-    kind: Literal["stream", "file"]
+    kind: Literal["stream", "model", "file"]
     tag: str
     text: str
     retried: int = 0  # POSTs that failed before this one was stored
@@ -56,6 +69,7 @@ class SessionClient:
     api: httpx.AsyncClient
     session_id: str
     index: int
+    replies: Literal["stream", "model"] = "stream"  # what the turns that write no file do
     records: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[Arrival] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
@@ -82,8 +96,10 @@ class SessionClient:
         return events[restarts[-1] + 1 :] if restarts else events
 
     def lines_of(self, turn_id: str) -> int:
-        """How many `line i` deltas of the turn's current attempt the client has."""
-        return sum(e["type"] == "text_delta" and e["text"].startswith("line ") for e in self.attempt_of(turn_id))
+        """How many `line i` deltas of the turn's current attempt (of its last model request) the client has."""
+        return sum(
+            e["type"] == "text_delta" and e["text"].startswith("line ") for e in last_request(self.attempt_of(turn_id))
+        )
 
     def has_ended(self, turn_id: str) -> bool:
         return turn_id in self.ended
@@ -142,7 +158,7 @@ class SessionClient:
                 pass
             await anyio.sleep(0.2)
 
-    async def send(self, kind: Literal["stream", "file"], tag: str, text: str) -> Sent:
+    async def send(self, kind: Literal["stream", "model", "file"], tag: str, text: str) -> Sent:
         """Send a message until it is stored exactly once; return it."""
         known = len(self.sent)
         retried = 0
@@ -176,6 +192,8 @@ class SessionClient:
             if k % FILE_EVERY == 0:
                 write = f"mkdir -p files && echo {tag} > files/{tag} && echo {tag} >> files.log && echo {tag}"
                 sent = await self.send("file", tag, f"run: {write}")
+            elif self.replies == "model":
+                sent = await self.send("model", tag, f"model: {tag}")
             else:
                 sent = await self.send("stream", tag, f"stream: {LINES}")
             if not await self.wait_for(functools.partial(self.has_ended, sent.turn_id), TURN_DEADLINE):

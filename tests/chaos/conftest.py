@@ -42,7 +42,7 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
         write(figures.row())
         for name in ("faults", "turns", "interrupted", "resumed", "restarted", "lost", "duplicated", "failed"):
             setattr(total, name, getattr(total, name) + getattr(figures, name))
-        for name in ("context", "unexpected_exits", "tracebacks", "library_tracebacks", "reconnects", "seconds"):
+        for name in ("context", "cut", "unexpected_exits", "tracebacks", "library_tracebacks", "reconnects", "seconds"):
             setattr(total, name, getattr(total, name) + getattr(figures, name))
         total.recovery += figures.recovery
     write(total.row())
@@ -52,6 +52,12 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
             f" {f.not_interrupted} hit turns ended before the fault reached them,"
             f" {f.refused_starts} restarted processes refused to start (database down; exit 1, restarted again),"
             f" {f.library_tracebacks} asyncpg pool warnings with a traceback (database down; not counted above)"
+            + (
+                f"; {f.model_turns} model turns made {f.model_calls} model calls, {f.spared} model streams of"
+                " other workers' turns in flight at a fault went on whole"
+                if f.model_turns
+                else ""
+            )
         )
     for figures in RESULTS.values():
         for problem in figures.problems[:10]:

@@ -6,14 +6,16 @@ import functools
 import random
 import signal
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
 from tests.chaos.clients import SessionClient
-from tests.chaos.processes import Supervisor, kill_sandbox
+from tests.chaos.models import in_flight
+from tests.chaos.processes import Supervisor, kill_sandbox, vault_holder
 
 if TYPE_CHECKING:
     import httpx
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from lap_sql import SqlStore
     from tests.chaos.postgres import PrivatePostgres
     from tests.cluster import Cluster
+    from tests.fakes.llm_server import FakeLLM
 
 SESSIONS = 4
 PG_DOWN = 1.0
@@ -38,6 +41,8 @@ class Fault:
     hit: list[tuple[SessionClient, str]]  # the clients and turns it interrupted
     connections: dict[str, int]  # session -> the client's SSE connections at the fault
     detail: str = ""
+    # The model streams of other processes' turns in flight at the fault: (client, turn id, request index).
+    spared: list[tuple[SessionClient, str, int]] = field(default_factory=list)
 
 
 def _when(record: dict[str, Any]) -> datetime:
@@ -74,7 +79,7 @@ def recovered(fault: Fault, client: SessionClient, turn_id: str) -> float | bool
         new = _when(record) >= fault.wall
         if fault.kind == "kill_web":
             going = new and arrival.connection > fault.connections[client.session_id]
-        elif fault.kind in ("kill_worker", "sigterm_worker", "kill_sandbox"):
+        elif fault.kind in ("kill_worker", "sigterm_worker", "kill_sandbox", "kill_vault_worker"):
             going = new and taken_over
         else:
             going = new
@@ -95,9 +100,16 @@ class Chaos:
     """One chaos run: the cluster, its supervisor, the clients, the faults."""
 
     def __init__(
-        self, kind: str, cluster: Cluster, pg: PrivatePostgres, store: SqlStore | None, api: httpx.AsyncClient
+        self,
+        kind: str,
+        cluster: Cluster,
+        pg: PrivatePostgres,
+        store: SqlStore | None,
+        api: httpx.AsyncClient,
+        llm: FakeLLM,
     ) -> None:
         self.kind = kind
+        self.llm = llm
         self.cluster = cluster
         self.pg = pg
         self.store = store
@@ -117,7 +129,7 @@ class Chaos:
         hits = []
         for client in self.clients:
             current = client.current
-            if current is not None and current.kind == "stream" and current.turn_id not in hit:
+            if current is not None and current.kind in ("stream", "model") and current.turn_id not in hit:
                 if HIT_LINES[0] <= client.lines_of(current.turn_id) <= HIT_LINES[1]:
                     hits.append((client, current.turn_id))
         return hits
@@ -143,7 +155,65 @@ class Chaos:
                 leased[str(job.payload["turn_id"])] = name
         return leased
 
+    def _before_settled(self) -> bool:
+        """Whether every turn an earlier fault hit has ended.
+
+        Until then, a model stream the fault cut may be going again through the shared socket,
+        served by a process that does not run its turn (no process runs it until it is resumed).
+        """
+        return all(client.has_ended(turn_id) for fault in self.faults for client, turn_id in fault.hit)
+
+    async def _vault_target(self) -> tuple[str, dict[str, str], list[tuple[SessionClient, str, int]]]:
+        """Wait until the worker serving the shared socket has a turn mid-stream and another worker a model call.
+
+        Return that worker's name, which worker leases which turn, and the other workers' streams in flight.
+        """
+        deadline = anyio.current_time() + 60
+        seen: Counter[str] = Counter()  # why each look found no moment (for the failure's message)
+        while True:
+            assert anyio.current_time() < deadline, (
+                "no turn of the vault's worker got mid-stream, with another worker's model call in flight,"
+                f" within 60 s: {dict(seen)}"
+            )
+            await anyio.sleep(0.05)
+            holder = vault_holder(self.cluster)
+            if holder not in self.cluster.workers:
+                seen[f"the shared socket served by {holder}"] += 1
+                continue
+            if not self._before_settled():
+                seen["an earlier fault's turns still running"] += 1
+                continue
+            hits = self.mid_stream()
+            if not hits:
+                seen["no turn mid-stream"] += 1
+                continue
+            leased = await self._leased()
+            flying = in_flight(self.llm.requests(), self.clients)
+            others = [(c, t, i) for c, t, i in flying if leased.get(t) not in (None, holder)]
+            if not any(leased.get(t) == holder for _, t in hits):
+                seen["the vault's worker has no turn mid-stream"] += 1
+            elif not others:
+                seen["no other worker's model call in flight"] += 1
+            elif holder == vault_holder(self.cluster):
+                assert holder is not None
+                return holder, leased, others
+
+    async def _inject_vault(self) -> Fault:
+        worker, leased, spared = await self._vault_target()
+        hit = [(c, t) for c, t in self.in_progress() if leased.get(t) == worker]
+        connections = {c.session_id: c.connections for c in self.clients}
+        pid = self.cluster.processes[worker].pid
+        tags = [c.sent[-1].tag for c, _, _ in spared]
+        detail = f"{worker} (pid {pid}, serving llm.sock); other workers' model streams in flight: {tags}"
+        fault = Fault(self.kind, time.monotonic(), datetime.now(UTC), hit, connections, detail, spared)
+        self.supervisor.expect[worker] = "kill"
+        self.cluster.processes[worker].send_signal(signal.SIGKILL)
+        self.faults.append(fault)
+        return fault
+
     async def inject(self, number: int) -> Fault:
+        if self.kind == "kill_vault_worker":
+            return await self._inject_vault()
         client, turn_id = await self._target()
         connections = {c.session_id: c.connections for c in self.clients}
         hit = self.in_progress()
@@ -205,10 +275,11 @@ class Chaos:
     async def run(self, faults: int) -> None:
         agent = await self.api.post("/api/agents", json={"name": "chaos", "harness": "script", "model": "m"})
         assert agent.status_code == 201, agent.text
+        replies: Literal["stream", "model"] = "model" if self.kind == "kill_vault_worker" else "stream"
         for i in range(SESSIONS):
             created = await self.api.post("/api/sessions", json={"agent_id": "chaos"})
             assert created.status_code == 201, created.text
-            self.clients.append(SessionClient(self.api, created.json()["id"], i))
+            self.clients.append(SessionClient(self.api, created.json()["id"], i, replies))
         stop = anyio.Event()
         async with anyio.create_task_group() as background:
             background.start_soon(self.supervisor.run)

@@ -128,6 +128,25 @@ def kill_sandbox(cluster: Cluster, session_id: str) -> str:
     return f"sandboxd {pid} (group {group}), then groups {sorted(groups - {group})}"
 
 
+def vault_holder(cluster: Cluster) -> str | None:
+    """The name of our process that serves the shared LLM proxy socket (holds the flock on its `llm.lock`), if any.
+
+    Read from /proc/locks: a flock's line gives its holder's pid and the lock file's device and inode.
+    """
+    try:
+        lock = os.stat(cluster.data_dir / "run" / "vault" / "llm.lock")
+    except FileNotFoundError:
+        return None
+    device = f"{os.major(lock.st_dev):02x}:{os.minor(lock.st_dev):02x}:{lock.st_ino}"
+    with open("/proc/locks") as locks:
+        for line in locks:
+            fields = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 4242 00:2d:1234 0 EOF" (waiters have a "->" before FLOCK)
+            if fields[1:3] == ["FLOCK", "ADVISORY"] and fields[5] == device:
+                return cluster.name_of_pid(int(fields[4]))
+    return None
+
+
 LIBRARY_NOISE = "Failed to restore the pool connection floor; retrying"
 """asyncpg's own warning, with a traceback, while the database is down (not LAP's)."""
 

@@ -5,8 +5,12 @@ on a private PostgreSQL server (tests/chaos/postgres.py), with the shared proces
 are processes of their own that outlive workers. A supervisor (tests/chaos/processes.py) restarts
 any web or worker process that exits (as Kubernetes would); four clients (tests/chaos/clients.py) talk to their
 sessions all along: `stream: 20` turns (20 text deltas, 0.1 s apart) and, every fourth turn, one
-that writes a file in the workspace. Meanwhile faults of one kind are injected (tests/chaos/faults.py),
-each while a turn is mid-stream, a turn no fault hit before:
+that writes a file in the workspace. In the `kill_vault_worker` run, `model:` turns take the place
+of the `stream:` ones: a process in the sandbox streams a chat completion (20 deltas, 0.1 s apart)
+from the fake LLM through the sandbox's forwarder (127.0.0.1:4000, each sandboxd in a network
+namespace of its own) and a worker's LLM proxy, printing each delta as it comes and making a
+request whose stream broke again (tests/fakes/model_turn.py). Meanwhile faults of one kind are
+injected (tests/chaos/faults.py), each while a turn is mid-stream, a turn no fault hit before:
 
 - `kill_worker`: SIGKILL the worker running that turn (another worker takes it over once its
   lease, `LAP_JOB_LEASE`=2 s, runs out, and resumes it);
@@ -16,10 +20,16 @@ each while a turn is mid-stream, a turn no fault hit before:
 - `restart_postgres`: stop the database server (`fast`, `immediate` i.e. crashed, `fast`, and so on),
   keep it down for `PG_DOWN` seconds, start it again;
 - `sigterm_worker`: SIGTERM the worker running that turn (it hands its turns back after
-  `LAP_SHUTDOWN_GRACE`, set to 0.5 s here, and exits; another worker resumes them).
+  `LAP_SHUTDOWN_GRACE`, set to 0.5 s here, and exits; another worker resumes them);
+- `kill_vault_worker`: SIGKILL the worker that serves the shared socket of the LLM proxy (it holds
+  the flock on `llm.lock`), while it runs that turn and a model call of the other worker's turns
+  is in flight. Its turns are resumed as for `kill_worker` (their model call may be made again);
+  the other worker's model streams go through its own socket and must not notice (`cut`, `spared`:
+  tests/chaos/models.py).
 
 Then tests/chaos/checks.py checks every session (every message answered once, no gap or
-duplicate in the log or the stream, the files intact, the context carried on) and the figures
+duplicate in the log or the stream, the files intact, the context carried on, each model turn
+whose process lived called the model once and streamed its answer whole) and the figures
 are printed, per kind and (at the end of the run) together. The recovery time of a fault is, for
 each turn it interrupted, the time from the fault to the first event of that turn on the client's
 stream that shows the turn going again (logged after the fault; for a worker fault, by the worker
@@ -27,7 +37,7 @@ that took it over; for a web fault, received on a new connection).
 
 Run: `.venv/bin/pytest -m chaos -rA` (the figures are at the end of the output; the logs and a dump of
 what each client saw, chaos.json, are in each test's tmp_path). `LAP_CHAOS_FAULTS` sets the faults
-per kind (default 21: 105 in all). `-m "not chaos"` leaves the suite out (about 3.5 minutes).
+per kind (default 21: 126 in all). `-m "not chaos"` leaves the suite out (about 4.5 minutes).
 """
 
 from __future__ import annotations
@@ -44,35 +54,43 @@ import pytest
 from lap_core._engine.sandboxes import sandbox_name
 from lap_sql import SqlStore
 from tests.chaos.checks import RESULTS, Figures, check_session
+from tests.chaos.clients import LINES
 from tests.chaos.faults import Chaos, recovered
+from tests.chaos.models import ANSWER, check_model_turns, check_spared
 from tests.chaos.processes import tracebacks
 from tests.cluster import Cluster, api_client, cluster_env, running_cluster
+from tests.fakes.model_turn import tag_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
     from tests.chaos.postgres import PrivatePostgres
+    from tests.fakes.llm_server import FakeLLM
 
 pytestmark = [pytest.mark.anyio, pytest.mark.chaos]
 
 FAULTS = int(os.environ.get("LAP_CHAOS_FAULTS", "21"))
 LEASE = 2
 GRACE = 0.5
-KINDS = ["kill_worker", "kill_web", "kill_sandbox", "restart_postgres", "sigterm_worker"]
+KINDS = ["kill_worker", "kill_web", "kill_sandbox", "restart_postgres", "sigterm_worker", "kill_vault_worker"]
+MODEL_DELAY = 0.1
+"""Seconds between the deltas of the fake LLM's answer."""
 
 
 @pytest.fixture
 def chaos_cluster(
-    data_dir: Path, private_postgres: PrivatePostgres, tmp_path: Path, request: pytest.FixtureRequest
+    data_dir: Path, private_postgres: PrivatePostgres, llm: FakeLLM, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Cluster, str]]:
     database = f"chaos_{request.node.callspec.params['kind']}_{os.getpid()}"
     anyio.run(private_postgres.execute, f"CREATE DATABASE {database}")
     url = private_postgres.url(database)
+    llm.script(text=ANSWER, chunks=LINES, delay=MODEL_DELAY)
     env = cluster_env(
         data_dir,
         url,
         tmp_path / "entry-point",
+        llm_url=llm.url,
         LAP_JOB_LEASE=str(LEASE),
         LAP_SHUTDOWN_GRACE=str(GRACE),
         LAP_RATE_LIMIT="0",
@@ -89,7 +107,14 @@ def chaos_cluster(
 def _dump(path: Path, chaos: Chaos, histories: dict[str, list[dict[str, Any]]]) -> None:
     """Write everything the run saw, for the post-mortem of a failure (beside the processes' logs)."""
     faults = [
-        {"kind": f.kind, "wall": f.wall.isoformat(), "detail": f.detail, "hit": [t for _, t in f.hit]}
+        {
+            "kind": f.kind,
+            "at": f.at,
+            "wall": f.wall.isoformat(),
+            "detail": f.detail,
+            "hit": [t for _, t in f.hit],
+            "spared": [t for _, t, _ in f.spared],
+        }
         for f in chaos.faults
     ]
     sessions = {
@@ -101,12 +126,16 @@ def _dump(path: Path, chaos: Chaos, histories: dict[str, list[dict[str, Any]]]) 
         }
         for c in chaos.clients
     }
-    path.write_text(json.dumps({"faults": faults, "sessions": sessions}, indent=1))
+    calls = [
+        {"tag": tag_of(r), **{k: r.get(k) for k in ("started", "deltas", "ended", "outcome")}}
+        for r in chaos.llm.requests()
+    ]
+    path.write_text(json.dumps({"faults": faults, "sessions": sessions, "model_calls": calls}, indent=1))
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_chaos(
-    kind: str, chaos_cluster: tuple[Cluster, str], private_postgres: PrivatePostgres, tmp_path: Path
+    kind: str, chaos_cluster: tuple[Cluster, str], private_postgres: PrivatePostgres, llm: FakeLLM, tmp_path: Path
 ) -> None:
     cluster, url = chaos_cluster
     figures = Figures(kind)
@@ -117,7 +146,7 @@ async def test_chaos(
         api = await stack.enter_async_context(api_client(cluster))
         # Which worker leases which turn (only the worker faults need it; the database must be up).
         store = await stack.enter_async_context(SqlStore(url)) if kind.endswith("_worker") else None
-        chaos = Chaos(kind, cluster, private_postgres, store, api)
+        chaos = Chaos(kind, cluster, private_postgres, store, api, llm)
         try:
             await chaos.run(FAULTS)
         finally:
@@ -137,9 +166,12 @@ async def test_chaos(
             assert history.status_code == 200, history.text
             histories[client.session_id] = history.json()
     _dump(tmp_path / "chaos.json", chaos, histories)
+    requests = llm.requests()
     for client in chaos.clients:
         workspace = cluster.data_dir / "shared-process-sandboxes" / sandbox_name(client.session_id) / "workspace"
         check_session(figures, client, histories[client.session_id], workspace)
+        check_model_turns(figures, client, histories[client.session_id], requests)
+    proven = check_spared(figures, chaos.faults, requests)
 
     codes = cluster.stop()
     figures.refused_starts = sum(e.expected == "refused" for e in chaos.supervisor.exits)
@@ -157,10 +189,13 @@ async def test_chaos(
     print("\n".join(figures.problems[:50]))
     failing = {
         name: getattr(figures, name)
-        for name in ("lost", "duplicated", "failed", "context", "unexpected_exits", "tracebacks")
+        for name in ("lost", "duplicated", "failed", "context", "cut", "unexpected_exits", "tracebacks")
         if getattr(figures, name)
     }
     assert figures.faults >= FAULTS
+    if kind == "kill_vault_worker":
+        # Each fault killed a process while another worker's model stream went through LAP.
+        assert proven == figures.faults, f"{figures.faults - proven} faults with no other model stream in flight"
     if not failing:
         return
     report = f"{failing}\n" + "\n".join(figures.problems) + f"\nlogs: {cluster.logs}"

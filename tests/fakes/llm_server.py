@@ -6,6 +6,10 @@ tool result yet, the reply is one call of that tool running the scripted command
 is the scripted text, split into `chunks` deltas `delay` seconds apart. Title requests (no tools,
 a system prompt about titles) get a short title. Tests script it and read what it received over
 `/_control/*`, so it can run in another process: `python -m tests.fakes.llm_server --port N`.
+
+Each recorded request says when it came (`started`, `time.monotonic()` of the server's process)
+and, streamed, how its answer went: `deltas` sent so far, `ended` (when), `outcome` (`completed`,
+or `broken`: the client went away mid-stream).
 """
 
 from __future__ import annotations
@@ -80,9 +84,14 @@ class FakeLLM:
         with self._lock:
             self._requests.append(entry)
 
+    def update(self, entry: dict[str, Any], **changes: Any) -> None:
+        """Change a recorded request (its stream's progress)."""
+        with self._lock:
+            entry.update(changes)
+
     def requests(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self._requests)
+            return [dict(entry) for entry in self._requests]
 
 
 def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
@@ -132,7 +141,8 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": {"message": f"no route {path}"}})
                 return
             key = self.headers.get("authorization") or self.headers.get("x-api-key") or ""
-            fake.record({"path": path, "key": key.removeprefix("Bearer "), "body": body})
+            entry = {"path": path, "key": key.removeprefix("Bearer "), "body": body, "started": time.monotonic()}
+            fake.record(entry)
             script = fake.current()
             if script["fail_status"]:
                 self._json(
@@ -141,21 +151,35 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 return
             reply = wire.decide(kind, body, script)
             if body.get("stream"):
-                self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.send_header("cache-control", "no-cache")
-                self.send_header("transfer-encoding", "chunked")
-                self.end_headers()
-                for event in wire.stream(kind, body.get("model", "fake-model"), reply):
-                    if event is None:
-                        time.sleep(script["delay"])
-                        continue
-                    self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
-                    self.wfile.flush()
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
+                fake.update(entry, deltas=0, ended=None, outcome=None)
+                try:
+                    self._stream(kind, body, reply, script, entry)
+                except ConnectionError:
+                    fake.update(entry, ended=time.monotonic(), outcome="broken")
+                    raise
+                fake.update(entry, ended=time.monotonic(), outcome="completed")
             else:
                 self._json(200, wire.complete(kind, body.get("model", "fake-model"), reply))
+
+        def _stream(
+            self, kind: str, body: dict[str, Any], reply: wire.Reply, script: dict[str, Any], entry: dict[str, Any]
+        ) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("cache-control", "no-cache")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            deltas = 0
+            for event in wire.stream(kind, body.get("model", "fake-model"), reply):
+                if event is None:
+                    deltas += 1
+                    fake.update(entry, deltas=deltas)
+                    time.sleep(script["delay"])
+                    continue
+                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
 
     return Handler
 

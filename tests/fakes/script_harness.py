@@ -5,6 +5,9 @@
 - `stream: N` starts a process that appends a line to `streams.log` in the workspace, then prints
   `line 1` … `line N`, 0.1 s apart; each line is a text delta as it comes (a worker can re-attach).
   `stream: N after S` waits S seconds before the first line.
+- `model: TAG` likewise starts a process (logged in `streams.log`) that streams a chat completion
+  from the sandbox's LLM proxy, its message naming TAG (tests/fakes/model_turn.py); each line it
+  prints (a delta of the answer, or `retry N: WHY` when a broken request is made again) is a text delta.
 - `recall` answers with the conversation its native session holds, one text delta a message.
 - anything else is echoed back as two text deltas.
 Every turn reports the native session id `native-<n>` where n counts the turns it has seen,
@@ -15,6 +18,9 @@ starts a new one) from their process, as a harness CLI does.
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lap_core import (
@@ -34,6 +40,8 @@ if TYPE_CHECKING:
 
     from lap_core import Agent, LLMAccess, SandboxClient, SessionEvent, Turn
 
+MODEL_TURN = Path(__file__).with_name("model_turn.py")
+
 
 class ScriptHarness(Harness):
     """See the module docstring."""
@@ -45,9 +53,10 @@ class ScriptHarness(Harness):
         self.seen_native_ids: list[str | None] = []
 
     def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
-        # The fake backends run sandboxd without a mount namespace, in the sandbox's workspace
-        # directory: "/workspace" would be the host's.
-        return HydratePayload(workdir=".")
+        # The fake backends run sandboxd in the sandbox's workspace directory, on the host's
+        # filesystem: "/workspace" would be the host's.
+        env = {"LLM_BASE_URL": llm.base_url, "LLM_API_KEY": llm.api_key, "LLM_MODEL": agent.model}
+        return HydratePayload(workdir=".", env=env)
 
     async def run_turn(self, sandbox: SandboxClient, turn: Turn) -> AsyncIterator[SessionEvent]:
         self.seen_native_ids.append(turn.native_session_id)
@@ -70,6 +79,11 @@ class ScriptHarness(Harness):
                 f'for i in $(seq {int(count)}); do echo "line $i"; sleep 0.1; done'
             )
             async for event in self._lines(sandbox, turn, script):
+                yield event
+            return
+        if message.startswith("model: "):
+            script = shlex.join(["exec", sys.executable, str(MODEL_TURN), message.removeprefix("model: ")])
+            async for event in self._lines(sandbox, turn, f"echo {turn.id} >> streams.log; {script}"):
                 yield event
             return
         if message == "recall":

@@ -5,7 +5,14 @@ would not find a session's sandbox, start another sandboxd on the same socket, a
 worker out (its token no longer matches). `SharedProcessBackend` keeps each sandbox's pid and token
 in a file beside it, so every LAP process of one data directory finds the same sandboxd, as `lap
 worker` processes find a real backend's sandboxes; and, like those, its sandboxes outlive the
-process that made them (`stop_all` ends them). Never use it outside tests: no isolation at all.
+process that made them (`stop_all` ends them). Never use it outside tests: no isolation but the
+network.
+
+Each sandboxd runs in a network namespace of its own, where `127.0.0.1:4000` (`LLM_BASE_URL`) is
+its own forwarder to the LLM proxy, and in a mount namespace of its own whose `/run/lap-vault`
+(`VAULT_DIR`) is the host's directory of the proxy's sockets, as a real local backend mounts it:
+the forwarder falls back to the shared socket there and prefers the socket the platform names
+(its path in the sandbox). The filesystem is the host's otherwise.
 
 `entry_point_dir(path)` writes the metadata of a distribution whose `lap` entry point is this
 module's `plugin` (backend `shared-process`, harness `script`); with `path` on PYTHONPATH, a `lap`
@@ -37,6 +44,7 @@ from lap_core import (
     SandboxSpec,
     hookimpl,
 )
+from lap_core.sandbox import LLM_BASE_URL, VAULT_DIR
 from tests.fakes.process_backend import wait_until_ready
 from tests.fakes.script_harness import ScriptHarness
 
@@ -49,6 +57,13 @@ if TYPE_CHECKING:
 
 BACKEND = "shared-process"
 ROOT = "shared-process-sandboxes"
+NAMESPACES = (
+    "ip link set lo up"
+    " && mount -t tmpfs -o mode=0755 lap-run /run"
+    f' && mkdir {VAULT_DIR} && mount --bind "$LAP_VAULT_HOST_DIR" {VAULT_DIR}'
+    ' && exec "$@"'
+)
+"""Run in the new namespaces before sandboxd: loopback up, the proxy's sockets at `VAULT_DIR` (a /run of its own)."""
 
 
 class _Record(msgspec.Struct, frozen=True):
@@ -102,6 +117,9 @@ class SharedProcessBackend(SandboxBackend):
 
     def __init__(self, *, context: SandboxContext) -> None:
         self._root = context.data_dir / ROOT
+        if context.vault_socket is None:
+            raise SandboxError("the shared process backend needs the LLM proxy's unix socket")
+        self._vault_socket = context.vault_socket
 
     def _dir(self, name: str) -> Path:
         return self._root / name
@@ -124,12 +142,20 @@ class SharedProcessBackend(SandboxBackend):
         directory = self._dir(spec.name)
         (directory / "workspace").mkdir(parents=True, exist_ok=True)
         token = secrets.token_urlsafe(16)
-        argv = [sys.executable, "-m", "lap_sandboxd", "--socket", str(directory / "sock"), "--state"]
+        egress = f"{LLM_BASE_URL.removeprefix('http://')}={VAULT_DIR}/{self._vault_socket.name}"
+        sandboxd = [sys.executable, "-m", "lap_sandboxd", "--socket", str(directory / "sock"), "--egress", egress]
+        # unshare execs (no fork), and so does the shell: the pid is sandboxd's from the start.
+        user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+        argv = ["unshare", *user, "--net", "--mount", "--", "sh", "-c", NAMESPACES, "sh", *sandboxd]
         # Started in the background by a shell that exits at once: sandboxd is nobody's child, so it
         # outlives this process as a real sandbox does, and no Popen is left to warn about it.
         launcher = subprocess.run(  # noqa: ASYNC221 - returns at once; the test fake keeps it simple
-            ["sh", "-c", '"$@" >/dev/null 2>&1 </dev/null & echo $!', "sh", *argv, str(directory / "state")],
-            env={"LAP_SANDBOXD_TOKEN": token, "PATH": "/usr/bin:/bin"},
+            ["sh", "-c", '"$@" >/dev/null 2>&1 </dev/null & echo $!', "sh", *argv, "--state", str(directory / "state")],
+            env={
+                "LAP_SANDBOXD_TOKEN": token,
+                "LAP_VAULT_HOST_DIR": str(self._vault_socket.parent),
+                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            },
             cwd=directory / "workspace",
             capture_output=True,
             text=True,
