@@ -40,8 +40,11 @@ def build_gateway(
 
     authority = Authority.load(data_dir, cert_path=settings.lap_egress_ca_cert, key_path=settings.lap_egress_ca_key)
     upstream_tls = ssl.create_default_context()
+    extra = b""
     if settings.lap_egress_trust:
+        # Trusted by the gateway (terminated HTTPS) and by sandboxes (tunnels) alike.
         upstream_tls.load_verify_locations(cafile=settings.lap_egress_trust)
+        extra = Path(settings.lap_egress_trust).read_bytes().rstrip(b"\n") + b"\n"
     gateway = EgressGateway(
         authority=authority,
         resolver=Resolver(parse_hosts(settings.lap_egress_hosts or "")),
@@ -49,5 +52,5 @@ def build_gateway(
         note=note,
         upstream_tls=upstream_tls,
     )
-    bundle = _public_cas().rstrip(b"\n") + b"\n" + authority.cert_pem
+    bundle = _public_cas().rstrip(b"\n") + b"\n" + extra + authority.cert_pem
     return gateway, bundle

@@ -1,0 +1,92 @@
+"""The egress gateway end to end: real `git`, `pip` and `curl` inside real bubblewrap sandboxes, through
+the gateway, to real HTTPS servers on loopback (tests/fakes/internet.py) under test host names."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from lap_core import EgressDenied, Lap, ToolResult
+from lap_core.egress import EgressPolicy
+from tests.fakes.internet import Internet
+from tests.fakes.plugin import FakesPlugin
+from tests.fixtures import cleanup_sandboxes, lap_env
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+    from lap_core import EventRecord
+
+pytestmark = [pytest.mark.anyio, pytest.mark.bwrap, pytest.mark.e2e]
+
+
+@pytest.fixture
+def internet(tmp_path: Path) -> Iterator[Internet]:
+    world = Internet(tmp_path)
+    world.git("git.test", {"app": {"README.md": "the app\n", "src/main.py": "print('hello')\n"}})
+    world.index("pypi.test", {"lap-probe": "VALUE = 'from the index'\n"})
+    world.files("elsewhere.test", {"/secret.txt": b"you should not get this\n"})
+    yield world
+    world.stop()
+
+
+@pytest.fixture
+async def lap(data_dir: Path, bwrap: None, internet: Internet) -> AsyncIterator[Lap]:
+    env = lap_env(data_dir, LITELLM_API_BASE="http://127.0.0.1:9", LITELLM_API_KEY="k", **internet.env())
+    async with Lap(plugins=[FakesPlugin()], env=env) as running:
+        try:
+            yield running
+        finally:
+            await cleanup_sandboxes(running)
+
+
+async def _run(lap: Lap, session_id: str, command: str) -> tuple[str, list[EventRecord]]:
+    with anyio.fail_after(120):
+        records = [
+            record async for record in lap.sessions.stream(session_id, f"run: {{ {command}; }} 2>&1; echo rc=$?")
+        ]
+    outputs = [r.event.output for r in records if isinstance(r.event, ToolResult)]
+    return (outputs[0] if outputs else ""), records
+
+
+async def test_git_pip_and_curl_reach_the_allowed_hosts_and_nothing_else(lap: Lap, internet: Internet) -> None:
+    git, index, elsewhere = internet.sites
+    policy = EgressPolicy(allow=["git.test", "pypi.test"])
+    agent = await lap.agents.create("dev", harness="script", model="m", egress=policy)
+    session = await lap.sessions.create(agent.id)
+
+    out, _ = await _run(lap, session.id, f"git clone {git.url}/app && cat app/src/main.py")
+    assert "print('hello')" in out
+    assert out.rstrip().endswith("rc=0"), out
+
+    out, _ = await _run(
+        lap,
+        session.id,
+        f"python3 -m pip install -q --no-cache-dir --index-url {index.url}/simple/ --target deps lap-probe && "
+        "python3 -c \"import sys; sys.path.insert(0, 'deps'); import lap_probe; print(lap_probe.VALUE)\"",
+    )
+    assert "from the index" in out, out
+
+    out, _ = await _run(lap, session.id, f"curl -sS -o /dev/null {elsewhere.url}/secret.txt")
+    assert "403" in out, out
+    assert elsewhere.requests == []
+    events = [r.event for r in await lap.store.read_events(session.id)]
+    denied = [e for e in events if isinstance(e, EgressDenied)]
+    assert [(e.host, e.port) for e in denied] == [("elsewhere.test", elsewhere.port)]
+    # The git server saw a request through the gateway, never one from an address it did not expect.
+    assert any(r["path"].endswith("/info/refs?service=git-upload-pack") for r in git.requests)
+
+
+async def test_with_no_policy_a_sandbox_reaches_nothing(lap: Lap, internet: Internet) -> None:
+    git = internet.sites[0]
+    agent = await lap.agents.create("closed", harness="script", model="m")
+    session = await lap.sessions.create(agent.id)
+    out, _ = await _run(lap, session.id, f"git clone {git.url}/app")
+    assert "403" in out, out
+    assert not out.rstrip().endswith("rc=0")
+    out, _ = await _run(lap, session.id, "curl -sS -m 5 --noproxy '*' https://1.1.1.1/ -o /dev/null")
+    assert not out.rstrip().endswith("rc=0")  # around the proxy there is no way out
+    assert git.requests == []
