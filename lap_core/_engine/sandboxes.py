@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING
 
+import anyio
 import msgspec
 import structlog
 
 from lap_core._egress import EgressScope
+from lap_core._engine.checkout import checkout
 from lap_core._install import harness_dir, is_installed
 from lap_core._sandbox_client import SandboxdError
 from lap_core._vault import LLMScope
@@ -114,6 +116,7 @@ class SandboxProvider:
         start_timeout: float,
         egress_targets: Sequence[str] = (),
         ca_bundle: bytes | None = None,
+        default_repo: str | None = None,
     ) -> None:
         self._backend = backend
         self._store = store
@@ -124,6 +127,7 @@ class SandboxProvider:
         self._egress_targets = list(egress_targets)
         # The public CAs and the egress gateway's: what tools in the sandbox trust.
         self._ca_bundle = base64.b64encode(ca_bundle).decode() if ca_bundle is not None else None
+        self._default_repo = default_repo  # PREINSTALLED_GITHUB_REPO
 
     async def get(
         self,
@@ -196,6 +200,16 @@ class SandboxProvider:
             raise
         if created:
             await emit(Status(phase="sandbox_ready", detail=name))
+            repo = agent.repo_url or self._default_repo
+            if repo:
+                try:
+                    await checkout(client, repo, agent.branch, emit)
+                except BaseException:
+                    # A sandbox without its repository is no use: the next turn starts over.
+                    await client.aclose()
+                    with anyio.CancelScope(shield=True):
+                        await self._backend.delete(name)
+                    raise
         return client
 
     def _payload(self, session: Session, agent: Agent, harness: Harness) -> HydratePayload:

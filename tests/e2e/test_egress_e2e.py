@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 import pytest
 
-from lap_core import EgressDenied, Lap, ToolResult
+from lap_core import EgressDenied, Error, Lap, Status, ToolResult, TurnEnd
 from lap_core.egress import EgressPolicy
 from tests.fakes.internet import Internet
 from tests.fakes.plugin import FakesPlugin
@@ -90,3 +91,47 @@ async def test_with_no_policy_a_sandbox_reaches_nothing(lap: Lap, internet: Inte
     out, _ = await _run(lap, session.id, "curl -sS -m 5 --noproxy '*' https://1.1.1.1/ -o /dev/null")
     assert not out.rstrip().endswith("rc=0")  # around the proxy there is no way out
     assert git.requests == []
+
+
+def _phases(records: list[EventRecord]) -> list[str]:
+    return [r.event.phase for r in records if isinstance(r.event, Status)]
+
+
+async def test_the_agents_repository_is_cloned_once_into_the_workspace(lap: Lap, internet: Internet) -> None:
+    git = internet.sites[0]
+    policy = EgressPolicy(allow=["git.test"])
+    agent = await lap.agents.create("repo", harness="script", model="m", egress=policy, repo_url=f"{git.url}/app")
+    session = await lap.sessions.create(agent.id)
+    out, records = await _run(lap, session.id, "cat README.md src/main.py; git log --oneline | wc -l")
+    assert "the app" in out
+    assert "print('hello')" in out
+    phases = _phases(records)
+    assert phases.index("sandbox_ready") < phases.index("repo_cloning") < phases.index("repo_cloned")
+    fetched = len(git.requests)
+    # A new sandbox on the same workspace (a restart) does not clone again.
+    job = await lap.sessions.restart(session.id)
+    with anyio.fail_after(60):
+        while (await lap.store.get_job(job.id)).status not in ("done", "failed"):
+            await anyio.sleep(0.1)
+    out, records = await _run(lap, session.id, "cat README.md")
+    assert "the app" in out
+    assert "repo_cloning" not in _phases(records)
+    assert len(git.requests) == fetched
+
+
+async def test_a_clone_that_fails_says_why_and_the_next_turn_tries_again(lap: Lap, internet: Internet) -> None:
+    git = internet.sites[0]
+    agent = await lap.agents.create("denied", harness="script", model="m", repo_url=f"{git.url}/app")
+    session = await lap.sessions.create(agent.id)
+    _, records = await _run(lap, session.id, "echo never")
+    errors = [r.event for r in records if isinstance(r.event, Error)]
+    assert len(errors) == 1
+    assert "cloning" in errors[0].message
+    assert "403" in errors[0].message  # the gateway's answer, as git reports it
+    assert isinstance(records[-1].event, TurnEnd)
+    assert records[-1].event.status == "failed"
+    # The agent's policy opens the host: the next turn clones and runs.
+    await lap.agents.update(msgspec.structs.replace(agent, egress=EgressPolicy(allow=["git.test"])))
+    out, records = await _run(lap, session.id, "cat README.md")
+    assert "the app" in out
+    assert "repo_cloned" in _phases(records)
