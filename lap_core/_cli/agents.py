@@ -9,6 +9,7 @@ import click
 
 from lap_core._cli import run
 from lap_core._runtime import Lap
+from lap_core.egress import PRESETS, EgressPolicy
 from lap_core.errors import InvalidInput
 from lap_core.models import BusyPolicy
 
@@ -44,15 +45,43 @@ def agents() -> None:
     show_default=True,
     help="What a message to a busy session does: wait its turn, be refused, or abort the running turn.",
 )
+@click.option(
+    "--allow", multiple=True, metavar="RULE", help="A host its sandboxes may reach (repeatable; see docs/egress.md)."
+)
+@click.option(
+    "--deny", multiple=True, metavar="RULE", help="A host they may not reach, whatever --allow says (repeatable)."
+)
+@click.option("--preset", multiple=True, type=click.Choice(sorted(PRESETS)), help="A named set of --allow rules.")
+@click.option("--repo", "repo_url", help="A git repository (https) cloned into each new session's workspace.")
+@click.option("--branch", help="The branch of --repo to check out.")
 def create(
-    name: str, harness: str, model: str, prompt: str, option_pairs: tuple[str, ...], on_busy: BusyPolicy
+    name: str,
+    harness: str,
+    model: str,
+    prompt: str,
+    option_pairs: tuple[str, ...],
+    on_busy: BusyPolicy,
+    allow: tuple[str, ...],
+    deny: tuple[str, ...],
+    preset: tuple[str, ...],
+    repo_url: str | None,
+    branch: str | None,
 ) -> None:
     """Create an agent."""
+    egress = EgressPolicy(allow=list(allow), deny=list(deny), presets=list(preset)) if allow or deny or preset else None
 
     async def main() -> None:
         async with Lap(run_turns=False) as lap:
             agent = await lap.agents.create(
-                name, harness=harness, model=model, prompt=prompt, options=_options(option_pairs), on_busy=on_busy
+                name,
+                harness=harness,
+                model=model,
+                prompt=prompt,
+                options=_options(option_pairs),
+                on_busy=on_busy,
+                egress=egress,
+                repo_url=repo_url,
+                branch=branch,
             )
         click.echo(f"created agent {agent.name} ({agent.id}): {agent.harness}, model {agent.model}")
 
@@ -82,8 +111,12 @@ def show(agent: str) -> None:
     async def main() -> None:
         async with Lap(run_turns=False) as lap:
             found = await lap.agents.get(agent)
-        for key in ("id", "name", "harness", "model", "prompt", "options", "on_busy", "created_at", "updated_at"):
+        keys = ("id", "name", "harness", "model", "prompt", "options", "on_busy", "repo_url", "branch")
+        for key in (*keys, "created_at", "updated_at"):
             click.echo(f"{key + ':':<12} {getattr(found, key)}")
+        egress = found.egress
+        rules = f"allow {egress.allow_rules()}, deny {egress.deny}" if egress else "nowhere but the LLM"
+        click.echo(f"{'egress:':<12} {rules}")
 
     run(main)
 

@@ -43,7 +43,7 @@ class Prefixed(ByteStream):
 async def _pump(source: ByteStream, target: ByteStream, counted: list[int]) -> None:
     try:
         while True:
-            data = await source.receive(65536)
+            data = await source.receive(1024 * 1024)
             counted[0] += len(data)
             await target.send(data)
     except GONE:

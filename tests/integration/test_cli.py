@@ -65,6 +65,27 @@ def test_agents_lifecycle_and_bad_input(env: dict[str, str]) -> None:
     assert "no agents yet" in lap(env, "agents", "list").stdout
 
 
+def test_an_agents_egress_and_repository(env: dict[str, str]) -> None:
+    args = ["agents", "create", "--name", "dev", "--harness", "opencode", "--model", "m", "--preset", "developer"]
+    args += ["--allow", "git.example.com", "--deny", "gist.github.com", "--repo", "https://git.example.com/a.git"]
+    created = lap(env, *args, "--branch", "main")
+    assert created.returncode == 0, created.stderr
+    shown = lap(env, "agents", "show", "dev").stdout
+    assert "git.example.com" in shown
+    assert "pypi.org" in shown  # the preset, spelled out
+    assert "gist.github.com" in shown
+    assert "https://git.example.com/a.git" in shown
+    bad = lap(env, "agents", "create", "--name", "x", "--harness", "opencode", "--model", "m", "--allow", "a b")
+    assert bad.returncode == 1
+    assert "'a b'" in bad.stderr
+    assert "egress" in bad.stderr
+    secretive = lap(
+        env, "agents", "create", "--name", "y", "--harness", "opencode", "--model", "m", "--repo", "https://u:p@h/r"
+    )
+    assert secretive.returncode == 1
+    assert "repo_url" in secretive.stderr
+
+
 def test_configuration_errors_list_every_key(env: dict[str, str]) -> None:
     result = lap({**env, "LAP_TURN_TIMEOUT": "soon", "LAP_SANDBOX_PIDS": "2"}, "agents", "list")
     assert result.returncode == 1
