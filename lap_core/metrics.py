@@ -1,4 +1,4 @@
-"""Prometheus metrics of a running `Lap`: what its reconciler decided (prometheus-client).
+"""Prometheus metrics of a running `Lap`: what its reconciler and egress gateway decided (prometheus-client).
 
 The server adds these to its `/metrics`; `lap worker --metrics-port` serves them on their own.
 """
@@ -21,7 +21,8 @@ __all__ = ["DecisionCollector"]
 
 
 class DecisionCollector(Collector):
-    """`lap_reconciler_decisions_total`: the decisions of this process's reconciler, by action and reason."""
+    """The decisions of this process: `lap_reconciler_decisions_total` (by action and reason) and
+    `lap_egress_decisions_total` (its egress gateway's, by decision and team)."""
 
     def __init__(self, lap: Lap) -> None:
         self._lap = lap
@@ -36,3 +37,12 @@ class DecisionCollector(Collector):
         for (action, reason), count in sorted(self._lap.decisions.counts.items()):
             family.add_metric([action, reason], count)
         yield family
+        egress = CounterMetricFamily(
+            "lap_egress_decisions",
+            "What this process's egress gateway decided on sandboxes' connections, by decision and team.",
+            labels=["decision", "team"],
+        )
+        gateway = getattr(self._lap, "egress", None)
+        for (decision, team), count in sorted(gateway.decisions.items() if gateway is not None else ()):
+            egress.add_metric([decision, team], count)
+        yield egress

@@ -11,6 +11,7 @@ import pytest
 
 from lap_core import EgressDenied, Error, Lap, Status, ToolResult, TurnEnd
 from lap_core.egress import EgressPolicy
+from lap_core.metrics import DecisionCollector
 from tests.fakes.internet import Internet
 from tests.fakes.plugin import FakesPlugin
 from tests.fixtures import cleanup_sandboxes, lap_env
@@ -79,6 +80,11 @@ async def test_git_pip_and_curl_reach_the_allowed_hosts_and_nothing_else(lap: La
     assert [(e.host, e.port) for e in denied] == [("elsewhere.test", elsewhere.port)]
     # The git server saw a request through the gateway, never one from an address it did not expect.
     assert any(r["path"].endswith("/info/refs?service=git-upload-pack") for r in git.requests)
+    # Counted for /metrics, by decision and team.
+    families = {family.name: family for family in DecisionCollector(lap).collect()}
+    counted = {(s.labels["decision"], s.labels["team"]): s.value for s in families["lap_egress_decisions"].samples}
+    assert counted[("denied", agent.team_id)] == 1
+    assert counted[("allowed", agent.team_id)] >= 2
 
 
 async def test_with_no_policy_a_sandbox_reaches_nothing(lap: Lap, internet: Internet) -> None:
