@@ -45,7 +45,7 @@ from lap_core.events import (
 from lap_core.harness import CliHarness, Harness, LineMapper, LLMAccess, NativeState, json_object
 from lap_core.hookspecs import hookimpl
 from lap_core.integration import Integration
-from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Job, Session, Team, Turn, TurnRecord
+from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Job, Secret, Session, Team, Turn, TurnRecord
 from lap_core.sandbox import (
     ExecResult,
     FileSpec,
@@ -102,6 +102,7 @@ __all__ = [
     "SandboxRef",
     "SandboxSpec",
     "SandboxdError",
+    "Secret",
     "Session",
     "SessionEvent",
     "SessionStore",

@@ -17,9 +17,10 @@ from lap_core.sandbox import LLM_BASE_URL, SandboxSpec
 from lap_sandboxd.protocol import EgressRoute
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
     from pathlib import Path
 
+    from lap_core._engine.secrets import Secrets
     from lap_core._vault import StubKeys
     from lap_core.events import SessionEvent
     from lap_core.harness import Harness
@@ -78,6 +79,8 @@ class SandboxProvider:
         *,
         start_timeout: float,
         egress_targets: Sequence[str] = (),
+        secrets: Secrets | None = None,
+        container_env: Mapping[str, str] | None = None,
     ) -> None:
         self._backend = backend
         self._store = store
@@ -86,6 +89,9 @@ class SandboxProvider:
         self._start_timeout = start_timeout
         # This process's own addresses of the LLM proxy, which the sandboxes of its turns prefer.
         self._egress_targets = list(egress_targets)
+        self._secrets = secrets
+        # The operator's `CONTAINER_ENV_` variables, prefix stripped (lap_core._sandbox_env).
+        self._container_env = dict(container_env or {})
 
     async def get(
         self,
@@ -144,7 +150,7 @@ class SandboxProvider:
             raise SandboxError(f"sandbox {name} is {ref.state}: {ref.detail}")
         client = await self._backend.connect(name)
         try:
-            await client.hydrate(self._payload(session, agent, harness))
+            await client.hydrate(await self._payload(session, agent, harness))
         except SandboxdError as error:
             await client.aclose()
             if created or not retry or error.status not in (0, 401, 403):
@@ -160,16 +166,21 @@ class SandboxProvider:
             await emit(Status(phase="sandbox_ready", detail=name))
         return client
 
-    def _payload(self, session: Session, agent: Agent, harness: Harness) -> HydratePayload:
+    async def _payload(self, session: Session, agent: Agent, harness: Harness) -> HydratePayload:
         """Return what a sandbox is hydrated with: the harness's config, stub keys, the egress route.
 
+        Its environment is the operator's `CONTAINER_ENV_` variables, then the stubs of the agent's
+        secrets (never a value), then the harness's own: each wins over those before it.
         Hydrating every turn is cheap and makes a restarted sandboxd whole again.
         """
         generation = session.sandbox_generation
         llm = LLMAccess(base_url=LLM_BASE_URL, api_key=self._keys.issue(session.id, generation))
         payload = harness.hydrate(agent, llm)
         route = EgressRoute(targets=self._egress_targets, identity=self._keys.identity(session.id, generation))
-        return msgspec.structs.replace(payload, egress={**payload.egress, LLM_LISTEN: route})
+        secrets = await self._secrets.for_agent(agent) if self._secrets is not None else []
+        stubs = {secret.name: self._keys.secret_stub(session.id, generation, secret.id) for secret in secrets}
+        env = {**self._container_env, **stubs, **payload.env}
+        return msgspec.structs.replace(payload, env=env, egress={**payload.egress, LLM_LISTEN: route})
 
     async def replace(
         self, session: Session, agent: Agent, harness: Harness, emit: Callable[[SessionEvent], Awaitable[None]]
