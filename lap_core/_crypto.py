@@ -100,7 +100,9 @@ def key_problems(settings: CoreSettings) -> dict[str, str]:
     return {}
 
 
-def _key_file(path: Path) -> bytes:
+def _key_file(path: Path) -> tuple[bytes, bool]:
+    """Return the key kept in `path` and whether it was made now."""
+    made = False
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -110,8 +112,9 @@ def _key_file(path: Path) -> bytes:
         else:
             with os.fdopen(fd, "w") as file:
                 file.write(base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode() + "\n")
+            made = True
     try:
-        return parse_key(path.read_text())
+        return parse_key(path.read_text()), made
     except ValueError as error:
         raise ConfigError({"ENCRYPTION_KEY": f"unset, and the key file {path} is unusable: {error}"}) from None
 
@@ -119,7 +122,9 @@ def _key_file(path: Path) -> bytes:
 def cipher_from(settings: CoreSettings, data_dir: Path) -> Cipher:
     """Return the cipher of `ENCRYPTION_KEY`, or (development only) of the key file in `data_dir`.
 
-    Raise `ConfigError` for a malformed key, or none in production.
+    The key file is announced with a warning when it is made, and on every start with a shared
+    database (`DATABASE_URL`), whose other processes would each make keys of their own. Raise
+    `ConfigError` for a malformed key, or none in production.
     """
     problems = key_problems(settings)
     if problems:
@@ -127,10 +132,11 @@ def cipher_from(settings: CoreSettings, data_dir: Path) -> Cipher:
     if settings.encryption_key:
         return Cipher(parse_key(settings.encryption_key))
     path = data_dir / KEY_FILE
-    log.warning(
+    key, made = _key_file(path)
+    (log.warning if made or settings.database_url else log.info)(
         "encryption.key_file",
-        hint="ENCRYPTION_KEY is unset: secrets are encrypted with a development key kept in a file; set"
-        " ENCRYPTION_KEY (the same in every process) for production, to this file's content to keep them readable",
+        hint="ENCRYPTION_KEY is unset: secrets are encrypted with a development key file;"
+        " in production set ENCRYPTION_KEY (the same in every process; this file's content keeps them readable)",
         path=str(path),
     )
-    return Cipher(_key_file(path))
+    return Cipher(key)
