@@ -46,7 +46,7 @@ from lap_core.events import (
 from lap_core.harness import CliHarness, Harness, LineMapper, LLMAccess, NativeState, json_object
 from lap_core.hookspecs import hookimpl
 from lap_core.integration import Integration
-from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Job, Session, Team, Turn, TurnRecord
+from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Job, Secret, Session, Team, Turn, TurnRecord
 from lap_core.sandbox import (
     ExecResult,
     FileSpec,
@@ -104,6 +104,7 @@ __all__ = [
     "SandboxRef",
     "SandboxSpec",
     "SandboxdError",
+    "Secret",
     "Session",
     "SessionEvent",
     "SessionStore",

@@ -1,16 +1,19 @@
 """Configuration from the environment (and a `.env` file), validated all at once.
 
 Each settings struct names its fields after the environment variables they read
-(`rename="upper"`: the field `litellm_api_base` reads `LITELLM_API_BASE`). `load_settings`
-validates every struct of the selected components together and raises one `ConfigError`
-that lists every failing key.
+(`rename="upper"`: the field `litellm_api_base` reads `LITELLM_API_BASE`). A struct may give a
+field a second name (the seeds' name of the same setting) in its `env_aliases` class variable;
+setting both to different values is a problem. `load_settings` validates every struct of the
+selected components together and raises one `ConfigError` that lists every failing key.
+Every variable is documented in docs/configuration.md and .env.example (tests/unit/test_docs.py).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar, get_args
 
 import msgspec
 from dotenv import dotenv_values
@@ -33,6 +36,17 @@ EgressHosts = Annotated[
         description="name=address[|address],...",
     ),
 ]
+# A repository to clone over HTTP(S), through the egress gateway; credentials belong in a secret, not the URL.
+RepositoryUrl = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/-]*[A-Za-z0-9_~-](\.git)?/?$",
+        max_length=2048,
+        description="a repository's http(s) URL, without credentials, query or fragment",
+    ),
+]
+Count = Annotated[int, msgspec.Meta(ge=0, le=1000)]
+Positive = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 
 
 class CoreSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
@@ -69,6 +83,18 @@ class CoreSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     lap_egress_ca_cert: str | None = None
     lap_egress_ca_key: str | None = None
     lap_egress_trust: str | None = None
+    # `production` refuses to start without ENCRYPTION_KEY (development keeps a key file).
+    lap_env: Literal["development", "production"] = "development"
+    # 32 bytes, base64 or hex: the key of the secrets kept in the store (lap_core._crypto).
+    encryption_key: str | None = None
+    # Cloned into every new session's workspace, unless the session's agent names a repository.
+    preinstalled_github_repo: RepositoryUrl | None = None
+    # Warm sandboxes, ready before sessions need them (the seeds' names and defaults; the local pool
+    # comes with issue 6/6, the Kubernetes backend reads WARM_POOL_SIZE as LAP_K8S_WARM_POOL_SIZE).
+    warm_pool_size: Count = 2
+    warm_pool_ttl_minutes: Positive = 30
+    warm_pool_max_provisioning: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
+    warm_pool_recent_agent_hours: Positive = 24
 
 
 def host_port(value: str) -> tuple[str, int]:
@@ -87,10 +113,37 @@ def read_environment(env: Mapping[str, str] | None = None, dotenv: Path | None =
     return values
 
 
-def _problem(error: msgspec.ValidationError) -> str:
+def _description(annotation: object) -> str | None:
+    """Return the `Meta(description=...)` of a field's type (or of a member of its union), if any."""
+    for member in (annotation, *get_args(annotation)):
+        for meta in getattr(member, "__metadata__", ()):
+            if isinstance(meta, msgspec.Meta) and meta.description:
+                return meta.description
+    return None
+
+
+def _problem(error: msgspec.ValidationError, annotation: object) -> str:
     message = str(error)
+    description = _description(annotation)
+    if description and "matching regex" in message:
+        return f"expected {description}"  # the pattern itself helps nobody
     # msgspec appends " - at `$...`" for nested paths; one value has no path worth showing.
     return message.split(" - at `", 1)[0]
+
+
+def aliases_of(struct_type: type[msgspec.Struct]) -> dict[str, str]:
+    """Return a settings struct's second names of its fields: field name -> variable name."""
+    aliases: dict[str, str] = getattr(struct_type, "env_aliases", {})
+    return aliases
+
+
+def _given(names: tuple[str, ...], env: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name in names if (value := env.get(name)) is not None and value != ""}
+
+
+def _shown(raw: str) -> str:
+    """Return a bad value as a message may show it: a URL's user info (a token, say) masked."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", raw)
 
 
 def load_settings(
@@ -100,23 +153,29 @@ def load_settings(
 
     Returns the settings by key and the problems by variable name (empty when all is valid);
     callers add problems of their own and raise `ConfigError` once. A struct whose optional fields
-    failed is still returned, with defaults in their place.
+    failed is still returned, with defaults in their place. A field is read from its variable or
+    its alias (`env_aliases`), whichever is set; both set to different values is a problem.
     """
     settings: dict[str, msgspec.Struct] = {}
     problems: dict[str, str] = {}
     for key, struct_type in types.items():
         values: dict[str, object] = {}
+        aliases = aliases_of(struct_type)
         for field in msgspec.structs.fields(struct_type):
             name = field.encode_name
-            raw = env.get(name)
-            if raw is None or raw == "":
+            given = _given((name, aliases[field.name]) if field.name in aliases else (name,), env)
+            if len(set(given.values())) > 1:
+                problems[name] = f"{' and '.join(given)} name the same setting but are set to different values: set one"
+                continue
+            if not given:
                 if field.required:
                     problems[name] = "required but not set"
                 continue
+            source, raw = next(iter(given.items()))
             try:
                 values[name] = msgspec.convert(raw, field.type, strict=False)
             except msgspec.ValidationError as error:
-                problems[name] = f"{_problem(error)} (got {raw!r})"
+                problems[source] = f"{_problem(error, field.type)} (got {_shown(raw)!r})"
         # Build the struct even when some fields failed (with their defaults), so that later checks
         # that depend on it can still run and report their own problems in the same error.
         try:

@@ -9,6 +9,7 @@ import importlib.metadata
 import inspect
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
 import pluggy
 import structlog
 
@@ -19,11 +20,20 @@ from lap_core.specs import HarnessSpec, IntegrationSpec, SandboxBackendSpec, Ses
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    import msgspec
-
 log = structlog.get_logger("lap.plugins")
 SpecT = TypeVar("SpecT", bound="msgspec.Struct")
 ENTRY_POINT_GROUP = "lap"
+
+
+class PluginSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
+    """Which plugins load (read before every other setting: the others depend on the plugins)."""
+
+    # Comma-separated entry point names: load only these.
+    lap_load_plugins: str = ""
+    # Comma-separated entry point names: never load these.
+    lap_disable_plugins: str = ""
+    # Not empty: log every hook call (at debug level).
+    lap_trace_plugins: str = ""
 
 
 def _names(value: str | None) -> set[str]:
@@ -33,8 +43,7 @@ def _names(value: str | None) -> set[str]:
 class PluginRegistry:
     """Registers plugins (given ones and, optionally, the `lap` entry points) and returns their specs.
 
-    Environment: `LAP_LOAD_PLUGINS` (comma-separated entry point names: load only these),
-    `LAP_DISABLE_PLUGINS` (never load these), `LAP_TRACE_PLUGINS` (log every hook call).
+    Environment: see `PluginSettings`.
     """
 
     def __init__(self, plugins: Iterable[object] = (), *, load_entry_points: bool = True, env: Mapping[str, str]):
@@ -42,13 +51,15 @@ class PluginRegistry:
         self.pm.add_hookspecs(hookspecs)
         # Historic: replayed for every plugin registered later, so it can add its own hookspecs.
         self.pm.hook.lap_addhooks.call_historic(kwargs={"plugin_manager": self.pm})
-        if env.get("LAP_TRACE_PLUGINS"):
+        names = {field.encode_name for field in msgspec.structs.fields(PluginSettings)}
+        settings = msgspec.convert({k: v for k, v in env.items() if k in names}, PluginSettings)
+        if settings.lap_trace_plugins:
             self.pm.trace.root.setwriter(lambda message: log.debug("hook", trace=message.rstrip()))
             self.pm.enable_tracing()
         for plugin in plugins:
             self.register(plugin)
         if load_entry_points:
-            self._load_entry_points(_names(env.get("LAP_LOAD_PLUGINS")), _names(env.get("LAP_DISABLE_PLUGINS")))
+            self._load_entry_points(_names(settings.lap_load_plugins), _names(settings.lap_disable_plugins))
 
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin object or module; reject `async def` hook implementations."""

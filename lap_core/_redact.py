@@ -7,7 +7,7 @@ Two layers, both cheap enough to run on every line (`bench/log_redaction.py` mea
   and in `(name, value)` pairs such as ASGI's raw headers, becomes `MASK`.
 - `redact_text` scrubs each rendered line: every secret registered with `register_secret`
   (and its JSON- and repr-escaped forms), LAP team keys (`lapk_<prefix>_<secret>` keeps its
-  public prefix), sandbox stub keys and identities (`lapsk.`, `lapid.` ...), `Bearer`/`Basic`
+  public prefix), sandbox stub keys, identities and secrets' stubs (`lapsk.`, `lapid.`, `lapsec_`), `Bearer`/`Basic`
   credentials and credential headers written out in text (a repr of headers, an exception's message).
 
 The runtime registers the secrets of its environment at start-up (`register_environment`);
@@ -77,6 +77,7 @@ _FOLLOWERS = {
     "lapk_": re.compile(r"[a-z0-9-]{1,64}_(?P<secret>[a-z0-9_-]+)"),  # a team key keeps its public prefix
     "lapsk.": re.compile(rf"(?P<secret>{_KEY_CHARS})"),  # a sandbox's stub key
     "lapid.": re.compile(rf"(?P<secret>{_KEY_CHARS})"),  # a sandbox's identity (sandboxd's forwarder's)
+    "lapsec_": re.compile(r"(?P<secret>[a-z2-7]+)"),  # a secret's stub in a sandbox
     "bearer": _SCHEME_VALUE,
     "basic": _SCHEME_VALUE,
     "authorization": _HEADER_VALUE,  # and proxy-authorization

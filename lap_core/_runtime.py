@@ -14,13 +14,16 @@ import anyio
 import structlog
 
 from lap_core._config import CoreSettings, default_data_dir, host_port, load_settings, read_environment
+from lap_core._crypto import cipher_from, key_problems
 from lap_core._egress import EgressGateway, build_gateway
 from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRunner, Worker
 from lap_core._engine.reconciler import Decisions, Reconciler
 from lap_core._engine.sandboxes import egress_scope, llm_scope
+from lap_core._engine.secrets import Secrets
 from lap_core._loop import quiet_cancelled_wakeups
 from lap_core._plugins import PluginRegistry
 from lap_core._redact import register_environment
+from lap_core._sandbox_env import container_environment
 from lap_core._vault import LLMProxy, StubKeys
 from lap_core.errors import ConfigError, Conflict, NotFound
 from lap_core.models import DEFAULT_TEAM_ID, Team
@@ -69,9 +72,9 @@ class Lap:
     and no proxy runs. `settings` adds settings structs of your own (e.g. a server's), validated
     with everything else; read them back with `settings_of(key)`.
 
-    Attributes available inside the `async with`: `agents`, `sessions`, `store`, `backend`,
-    `harnesses`, `settings`, `data_dir`, `plugins`, and `decisions` (the reconciler's, counted by
-    action and reason: `decisions.counts`).
+    Attributes available inside the `async with`: `agents`, `sessions`, `secrets`, `store`,
+    `backend`, `harnesses`, `settings`, `data_dir`, `plugins`, and `decisions` (the reconciler's,
+    counted by action and reason: `decisions.counts`).
     """
 
     def __init__(
@@ -132,6 +135,9 @@ class Lap:
             for key in ("litellm_api_base", "litellm_api_key"):
                 if getattr(core, key) is None:
                     problems[key.upper()] = "required to run agents (the LiteLLM gateway and its key)"
+        problems.update(key_problems(core))
+        self.container_env, env_problems = container_environment(self._env)
+        problems.update(env_problems)
         component_types = {f"harness:{name}": spec.settings for name, spec in harness_specs.items() if spec.settings}
         component_types |= {f"extra:{key}": struct_type for key, struct_type in self._extra_settings.items()}
         if backend_spec is not None and backend_spec.settings is not None:
@@ -174,6 +180,8 @@ class Lap:
             name: _build(spec, component_settings.get(f"harness:{name}"))
             for name, spec in self.plugins.harnesses().items()
         }
+        self.agents = Agents(self.store, self.harnesses)
+        self.secrets = Secrets(self.store, self.agents, cipher_from(core, self.data_dir))
         tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tasks.cancel_scope.cancel)  # runs first on exit: stop turns before closing the store
         bus = EventBus()
@@ -182,7 +190,10 @@ class Lap:
         self.egress: EgressGateway | None = None
         if self._run_turns:
             self.egress, ca_bundle = build_gateway(
-                self.data_dir, core, scope_of=functools.partial(egress_scope, self.store), note=self._note
+                self.data_dir,
+                core,
+                scope_of=functools.partial(egress_scope, self.store, self.secrets, keys),
+                note=self._note,
             )
             assert core.litellm_api_base is not None
             assert core.litellm_api_key is not None
@@ -208,6 +219,9 @@ class Lap:
             start_timeout=core.lap_sandbox_start_timeout,
             egress_targets=egress,
             ca_bundle=ca_bundle,
+            default_repo=core.preinstalled_github_repo,
+            secrets=self.secrets,
+            container_env=self.container_env,
         )
         runner = TurnRunner(self.store, provider, self.harnesses, bus, turn_timeout=core.lap_turn_timeout)
         self.decisions = Decisions()
@@ -233,7 +247,6 @@ class Lap:
             # Runs before the task group is cancelled (the exit stack unwinds in reverse).
             stack.push_async_callback(self._drain, worker, core.lap_shutdown_grace)
         tasks.start_soon(_relay_changes, self.store, bus, worker)
-        self.agents = Agents(self.store, self.harnesses)
         self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, worker)
         log.debug("lap.started", data_dir=str(self.data_dir), store=store_spec.name, backend=backend_spec.name)
 

@@ -61,6 +61,23 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime = msgspec.field(default_factory=utcnow)
 
 
+class Secret(msgspec.Struct, frozen=True, kw_only=True):
+    """A team's (or one agent's) secret, as LAP shows it: never its value.
+
+    `name` is the environment variable that holds the secret's stub in the sandboxes of the
+    team's agents (only those of `agent_id`, when set); `hosts` are the host names, or
+    `*.suffix` patterns, whose requests the egress gateway puts the real value into.
+    """
+
+    id: str
+    team_id: str
+    name: str
+    hosts: tuple[str, ...]
+    agent_id: str | None = None
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+    updated_at: datetime = msgspec.field(default_factory=utcnow)
+
+
 class Agent(msgspec.Struct, frozen=True, kw_only=True):
     """What to run: a harness, a model and their settings. Sessions are started from an agent.
 

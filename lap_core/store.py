@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from lap_core.events import EventRecord, SessionEvent
-    from lap_core.models import Agent, ApiKey, Job, JobStatus, Session, SessionStatus, Team, TurnRecord
+    from lap_core.models import Agent, ApiKey, Job, JobStatus, Secret, Session, SessionStatus, Team, TurnRecord
 
 
 class StoreChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,7 +122,36 @@ class SessionStore(AsyncResource):
 
     @abstractmethod
     async def delete_agent(self, agent_id: str, *, team_id: str | None = None) -> None:
-        """Delete an agent; raise `NotFound`, or `Conflict` while it still has sessions."""
+        """Delete an agent and its own secrets; raise `NotFound`, or `Conflict` while it still has sessions."""
+
+    # secrets: the store keeps each one's ciphertext, never a value (the engine encrypts and decrypts)
+    @abstractmethod
+    async def create_secret(self, secret: Secret, ciphertext: bytes) -> Secret:
+        """Insert a secret with its ciphertext.
+
+        Raise `NotFound` for an unknown team, or an agent that is not the secret's team's;
+        `Conflict` if the id is taken, or the team (for an agent's secret: the agent) already has a
+        secret of that name.
+        """
+
+    @abstractmethod
+    async def get_secret(self, secret_id: str, *, team_id: str | None = None) -> Secret:
+        """Return a secret (only if it is in `team_id`, when given); raise `NotFound`."""
+
+    @abstractmethod
+    async def list_secrets(self, *, team_id: str | None = None, agent_id: str | None = None) -> list[Secret]:
+        """Return secrets by name, of one team when given; an agent's own before a team-wide one.
+
+        With `agent_id`, only those its sandboxes may get: the agent's own and its team's team-wide ones.
+        """
+
+    @abstractmethod
+    async def secret_ciphertexts(self, secret_ids: Sequence[str]) -> dict[str, bytes]:
+        """Return the ciphertexts of the secrets with these ids, by id (unknown ids are left out)."""
+
+    @abstractmethod
+    async def delete_secret(self, secret_id: str, *, team_id: str | None = None) -> None:
+        """Delete a secret (only if it is in `team_id`, when given); raise `NotFound`."""
 
     # sessions
     @abstractmethod

@@ -9,7 +9,7 @@ import anyio
 import msgspec
 import structlog
 
-from lap_core._egress import EgressScope
+from lap_core._egress import BoundSecret, EgressScope
 from lap_core._engine.checkout import checkout
 from lap_core._install import harness_dir, is_installed
 from lap_core._sandbox_client import SandboxdError
@@ -22,9 +22,10 @@ from lap_core.sandbox import CA_BUNDLE, EGRESS_PROXY_URL, LLM_BASE_URL, FileSpec
 from lap_sandboxd.protocol import EgressRoute
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
     from pathlib import Path
 
+    from lap_core._engine.secrets import Secrets
     from lap_core._vault import StubKeys
     from lap_core.events import SessionEvent
     from lap_core.harness import Harness
@@ -83,16 +84,28 @@ async def llm_scope(store: SessionStore, session_id: str) -> LLMScope | None:
     )
 
 
-async def egress_scope(store: SessionStore, session_id: str) -> EgressScope | None:
-    """Return where a session's sandbox may go now (the gateway asks on every connection), None if it is gone."""
+async def egress_scope(store: SessionStore, secrets: Secrets, keys: StubKeys, session_id: str) -> EgressScope | None:
+    """Return where a session's sandbox may go now and its secrets (the gateway asks on every
+    connection), None if the session is gone."""
     try:
         session = await store.get_session(session_id)
         agent = await store.get_agent(session.agent_id)
     except NotFound:
         return None
+    generation = session.sandbox_generation
+    bound = tuple(
+        BoundSecret(
+            name=item.secret.name,
+            stub=keys.secret_stub(session.id, generation, item.secret.id),
+            value=item.value,
+            hosts=tuple(item.secret.hosts),
+        )
+        for item in await secrets.values_for(agent)
+    )
     return EgressScope(
-        generation=session.sandbox_generation,
+        generation=generation,
         policy=agent.egress or EgressPolicy(),
+        secrets=bound,
         team_id=session.team_id,
         agent_id=agent.id,
     )
@@ -117,6 +130,8 @@ class SandboxProvider:
         egress_targets: Sequence[str] = (),
         ca_bundle: bytes | None = None,
         default_repo: str | None = None,
+        secrets: Secrets | None = None,
+        container_env: Mapping[str, str] | None = None,
     ) -> None:
         self._backend = backend
         self._store = store
@@ -128,6 +143,9 @@ class SandboxProvider:
         # The public CAs and the egress gateway's: what tools in the sandbox trust.
         self._ca_bundle = base64.b64encode(ca_bundle).decode() if ca_bundle is not None else None
         self._default_repo = default_repo  # PREINSTALLED_GITHUB_REPO
+        self._secrets = secrets
+        # The operator's `CONTAINER_ENV_` variables, prefix stripped (lap_core._sandbox_env).
+        self._container_env = dict(container_env or {})
 
     async def get(
         self,
@@ -186,7 +204,7 @@ class SandboxProvider:
             raise SandboxError(f"sandbox {name} is {ref.state}: {ref.detail}")
         client = await self._backend.connect(name)
         try:
-            await client.hydrate(self._payload(session, agent, harness))
+            await client.hydrate(await self._payload(session, agent, harness))
         except SandboxdError as error:
             await client.aclose()
             if created or not retry or error.status not in (0, 401, 403):
@@ -212,9 +230,11 @@ class SandboxProvider:
                     raise
         return client
 
-    def _payload(self, session: Session, agent: Agent, harness: Harness) -> HydratePayload:
+    async def _payload(self, session: Session, agent: Agent, harness: Harness) -> HydratePayload:
         """Return what a sandbox is hydrated with: the harness's config, stub keys, the routes out.
 
+        Its environment is the operator's `CONTAINER_ENV_` variables, then the stubs of the agent's
+        secrets (never a value), then the harness's own: each wins over those before it.
         Hydrating every turn is cheap and makes a restarted sandboxd whole again.
         """
         generation = session.sandbox_generation
@@ -226,7 +246,10 @@ class SandboxProvider:
             LLM_LISTEN: EgressRoute(targets=self._egress_targets, identity=identity),
             EGRESS_LISTEN: EgressRoute(targets=self._egress_targets, identity=identity, service="egress"),
         }
-        files, env = list(payload.files), {**network_env(), **payload.env}
+        secrets = await self._secrets.for_agent(agent) if self._secrets is not None else []
+        stubs = {secret.name: self._keys.secret_stub(session.id, generation, secret.id) for secret in secrets}
+        env = {**self._container_env, **network_env(), **stubs, **payload.env}
+        files = list(payload.files)
         if self._ca_bundle is not None:
             files.append(FileSpec(path=CA_BUNDLE, content_b64=self._ca_bundle, mode=0o644))
         return msgspec.structs.replace(payload, egress=routes, env=env, files=files)

@@ -12,6 +12,10 @@ tell who sent a request without a lookup, and neither is worth anything outside 
 
 The proxy accepts a request only when the two agree and name the session's current generation:
 a stub dies with its session and with its sandbox.
+
+A **secret's stub** (`lapsec_` and 32 base32 characters) is what a sandbox's environment holds in
+place of a secret's value: an HMAC of the session, the generation and the secret, so the egress
+gateway recomputes the stubs of a connection's session to find them, and no stub says whose it is.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 
 STUB_PREFIX = "lapsk"
 IDENTITY_PREFIX = "lapid"
+SECRET_STUB_PREFIX = "lapsec_"
 
 
 class SandboxGrant(msgspec.Struct, frozen=True):
@@ -90,6 +95,12 @@ class StubKeys:
     def identity(self, session_id: str, generation: int) -> str:
         """Return the identity sandboxd's forwarder presents for a session's sandbox."""
         return self._issue(IDENTITY_PREFIX, session_id, generation)
+
+    def secret_stub(self, session_id: str, generation: int, secret_id: str) -> str:
+        """Return the stub a session's sandbox holds for a secret (the same for the same generation)."""
+        message = f"{SECRET_STUB_PREFIX}.{session_id}.{generation}.{secret_id}".encode()
+        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
+        return SECRET_STUB_PREFIX + base64.b32encode(digest[:20]).decode().lower()
 
     def verify_identity(self, value: str) -> SandboxGrant | None:
         """Return whom an identity was issued to, or None if it is not valid."""

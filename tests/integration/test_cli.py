@@ -18,9 +18,14 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def lap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def lap(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "lap_core._cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "lap_core._cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     return result
@@ -84,6 +89,37 @@ def test_an_agents_egress_and_repository(env: dict[str, str]) -> None:
     )
     assert secretive.returncode == 1
     assert "repo_url" in secretive.stderr
+
+
+def test_secrets_lifecycle_reads_the_value_from_stdin_only(env: dict[str, str], data_dir: Path) -> None:
+    value = "ghp_cli-value-0123456789-never-echoed"
+    created = lap(env, "secrets", "create", "GH_TOKEN", "--host", "github.com", "--host", "*.github.com", stdin=value)
+    assert created.returncode == 0, created.stderr
+    assert "created secret GH_TOKEN" in created.stdout
+    assert "github.com, *.github.com" in created.stdout
+    assert lap(env, "agents", "create", "--name", "demo", "--harness", "opencode", "--model", "m").returncode == 0
+    own = lap(env, "secrets", "create", "GH_TOKEN", "--host", "x.test", "--agent", "demo", stdin="agent-own-value\n")
+    assert own.returncode == 0, own.stderr
+    listed = lap(env, "secrets", "list")
+    assert listed.stdout.count("GH_TOKEN") == 2
+    stored = b"".join(path.read_bytes() for path in data_dir.glob("lap.db*"))  # the file and its WAL
+    for text in (created.stdout + created.stderr + listed.stdout, stored.decode("latin-1")):
+        assert value not in text
+        assert "agent-own-value" not in text
+    assert len(lap(env, "secrets", "list", "--agent", "demo").stdout.splitlines()) == 1  # its own shadows the team's
+    reserved = lap(env, "secrets", "create", "PATH", "--host", "a.test", stdin="v")
+    assert reserved.returncode == 1
+    assert "PATH is reserved" in reserved.stderr
+    empty = lap(env, "secrets", "create", "EMPTY", "--host", "a.test")
+    assert empty.returncode == 1
+    assert "value: must not be empty" in empty.stderr
+    assert lap(env, "secrets", "delete", "GH_TOKEN", "--agent", "demo").returncode == 0
+    assert "x.test" not in lap(env, "secrets", "list").stdout
+    assert lap(env, "secrets", "delete", "GH_TOKEN").returncode == 0
+    assert "no secrets yet" in lap(env, "secrets", "list").stdout
+    missing = lap(env, "secrets", "delete", "GH_TOKEN")
+    assert missing.returncode == 1
+    assert "not found" in missing.stderr
 
 
 def test_configuration_errors_list_every_key(env: dict[str, str]) -> None:

@@ -46,6 +46,7 @@ def logging_restored() -> Iterator[None]:
         (f"team key {TEAM_KEY}.", f"team key lapk_0123456789ab_{MASK}."),  # the public prefix stays
         (f"stub={STUB} end", f"stub=lapsk.{MASK} end"),
         ("LAP-SANDBOX lapid.ses_abc.2.kZ0v-Ew_Q1", f"LAP-SANDBOX lapid.{MASK}"),
+        ("GH_TOKEN=lapsec_55pemlloavajzwwnlxg6hing3wok2x7m sent", f"GH_TOKEN=lapsec_{MASK} sent"),  # a secret's stub
         ("Authorization: Bearer abc.def-ghi", f"Authorization: {MASK}"),
         ("proxy-authorization: Basic dXNlcjpwdw== next", f"proxy-authorization: {MASK} next"),
         ("sent bearer tok_123/456= to", f"sent bearer {MASK} to"),

@@ -163,8 +163,8 @@ class KubernetesBackend(Cluster, SandboxBackend):
         return self._ref(created)
 
     def image(self, spec: SandboxSpec) -> str:
-        """Return the sandbox image of a spec: its own, or the harness's from `LAP_K8S_IMAGE`."""
-        return spec.image or self.settings.lap_k8s_image.replace("{harness}", spec.harness)
+        """Return the sandbox image of a spec: its own, or the harness's (`KubernetesSettings.image_for`)."""
+        return spec.image or self.settings.image_for(spec.harness)
 
     async def _find(self, name: str, *, adopt: bool = False) -> dict[str, Any] | None:
         """Return the Sandbox behind a LAP sandbox name (a claimed warm one has a name of its own).

@@ -15,6 +15,7 @@ from lap_server.errors import EXCEPTION_HANDLERS
 from lap_server.observability import Metrics, RequestObserver, metrics_route
 from lap_server.ratelimit import RateLimited, RateLimiter, rate_limit_guard, rate_limited_response
 from lap_server.routes import ROUTES
+from lap_server.secret_routes import SECRET_ROUTES
 from lap_server.team_routes import TEAM_ROUTES
 from lap_server.validation import LapRequest, strict_parameters
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
 
 MAX_BODY = 1024 * 1024
+HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+(/\S*)?$", description="an http(s) URL")]
 
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
@@ -32,6 +34,10 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     lap_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 3000
     # Requests a minute per caller (per key; per address without one), in each web process; 0: no limit.
     lap_rate_limit: Annotated[int, msgspec.Meta(ge=0)] = 600
+    # The server's public URL (behind a proxy, say), for links LAP gives to others.
+    base_url: HttpUrl | None = None
+    # The admin's (the master key's) display name, for the web UI (a later issue); accepted and checked now.
+    ui_username: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")] = "admin"
 
 
 def create_app(lap: Lap, settings: ServerSettings) -> Litestar:
@@ -55,7 +61,7 @@ def create_app(lap: Lap, settings: ServerSettings) -> Litestar:
     if settings.lap_rate_limit:
         guard = rate_limit_guard(guard, RateLimiter(settings.lap_rate_limit), metrics.rate_limited)
     app = Litestar(
-        route_handlers=[*ROUTES, *TEAM_ROUTES, metrics_route(lap, metrics), *extra],
+        route_handlers=[*ROUTES, *TEAM_ROUTES, *SECRET_ROUTES, metrics_route(lap, metrics), *extra],
         dependencies={"lap": Provide(provide_lap), "caller": Provide(provide_caller)},
         guards=[guard],
         before_request=strict_parameters,

@@ -160,6 +160,19 @@ class KeyIn(_In, frozen=True):
     team_id: str | None = None
 
 
+class SecretIn(_In, frozen=True):
+    """A new secret: `name` is the variable holding its stub in sandboxes, `hosts` where its value may go.
+
+    The value is never returned; `agent_id` (an id or name) limits it to one agent's sandboxes.
+    """
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    value: Annotated[str, msgspec.Meta(min_length=1, max_length=64 * 1024)]
+    hosts: Annotated[list[Annotated[str, msgspec.Meta(max_length=256)]], msgspec.Meta(min_length=1, max_length=32)]
+    agent_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    team_id: str | None = None  # the admin's choice; a team key always creates in its own team
+
+
 class KeyOut(msgspec.Struct, frozen=True, kw_only=True):
     """An API key; `key` (the secret) is only in the answer that created it."""
 

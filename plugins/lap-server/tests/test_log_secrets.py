@@ -2,8 +2,8 @@
 
 The server runs as an operator runs it, with console lines and with JSON lines, and a plugin
 (`lap_log_probe`) whose routes fail and log carelessly with the caller's key in hand. Every line
-it writes, on stderr and stdout, is searched for the master key, the team keys, the gateway key
-and a sandbox's stub key.
+it writes, on stderr and stdout, is searched for the master key, the team keys, the gateway key,
+the encryption key, secrets' values (stored, refused) and a sandbox's stub key.
 """
 
 from __future__ import annotations
@@ -52,6 +52,13 @@ def _drive(base: str, master: str, data_dir: Path) -> dict[str, str]:
         for number, key in enumerate(team_keys):
             in_play[f"team key {number}"] = key
             in_play[f"team key {number} secret"] = key.split("_", 2)[2]
+        for number, name in enumerate(("GH_TOKEN", "PATH", "1BAD")):  # stored, then refused with a 422 twice
+            value = in_play[f"secret value {number}"] = f"ghp_{secrets.token_urlsafe(24)}"
+            created = client.post(
+                "/api/secrets", json={"name": name, "value": value, "hosts": ["a.test"]}, headers=admin
+            )
+            assert created.status_code == (201 if number == 0 else 422), created.text
+        assert client.get("/api/secrets", headers=admin).status_code == 200
         callers = [admin, *({"Authorization": f"Bearer {key}"} for key in team_keys)]
         for headers in callers:
             probe_headers = {**headers, "Cookie": f"session={master}", "X-Api-Key": master}
@@ -93,10 +100,16 @@ def _drive(base: str, master: str, data_dir: Path) -> dict[str, str]:
 def test_no_log_line_holds_a_secret(data_dir: Path, tmp_path: Path, json_lines: bool) -> None:
     master = f"master-{secrets.token_urlsafe(24)}"
     gateway = f"sk-gateway-{secrets.token_urlsafe(24)}"
-    env = {"LITELLM_API_KEY": gateway, "LAP_LOG_LEVEL": "debug"} | ({"LAP_LOG_JSON": "1"} if json_lines else {})
+    encryption_key = secrets.token_hex(32)
+    env = {"LITELLM_API_KEY": gateway, "LAP_LOG_LEVEL": "debug", "ENCRYPTION_KEY": encryption_key}
+    env |= {"LAP_LOG_JSON": "1"} if json_lines else {}
     plugins = {"log-probe": "lap_log_probe:plugin"}
     with serve_process(data_dir, tmp_path, master_key=master, plugins=plugins, env=env) as server:
-        in_play = {**_drive(server.base_url, master, data_dir), "gateway key": gateway}
+        in_play = {
+            **_drive(server.base_url, master, data_dir),
+            "gateway key": gateway,
+            "encryption key": encryption_key,
+        }
     text = server.output()
     lines = text.splitlines()
     leaks = {name: len([line for line in lines if secret in line]) for name, secret in in_play.items()}

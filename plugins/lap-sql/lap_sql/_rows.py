@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 
 from lap_core.egress import EgressPolicy
-from lap_core.models import Agent, ApiKey, Job, Session, SessionStatus, Team, TurnRecord
+from lap_core.models import Agent, ApiKey, Job, Secret, Session, SessionStatus, Team, TurnRecord
 
 Row = dict[str, Any]
 
@@ -32,6 +32,19 @@ def api_key(row: Row) -> ApiKey:
         prefix=row["prefix"],
         secret_hash=row["secret_hash"],
         created_at=utc(row["created_at"]),
+    )
+
+
+def secret(row: Row) -> Secret:
+    """Return the `Secret` of a `secrets` row (its ciphertext stays in the row)."""
+    return Secret(
+        id=row["id"],
+        team_id=row["team_id"],
+        agent_id=row["agent_id"],
+        name=row["name"],
+        hosts=tuple(msgspec.json.decode(row["hosts"])),
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from piccolo.columns import BigInt, Boolean, Integer, Text, Timestamptz
+from piccolo.columns import BigInt, Boolean, Bytea, Integer, Text, Timestamptz
 from piccolo.table import Table, create_table_class
 
 if TYPE_CHECKING:
@@ -118,6 +118,19 @@ class ApiKeyRow(Table, tablename="api_keys"):
     created_at = Timestamptz()
 
 
+class SecretRow(Table, tablename="secrets"):
+    """A row of `secrets`: a secret's ciphertext (never its value); `hosts` is a JSON array."""
+
+    id = Text(primary_key=True)
+    team_id = Text()
+    agent_id = Text(null=True, default=None)
+    name = Text()
+    hosts = Text()
+    ciphertext = Bytea()
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
 class MigrationRow(Table, tablename="lap_migrations"):
     """A row of `lap_migrations`: one per migration applied."""
 
@@ -148,6 +161,7 @@ class Tables:
         self.events = _bind(EventRow, engine)
         self.jobs = _bind(JobRow, engine)
         self.api_keys = _bind(ApiKeyRow, engine)
+        self.secrets = _bind(SecretRow, engine)
         self.migrations = _bind(MigrationRow, engine)
 
 
@@ -186,6 +200,26 @@ _EGRESS = [
     "ALTER TABLE agents ADD COLUMN repo_url TEXT",
     "ALTER TABLE agents ADD COLUMN branch TEXT",
 ]
+# Secrets, encrypted by the engine: a name is unique per team (team-wide) or per agent; an agent's
+# secrets go with it.
+_SECRET_COLUMNS = """
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL REFERENCES teams (id),
+        agent_id TEXT REFERENCES agents (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        hosts TEXT NOT NULL,
+        ciphertext {blob} NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+"""
+_SECRETS = {
+    dialect: [
+        f"CREATE TABLE secrets ({_SECRET_COLUMNS.format(blob=blob)})",
+        "CREATE UNIQUE INDEX secrets_scope_name ON secrets (team_id, COALESCE(agent_id, ''), name)",
+        "CREATE INDEX secrets_agent ON secrets (agent_id)",
+    ]
+    for dialect, blob in (("postgres", "BYTEA"), ("sqlite", "BLOB"))
+}
 
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS lap_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
 
@@ -287,5 +321,6 @@ def migrations(dialect: Dialect) -> list[tuple[str, list[str]]]:
         ("0004_busy_policy", _BUSY_POLICY),
         ("0005_client_keys", _CLIENT_KEYS),
         ("0006_sandbox_generation", _SANDBOX_GENERATION),
+        ("0007_secrets", _SECRETS[dialect]),
         ("0009_egress", _EGRESS),
     ]

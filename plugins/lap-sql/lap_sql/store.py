@@ -17,6 +17,7 @@ from lap_sql._database import Database
 from lap_sql._db import not_found
 from lap_sql._jobs import JobQueue
 from lap_sql._keys import ApiKeys
+from lap_sql._secrets import Secrets
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -34,13 +35,13 @@ def _check_page(limit: int, offset: int) -> None:
         raise InvalidInput(f"limit and offset must not be negative (got limit={limit}, offset={offset})")
 
 
-class SqlStore(ApiKeys, JobQueue, SessionStore):
+class SqlStore(ApiKeys, Secrets, JobQueue, SessionStore):
     """A `SessionStore` in SQLite (`sqlite:///path/lap.db`) or PostgreSQL (`postgresql://...`).
 
     Each instance has its own engine and table classes, so stores of different databases can be
     used side by side. Event seqs come from `sessions.last_seq`, bumped and read back in the
     transaction that inserts the events, so concurrent appends never share or skip a seq. The job
-    queue's methods come from `JobQueue`.
+    queue's methods come from `JobQueue`, the API keys' from `ApiKeys`, the secrets' from `Secrets`.
     """
 
     def __init__(self, url: str) -> None:
@@ -161,7 +162,8 @@ class SqlStore(ApiKeys, JobQueue, SessionStore):
         return agent
 
     async def delete_agent(self, agent_id: str, *, team_id: str | None = None) -> None:
-        """Delete an agent; raise `NotFound`, or `Conflict` while it still has sessions."""
+        """Delete an agent and (by the foreign key's cascade) its secrets; raise `NotFound`, or `Conflict`
+        while it still has sessions."""
         t, sessions = self._t.agents, self._t.sessions
         busy = Conflict(f"agent {agent_id!r} still has sessions: delete them first")
         async with self._db.write(foreign_key=busy):
