@@ -32,16 +32,30 @@ def worker(metrics_port: int | None, metrics_host: str) -> None:
     """Run turns from the store's queue until SIGTERM or Ctrl-C (then hand running turns back)."""
 
     async def main() -> None:
-        async with Lap() as lap:
-            if metrics_port is not None:
-                registry = CollectorRegistry()
-                registry.register(DecisionCollector(lap))
-                ProcessCollector(registry=registry)
-                start_http_server(metrics_port, addr=metrics_host, registry=registry)  # a daemon thread
-            click.secho(f"worker running (data dir {lap.data_dir}); Ctrl-C stops it", dim=True, err=True)
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        # Listening before the runtime starts: a SIGTERM while it starts (a supervisor stopping a
+        # worker it just started) ends the start and the process cleanly, not by the signal's default.
+        stop, started = anyio.Event(), False
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals, anyio.CancelScope() as starting:
+
+            async def watch() -> None:
                 async for _ in signals:
-                    break
+                    stop.set()
+                    if not started:
+                        starting.cancel()
+                    return
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(watch)
+                async with Lap() as lap:
+                    started = True
+                    if metrics_port is not None:
+                        registry = CollectorRegistry()
+                        registry.register(DecisionCollector(lap))
+                        ProcessCollector(registry=registry)
+                        start_http_server(metrics_port, addr=metrics_host, registry=registry)  # a daemon thread
+                    click.secho(f"worker running (data dir {lap.data_dir}); Ctrl-C stops it", dim=True, err=True)
+                    await stop.wait()
+                tasks.cancel_scope.cancel()  # the runtime ended on its own: stop listening
         click.secho("worker stopped", dim=True, err=True)
 
     run(main)
