@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import anyio
 import msgspec
@@ -14,7 +15,7 @@ from lap_core._engine.checkout import checkout
 from lap_core._install import harness_dir, is_installed
 from lap_core._sandbox_client import SandboxdError
 from lap_core._vault import LLMScope
-from lap_core.egress import EgressPolicy
+from lap_core.egress import EgressPolicy, host_matches
 from lap_core.errors import HarnessError, NotFound, SandboxError
 from lap_core.events import Error, Status
 from lap_core.harness import LLMAccess
@@ -221,7 +222,7 @@ class SandboxProvider:
             repo = agent.repo_url or self._default_repo
             if repo:
                 try:
-                    await checkout(client, repo, agent.branch, emit)
+                    await checkout(client, repo, agent.branch, emit, token_variable=await self._token_for(agent, repo))
                 except BaseException:
                     # A sandbox without its repository is no use: the next turn starts over.
                     await client.aclose()
@@ -229,6 +230,12 @@ class SandboxProvider:
                         await self._backend.delete(name)
                     raise
         return client
+
+    async def _token_for(self, agent: Agent, repo: str) -> str | None:
+        """Return the name of the agent's secret bound to the repository's host (git's password), if any."""
+        host = (urlsplit(repo).hostname or "").lower()
+        secrets = await self._secrets.for_agent(agent) if self._secrets is not None else []
+        return next((s.name for s in secrets if any(host_matches(p, host) for p in s.hosts)), None)
 
     async def _payload(self, session: Session, agent: Agent, harness: Harness) -> HydratePayload:
         """Return what a sandbox is hydrated with: the harness's config, stub keys, the routes out.

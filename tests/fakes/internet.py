@@ -193,7 +193,7 @@ class Internet:
         """Serve git repositories (repo -> {path: content}, one commit each); `tokens`: repo -> the token it needs."""
         root = self.directory / f"git-{name}"
         for repo, files in repos.items():
-            work = self.directory / f"work-{repo}"
+            work = self.directory / f"work-{name}-{repo}"
             work.mkdir(parents=True)
             for path, content in files.items():
                 (work / path).parent.mkdir(parents=True, exist_ok=True)
