@@ -98,12 +98,14 @@ def _forwarder(directory: Path, session: str) -> tuple[subprocess.Popen[bytes], 
 
 def _curl(url: str, *args: str) -> dict[str, float]:
     out = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{speed_download} %{http_code}", *args, url],
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{speed_download} %{http_code} %{time_connect} %{time_appconnect} %{time_starttransfer}", *args, url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
     assert out[2] == "200", out
+    if os.environ.get("BENCH_DEBUG"):
+        print(url, args[-1], out[3:], file=sys.stderr)
     return {"seconds": float(out[0]), "bytes_per_second": float(out[1])}
 
 
@@ -144,12 +146,15 @@ def main() -> None:
         tunnel, tunnel_port = _forwarder(work / "lap", "ses_plain")
         intercept, intercept_port = _forwarder(work / "lap", "ses_secret")
         processes += [tunnel, intercept]
-        direct = ["--cacert", str(internet.ca_file), "--resolve", f"files.test:{site.port}:127.0.0.1"]
+        # The same CA bundle for all (the sandbox's): reading it is part of every client's handshake.
+        direct = ["--cacert", bundle, "--resolve", f"files.test:{site.port}:127.0.0.1"]
         modes = {
             "direct": direct,
             "tunnel": ["--cacert", bundle, "-x", f"http://127.0.0.1:{tunnel_port}"],
             "terminated": ["--cacert", bundle, "-x", f"http://127.0.0.1:{intercept_port}"],
         }
+        if os.environ.get("BENCH_MODES"):
+            modes = {k: v for k, v in modes.items() if k in os.environ["BENCH_MODES"].split(",")}
         for mode in modes.values():  # warm up (the gateway's leaf certificate, connections, caches)
             _curl(f"{site.url}/small", *mode)
         times: dict[str, list[float]] = {name: [] for name in modes}

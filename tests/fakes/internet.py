@@ -55,6 +55,7 @@ class Site:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK wait
     site: ClassVar[dict[str, Any]] = {}
 
     def log_message(self, *args: object) -> None:
