@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("lap.egress")
 
 HELLO_TIMEOUT = 10.0
+SCOPE_TTL = 2.0
+"""Seconds a session's scope (policy, secrets) is kept: a package manager opens many connections at
+once, each would ask the store; a changed policy or a replaced sandbox applies within this long."""
 CONNECT_TIMEOUT = 10.0
 NOTE_EVERY = 60.0
 """Seconds between two `egress_denied` events of a session for the same destination."""
@@ -90,14 +93,17 @@ class EgressGateway:
         scope_of: Callable[[str], Awaitable[EgressScope | None]],
         note: Callable[[str, SessionEvent], Awaitable[None]],
         upstream_tls: ssl.SSLContext | None = None,
+        scope_ttl: float = SCOPE_TTL,
     ) -> None:
         self._authority = authority
+        self._scope_ttl = scope_ttl
         self._resolver = resolver
         self._scope_of = scope_of
         self._note = note
         self._upstream_tls = upstream_tls or ssl.create_default_context()
         self.decisions: Counter[tuple[str, str]] = Counter()  # (allowed|denied, team) -> count
         self._noted: dict[tuple[str, str, int], float] = {}
+        self._scopes: dict[str, tuple[float, EgressScope | None]] = {}
 
     async def handle(self, stream: SocketStream, grant: SandboxGrant, rest: bytes) -> None:
         """Serve one connection of a sandbox (its identity checked, `rest`: bytes already read)."""
@@ -144,10 +150,18 @@ class EgressGateway:
                     conn.receive_data(b"")
 
     async def _scope(self, grant: SandboxGrant) -> EgressScope:
-        try:
-            scope = await self._scope_of(grant.session_id)
-        except StoreError:
-            raise _Denied(503, "LAP cannot check the egress policy right now; retry") from None
+        now = time.monotonic()
+        cached = self._scopes.get(grant.session_id)
+        if cached is not None and now - cached[0] < self._scope_ttl:
+            scope = cached[1]
+        else:
+            try:
+                scope = await self._scope_of(grant.session_id)
+            except StoreError:
+                raise _Denied(503, "LAP cannot check the egress policy right now; retry") from None
+            if len(self._scopes) > 10_000:
+                self._scopes = {k: v for k, v in self._scopes.items() if now - v[0] < self._scope_ttl}
+            self._scopes[grant.session_id] = (now, scope)
         if scope is None or scope.generation != grant.generation:
             raise _Denied(403, "this sandbox is no longer its session's")
         return scope

@@ -127,6 +127,7 @@ async def _setup(tmp_path: Path) -> AsyncIterator[tuple[Setup, World]]:
         scope_of=scope_of,
         note=note,
         upstream_tls=ssl.create_default_context(cafile=str(world.ca_file)),
+        scope_ttl=0,  # the tests change scopes between requests
     )
     proxy = LLMProxy(
         socket_path=tmp_path / "llm.sock",
@@ -252,6 +253,26 @@ async def test_stubs_become_secrets_toward_their_hosts_only(tmp_path: Path) -> N
     assert other_seen[0]["headers"]["authorization"] == f"Bearer {STUB}"
     assert wrong_host.status_code == 421
     assert len(git_seen) == 3
+
+
+async def test_a_scope_is_asked_for_at_most_every_few_seconds(tmp_path: Path) -> None:
+    async with _setup(tmp_path) as (setup, world):
+        asked: list[str] = []
+        gateway = setup.gateway
+        original = gateway._scope_of
+
+        async def counting(session_id: str) -> EgressScope | None:
+            asked.append(session_id)
+            return await original(session_id)
+
+        gateway._scope_of, gateway._scope_ttl = counting, 60
+        setup.scope = EgressScope(generation=1, policy=_policy("git.test"))
+        with _server(world.context("git.test")) as (port, _), setup.sandbox() as proxy_url:
+            async with setup.client(proxy_url) as client:
+                for _ in range(3):
+                    response = await client.get(f"https://git.test:{port}/", headers={"Connection": "close"})
+                    assert response.status_code == 200
+    assert asked == ["ses_1"]
 
 
 async def test_plain_http_is_checked_and_never_carries_a_secret(tmp_path: Path) -> None:
