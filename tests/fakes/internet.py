@@ -6,7 +6,9 @@ to 127.0.0.1: `LAP_EGRESS_HOSTS`):
 - a git smart-HTTP server: the real `git http-backend` behind a CGI handler, repositories that may
   require HTTP Basic credentials (a token as the password, as GitHub takes it);
 - a package index (PEP 503 simple pages) with wheels made on the spot, for a real `pip`;
-- a plain file server (large downloads, for bench/egress.py).
+- a plain file server (large downloads, for bench/egress.py);
+- an echo server that answers each request with what it received (as httpbin's `/anything` does),
+  over HTTPS or plain HTTP.
 Every request each server receives is recorded, credentials included, so tests can tell what left
 the gateway.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
 import subprocess
 import threading
@@ -35,9 +38,10 @@ __all__ = ["Internet", "Site"]
 class Site:
     """One HTTPS server: its name, port and the requests it received."""
 
-    def __init__(self, name: str, server: ThreadingHTTPServer) -> None:
+    def __init__(self, name: str, server: ThreadingHTTPServer, *, tls: bool = True) -> None:
         self.name = name
         self.server = server
+        self.tls = tls
         self.requests: list[dict[str, Any]] = server.requests  # type: ignore[attr-defined]
 
     @property
@@ -46,7 +50,7 @@ class Site:
 
     @property
     def url(self) -> str:
-        return f"https://{self.name}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.name}:{self.port}"
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -61,9 +65,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def _record(self, body: bytes = b"") -> None:
+    def _record(self, body: bytes = b"") -> dict[str, Any]:
         headers = {k.lower(): v for k, v in self.headers.items()}
-        self.server.requests.append({"method": self.command, "path": self.path, "headers": headers})  # type: ignore[attr-defined]
+        request = {"method": self.command, "path": self.path, "headers": headers}
+        self.server.requests.append(request)  # type: ignore[attr-defined]
+        return request
 
     def _send(
         self, status: int, body: bytes, content_type: str = "text/plain", extra: dict[str, str] | None = None
@@ -148,6 +154,17 @@ class _FilesHandler(_Handler):
     do_HEAD = do_GET
 
 
+class _EchoHandler(_Handler):
+    """Answers every request with what it received: method, target and headers, as JSON."""
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        request = self._record(self.rfile.read(length) if length else b"")
+        self._send(200, json.dumps(request).encode(), "application/json")
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _echo
+
+
 def wheel(name: str, version: str, module: str) -> tuple[str, bytes]:
     """Return the file name and bytes of a minimal wheel holding one module."""
     dist = f"{name.replace('-', '_')}-{version}"
@@ -179,14 +196,15 @@ class Internet:
         self.ca_file.write_bytes(self.ca.cert_pem)
         self.sites: list[Site] = []
 
-    def _serve(self, name: str, handler: type[_Handler]) -> Site:
+    def _serve(self, name: str, handler: type[_Handler], *, tls: bool = True) -> Site:
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         server.requests = []  # type: ignore[attr-defined]
-        context: ssl.SSLContext = self.ca.context_for(name)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        if tls:
+            context: ssl.SSLContext = self.ca.context_for(name)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        site = Site(name, server)
+        site = Site(name, server, tls=tls)
         self.sites.append(site)
         return site
 
@@ -223,6 +241,10 @@ class Internet:
     def files(self, name: str, files: dict[str, bytes]) -> Site:
         """Serve files (path -> bytes)."""
         return self._serve(name, type("FilesHandler", (_FilesHandler,), {"files": dict(files)}))
+
+    def echo(self, name: str, *, tls: bool = True) -> Site:
+        """Serve an echo of every request (over plain HTTP with `tls=False`)."""
+        return self._serve(name, _EchoHandler, tls=tls)
 
     def env(self) -> dict[str, str]:
         """The settings that make a LAP's gateway find and trust these sites."""

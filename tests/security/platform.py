@@ -5,6 +5,8 @@ as the console renders it (`lap -vv serve`, started first, so its LLM proxy serv
 (`lap -vv --log-json serve`). The local backend runs real bubblewrap sandboxes as the unprivileged sandbox user; the
 gateway is a real LiteLLM proxy in front of the scripted fake LLM, and its key (the real key) is random. Two teams,
 each with its own key, agent (Codex) and sessions; team A talks to the console server, team B to the JSON one.
+The egress gateways reach the test internet (`world`); team A holds a secret bound to its git host, and its agent's
+egress policy allows the test sites; team B's agent has no policy.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tests.fakes.litellm import LiteLLMProxy, free_port
 from tests.fakes.llm_server import FakeLLM
 from tests.fixtures import PG_ADMIN, lap_env
 from tests.security.recorders import EchoServer, SocketRecorder, wait_until
+from tests.security.world import World
 
 LAP = [sys.executable, "-m", "lap_core._cli"]
 SESSIONS = {"a1": "a", "a2": "a", "a_deleted": "a", "a_restarted": "a", "a_disk": "a", "b1": "b", "b2": "b"}
@@ -60,6 +63,7 @@ class SessionInfo:
     id: str
     marker: str = ""
     stubs: list[str] = field(default_factory=list)  # every stub key its sandboxes held, oldest first
+    secret_stubs: list[str] = field(default_factory=list)  # every secret's stub its sandboxes held, oldest first
     deleted: bool = False
 
 
@@ -105,6 +109,7 @@ class Platform:
         self.litellm = LiteLLMProxy(self.fake.url, master_key=self.real_key)
         self.echo = EchoServer()
         self.recorder = SocketRecorder(self.root / "host.sock")
+        self.world = World(self.root / "internet")
 
     # --- processes ----------------------------------------------------------------------------------------------
 
@@ -121,6 +126,7 @@ class Platform:
             HOME=os.environ.get("HOME", "/root"),
             LAP_SANDBOX_DISK_MB=str(DISK_LIMIT_MIB),
             LAP_SANDBOX_START_TIMEOUT="20",
+            **self.world.env(),
         )
         migrated = subprocess.run([*LAP, "migrate"], env=self.env, capture_output=True, text=True, timeout=120)
         assert migrated.returncode == 0, migrated.stderr
@@ -184,6 +190,7 @@ class Platform:
             self.fake.stop()
             self.echo.close()
             self.recorder.close()
+            self.world.close()
             asyncio.run(_pg(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
             subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], check=False)
 
@@ -215,10 +222,14 @@ class Platform:
             made = self.api("master", "POST", "/api/keys", json={"name": f"key-{team}", "team_id": self.team_ids[team]})
             assert made.status_code == 201, made.text
             self.team_keys[team] = made.json()["key"]
-            agent = {"name": f"agent-{team}", "harness": "codex", "model": "fake-model"}
+            agent: dict[str, Any] = {"name": f"agent-{team}", "harness": "codex", "model": "fake-model"}
+            if team == "a":
+                agent["egress"] = self.world.policy()
             created = self.api(team, "POST", "/api/agents", json=agent)
             assert created.status_code == 201, created.text
             self.agent_ids[team] = created.json()["id"]
+        created = self.api("a", "POST", "/api/secrets", json=self.world.secret())
+        assert created.status_code == 201, created.text
         for key, team in SESSIONS.items():
             created = self.api(team, "POST", "/api/sessions", json={"agent_id": f"agent-{team}", "title": key})
             assert created.status_code == 201, created.text
@@ -286,6 +297,19 @@ class Platform:
             found[f"team_key_{team}"] = key
             found[f"team_key_{team}_secret"] = key.rsplit("_", 1)[-1]
         found |= {"upstream_key_openai": "sk-upstream-fake", "upstream_key_anthropic": "sk-upstream-ant"}
+        return found | {"team_secret": self.world.token} | self.egress_keys()
+
+    def egress_keys(self) -> dict[str, str]:
+        """The egress gateway's private keys: its CA's and each process's leaf key, whole and their first line."""
+        found = {}
+        paths = [self.data_dir / "secrets" / "egress-ca.key", *(self.data_dir / "run" / "egress").glob("*/leaf.key")]
+        for i, path in enumerate(sorted(paths)):
+            try:
+                pem = path.read_text()
+            except OSError:
+                continue
+            found[f"egress_key_{path.name}_{i}"] = pem
+            found[f"egress_key_{path.name}_{i}_line"] = pem.splitlines()[1]
         return found
 
     def foreign_secrets(self, key: str) -> dict[str, str]:
@@ -294,6 +318,7 @@ class Platform:
         for other in self.sessions.values():
             if other.key != key:
                 found |= {f"stub_of_{other.key}_{i}": stub for i, stub in enumerate(other.stubs)}
+                found |= {f"secret_stub_of_{other.key}_{i}": stub for i, stub in enumerate(other.secret_stubs)}
                 if other.marker:
                     found[f"marker_of_{other.key}"] = other.marker
         return found

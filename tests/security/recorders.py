@@ -1,10 +1,12 @@
-"""What the leak suite listens with on the host: a recording echo server, a recording unix socket, a memory sampler."""
+"""What the leak suite listens with on the host: a recording echo server, a recording unix socket and loopback port,
+a DNS sniffer, a memory sampler."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -59,24 +61,23 @@ class EchoServer:
         self._server.server_close()
 
 
-class SocketRecorder:
-    """A unix socket on the host that records each connection and the bytes it receives, then hangs up."""
+class ConnectionRecorder:
+    """Listening sockets on the host that record each connection and the bytes it receives, then hang up."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, listeners: list[socket.socket]) -> None:
         self.connections: list[bytes] = []
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._socket.bind(str(path))
-        self._socket.listen(16)
-        self._socket.settimeout(0.2)
+        self._sockets = listeners
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._serve, args=(s,), daemon=True) for s in listeners]
+        for listener, thread in zip(listeners, self._threads, strict=True):
+            listener.listen(16)
+            listener.settimeout(0.2)
+            thread.start()
 
-    def _serve(self) -> None:
+    def _serve(self, listener: socket.socket) -> None:
         while not self._stop.is_set():
             try:
-                connection, _ = self._socket.accept()
+                connection, _ = listener.accept()
             except TimeoutError:
                 continue
             except OSError:
@@ -93,7 +94,102 @@ class SocketRecorder:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        for thread in self._threads:
+            thread.join(5)
+        for listener in self._sockets:
+            listener.close()
+
+
+class SocketRecorder(ConnectionRecorder):
+    """A recording unix socket on the host."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        super().__init__([listener])
+
+
+class PortRecorder(ConnectionRecorder):
+    """A recording TCP port on the host's loopback, the same port on 127.0.0.1 and on ::1: whatever arrives there
+    was sent to the host's own services."""
+
+    def __init__(self) -> None:
+        for _ in range(20):  # a port free on 127.0.0.1 may be taken on ::1
+            v4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            v4.bind(("127.0.0.1", 0))
+            self.port = int(v4.getsockname()[1])
+            v6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            try:
+                v6.bind(("::1", self.port))
+            except OSError:
+                v4.close()
+                v6.close()
+                continue
+            super().__init__([v4, v6])
+            return
+        raise OSError("no port free on both 127.0.0.1 and ::1")
+
+
+def _dns_payload(packet: bytes, ethertype: int) -> bytes | None:
+    """The UDP or TCP payload of an IP packet to or from port 53 (None for any other packet)."""
+    if ethertype == 0x0800 and len(packet) >= 20:
+        protocol, header = packet[9], (packet[0] & 0x0F) * 4
+    elif ethertype == 0x86DD and len(packet) >= 40:
+        protocol, header = packet[6], 40  # (a DNS query carries no extension headers)
+    else:
+        return None
+    if protocol not in (6, 17) or len(packet) < header + 8:
+        return None
+    source, destination = struct.unpack_from("!HH", packet, header)
+    if 53 not in (source, destination):
+        return None
+    return packet[header + (8 if protocol == 17 else (packet[header + 12] >> 4) * 4) :]
+
+
+class DnsSniffer:
+    """Watches the DNS traffic of every interface of the host (a packet socket: root only) while it is open, keeping
+    the messages that hold a marker: the host asked a name server about a name the marker is part of."""
+
+    ETH_P_ALL = 0x0003
+
+    def __init__(self, marker: bytes) -> None:
+        self.marker = marker
+        self.seen: list[bytes] = []
+        self._socket = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(self.ETH_P_ALL))
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self._socket.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _keep(self) -> None:
+        packet, address = self._socket.recvfrom(1 << 16)
+        payload = _dns_payload(packet, address[1])
+        if payload is not None and self.marker in payload:
+            self.seen.append(payload)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._keep()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def __enter__(self) -> DnsSniffer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._socket.setblocking(False)
+        try:  # what arrived before the stop and is still queued
+            while True:
+                self._keep()
+        except OSError:
+            pass
         self._socket.close()
 
 

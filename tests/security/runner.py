@@ -238,23 +238,31 @@ def write_marker(platform: Platform, key: str) -> None:
         _write_private(platform.volume(key) / part, (), "lap-marker.txt", session.marker.encode())
 
 
-def read_own_stubs(platform: Platform, key: str) -> None:
-    """Learn the stubs the session's sandboxes reported (the kit appends each new one to `own-stubs`)."""
+def _read_loot(platform: Platform, key: str, name: str) -> list[str]:
+    """The words of a file the sandbox left in its drop box (none if it left no such regular file)."""
     try:
         workspace = _open_dir(None, platform.volume(key) / "workspace")
     except FileNotFoundError:
-        return
+        return []
     try:
         loot = _open_dir(workspace, LOOT)
         try:
-            fd = os.open("own-stubs", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=loot)
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=loot)
         finally:
             os.close(loot)
         with os.fdopen(fd, "rb") as file:
             data = file.read(1 << 16) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
     except OSError:  # no drop box, or not a directory or file: the sandbox reported nothing
-        return
+        return []
     finally:
         os.close(workspace)
+    return data.decode(errors="replace").split()
+
+
+def read_own_stubs(platform: Platform, key: str) -> None:
+    """Learn the stub keys and secrets' stubs the session's sandboxes reported (the kit appends each new one to
+    `own-stubs` and `own-secret-stubs`)."""
     session = platform.sessions[key]
-    session.stubs += [stub for stub in data.decode(errors="replace").split() if stub not in session.stubs]
+    session.stubs += [stub for stub in _read_loot(platform, key, "own-stubs") if stub not in session.stubs]
+    found = _read_loot(platform, key, "own-secret-stubs")
+    session.secret_stubs += [stub for stub in found if stub not in session.secret_stubs]

@@ -1,7 +1,7 @@
 """The global assertion, after every other probe (this file runs last): the real key, the master key, every team
-key and its secret, the gateway's upstream keys and every sandboxd token appear in no event log of any session, no
-API answer and no log line (console or JSON); no session's event log holds another session's stub or marker file;
-no log line holds any stub or marker.
+key and its secret, the gateway's upstream keys, team A's secret, the egress gateway's private keys and every sandboxd
+token appear in no event log of any session, no API answer and no log line (console or JSON); no session's event log
+holds another session's stub (a key's or a secret's) or marker file; no log line holds any stub or marker.
 
 Before it, the LLM proxy moves to the JSON-logging server (the console one stops, as in a rolling restart) and the
 request-target probes (which make the proxy fail) run again there, so the JSON log goes through the failures the
@@ -96,6 +96,7 @@ def test_no_secret_in_any_log_line(platform: Platform) -> None:
     known = _platform_secrets(platform)
     for session in platform.sessions.values():
         known |= {f"stub_of_{session.key}_{i}": stub for i, stub in enumerate(session.stubs)}
+        known |= {f"secret_stub_of_{session.key}_{i}": stub for i, stub in enumerate(session.secret_stubs)}
         if session.marker:
             known[f"marker_of_{session.key}"] = session.marker
     lines = platform.log_lines()

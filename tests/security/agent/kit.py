@@ -150,6 +150,20 @@ def remember_own_stub():
     return stub
 
 
+SECRET_STUB = re.compile(r"lapsec_[a-z2-7]+")
+
+
+def remember_secret_stubs():
+    """Append the secrets' stubs this sandbox's processes hold to the loot box; return them."""
+    values = list(os.environ.values()) + [value for pid in pids() for value in environ_of(pid).values()]
+    stubs = list(dict.fromkeys(value for value in values if SECRET_STUB.fullmatch(value)))
+    path = os.path.join(LOOT, "own-secret-stubs")
+    known = (read(path) or b"").decode().split()
+    with open(path, "a") as file:
+        file.writelines(stub + "\n" for stub in stubs if stub not in known)
+    return stubs
+
+
 def loot(name, default=None):
     """A JSON file the test dropped into the loot box."""
     data = read(os.path.join(LOOT, name))
@@ -271,4 +285,5 @@ def self_check():
 
 
 STUB = remember_own_stub()
+SECRET_STUBS = remember_secret_stubs()
 self_check()
