@@ -113,6 +113,22 @@ def host_matches(pattern: str, host: str) -> bool:
     return host.endswith(pattern[1:]) if pattern.startswith("*.") else host == pattern
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_network(rule: str) -> bool:
+    try:
+        ipaddress.ip_network(_split(rule)[0].strip("[]"), strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _in(network: ipaddress.IPv4Network | ipaddress.IPv6Network, address: str) -> bool:
     try:
         return ipaddress.ip_address(address.strip("[]")) in network
@@ -146,6 +162,25 @@ class EgressPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     def allow_rules(self) -> tuple[str, ...]:
         """The allow rules with the presets' spelled out."""
         return (*self.allow, *(rule for name in self.presets for rule in PRESETS.get(name, ())))
+
+    def before_resolving(self, host: str, port: int) -> Verdict | None:
+        """Decide on a destination by its name alone, if the rules allow (None: resolve it, then `verdict`).
+
+        The gateway asks this first, so that a name no rule could open is never looked up: the
+        look-up itself would carry what the agent put in the name to the name's DNS servers.
+        """
+        host = host.lower().rstrip(".").strip("[]")
+        if _is_ip(host):
+            return None
+        for rule in self.deny:
+            if not _is_network(rule) and _matches(rule, host, port, ())[0]:
+                return Verdict(allowed=False, reason=f"denied by the rule {rule!r}")
+        rules = self.allow_rules()
+        if any(_is_network(rule) for rule in rules):
+            return None  # an IP or CIDR rule may open it: only its addresses tell
+        if not any(_matches(rule, host, port, ())[0] for rule in rules):
+            return Verdict(allowed=False, reason=f"{host}:{port} is not in the agent's egress allow list")
+        return None
 
     def verdict(self, host: str, port: int, addresses: tuple[str, ...] = ()) -> Verdict:
         """Decide on a destination: a host (name or IP literal), a port and the addresses it resolved to."""

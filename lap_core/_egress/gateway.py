@@ -169,10 +169,17 @@ class EgressGateway:
     async def _decide(
         self, grant: SandboxGrant, scope: EgressScope, host: str, port: int, mode: str
     ) -> tuple[str, ...]:
-        """Resolve and check a destination; return its addresses, or raise `_Denied` (noted, logged, counted)."""
-        addresses = await self._resolver.resolve(host, port)
-        verdict = scope.policy.verdict(host, port, addresses)
+        """Resolve and check a destination; return its addresses, or raise `_Denied` (noted, logged, counted).
+
+        A name the policy cannot open whatever it resolves to is refused without being looked up.
+        """
+        verdict = scope.policy.before_resolving(host, port)
+        addresses: tuple[str, ...] = ()
+        if verdict is None:
+            addresses = await self._resolver.resolve(host, port)
+            verdict = scope.policy.verdict(host, port, addresses)
         decision = "allowed" if verdict.allowed and addresses else "denied"
+        unresolved = verdict.allowed and not addresses
         self.decisions[(decision, scope.team_id)] += 1
         log.info(
             "egress.decision",
@@ -182,7 +189,7 @@ class EgressGateway:
             port=port,
             mode=mode,
             allowed=decision == "allowed",
-            reason=verdict.reason if addresses else "the name does not resolve",
+            reason="the name does not resolve" if unresolved else verdict.reason,
         )
         if not verdict.allowed:
             await self._denied_note(grant.session_id, host, port, verdict.reason)
@@ -211,7 +218,8 @@ class EgressGateway:
                     return await anyio.connect_tcp(address, port)
             except (OSError, TimeoutError) as error:
                 errors.append(f"{address}: {error or type(error).__name__}")
-        raise _Denied(502, f"cannot connect: {'; '.join(errors)}")
+        log.warning("egress.connect_failed", port=port, errors=errors)
+        raise ConnectionError(f"cannot connect: {'; '.join(errors)}")
 
     async def _connect(
         self, conn: h11.Connection, stream: SocketStream, grant: SandboxGrant, scope: EgressScope, host: str, port: int
@@ -238,7 +246,13 @@ class EgressGateway:
 
         async def connect() -> ByteStream:
             tcp = await self._open(addresses, port)
-            return await TLSStream.wrap(tcp, hostname=host, ssl_context=self._upstream_tls, standard_compatible=False)
+            try:
+                return await TLSStream.wrap(
+                    tcp, hostname=host, ssl_context=self._upstream_tls, standard_compatible=False
+                )
+            except BaseException:
+                await tcp.aclose()  # a host that does not prove who it is gets nothing, not even a hanging handshake
+                raise
 
         await relay(
             tls,

@@ -3,19 +3,24 @@
 Used for the HTTPS the gateway terminates (a session with secrets) and for plain-HTTP proxy
 requests. A secret's stub in a header value, in HTTP Basic credentials or in the request target is
 replaced by the secret's value only toward the secret's bound hosts, and only over TLS; a stub going
-anywhere else goes out unchanged, and is reported (`Swapped.elsewhere`) for the gateway to log.
+anywhere else goes out unchanged, and is reported (`Swapped.elsewhere`) for the gateway to log. An
+answer to a request that carried a secret goes back with the secret scrubbed (`scrub`): a host that
+echoes its request hands the sandbox the stub, never the value.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import h11
 import msgspec
+import structlog
 
+from lap_core._egress.scrub import Scrubber
 from lap_core.egress import host_matches
 
 if TYPE_CHECKING:
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
     from anyio.abc import ByteStream
 
 __all__ = ["BoundSecret", "Swapped", "relay"]
+
+log = structlog.get_logger("lap.egress")
 
 IDLE_TIMEOUT = 300.0
 _HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
@@ -159,10 +166,21 @@ async def relay(
             if any(n == b"expect" and v.lower() == b"100-continue" for n, v in request.headers):
                 await _send(inbound, client, h11.InformationalResponse(status_code=100, headers=[]))
             on_request(request.method.decode("latin-1"), target.decode("latin-1")[:200], report)
+            sent = [secret for secret in secrets if secret.name in report.swapped]
+            scrubber = Scrubber([(s.value.encode(), s.stub.encode()) for s in sent]) if sent else None
+            if scrubber is not None:  # the answer must be readable to be scrubbed
+                headers = [(n, v) for n, v in headers if n != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
             if upstream is None or outbound is None or outbound.our_state is not h11.IDLE:
                 if upstream is not None:
                     await upstream.aclose()
-                upstream, outbound = await connect(), h11.Connection(h11.CLIENT)
+                    upstream = None
+                try:
+                    upstream = await connect()
+                except (OSError, ssl.SSLError) as error:
+                    log.warning("egress.upstream_failed", host=host, port=port, error=str(error))
+                    await _refuse(inbound, client, 502, f"cannot reach {host}:{port}: {error}")
+                    return
+                outbound = h11.Connection(h11.CLIENT)
             await _send(outbound, upstream, h11.Request(method=request.method, target=target, headers=headers))
             while True:  # the request's body, as it comes
                 event = await _next(inbound, client, IDLE_TIMEOUT)
@@ -179,10 +197,24 @@ async def relay(
                     continue
                 if isinstance(event, h11.Response):
                     headers = [(n, v) for n, v in event.headers if n not in _HOP]
+                    if scrubber is not None:
+                        encoding = b"".join(v for n, v in headers if n == b"content-encoding").lower()
+                        if encoding not in (b"", b"identity"):
+                            await _refuse(
+                                inbound, client, 502, f"{host} answered {encoding.decode()} where a secret went"
+                            )
+                            return
+                        # Scrubbed, the body's length changes: h11 frames it anew.
+                        headers = [(n, scrubber.scrub(v)) for n, v in headers if n != b"content-length"]
                     await _send(inbound, client, h11.Response(status_code=event.status_code, headers=headers))
                 elif isinstance(event, h11.Data):
-                    await _send(inbound, client, h11.Data(data=event.data))
+                    data = scrubber.feed(event.data) if scrubber is not None else event.data
+                    if data:
+                        await _send(inbound, client, h11.Data(data=data))
                 elif isinstance(event, h11.EndOfMessage):
+                    rest = scrubber.end() if scrubber is not None else b""
+                    if rest:
+                        await _send(inbound, client, h11.Data(data=rest))
                     await _send(inbound, client, h11.EndOfMessage())
                     break
                 else:

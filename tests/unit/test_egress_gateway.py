@@ -50,9 +50,27 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
+class _Echo(_Recorder):
+    """Answers with what it got: its credentials and target in a header and in the body."""
+
+    def do_GET(self) -> None:
+        self.server.seen.append({"path": self.path, "headers": dict(self.headers)})  # type: ignore[attr-defined]
+        echoed = f"{self.headers.get('authorization')} {self.path}"
+        body = f"you sent: {echoed}".encode() * 3
+        self.send_response(200)
+        self.send_header("x-echo", echoed)
+        self.send_header("content-length", str(len(body)))
+        if "gzip" in self.path:
+            self.send_header("content-encoding", "gzip")
+        self.end_headers()
+        self.wfile.write(body)
+
+
 @contextmanager
-def _server(context: ssl.SSLContext | None) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+def _server(
+    context: ssl.SSLContext | None, handler: type[BaseHTTPRequestHandler] = _Recorder
+) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.seen = []  # type: ignore[attr-defined]
     if context is not None:
         server.socket = context.wrap_socket(server.socket, server_side=True)
@@ -288,3 +306,31 @@ async def test_plain_http_is_checked_and_never_carries_a_secret(tmp_path: Path) 
     assert seen[0]["headers"]["authorization"] == f"Bearer {STUB}"  # no secret in clear text
     assert denied.status_code == 403
     assert "not in the agent's egress allow list" in denied.text
+
+
+async def test_a_host_that_echoes_its_request_hands_back_the_stub_never_the_value(tmp_path: Path) -> None:
+    async with _setup(tmp_path) as (setup, world):
+        secret = BoundSecret(name="GITHUB_TOKEN", stub=STUB, value=TOKEN, hosts=("git.test",))
+        setup.scope = EgressScope(generation=1, policy=_policy("git.test"), secrets=(secret,))
+        with _server(world.context("git.test"), _Echo) as (port, seen), setup.sandbox() as proxy_url:
+            async with setup.client(proxy_url) as client:
+                echoed = await client.get(f"https://git.test:{port}/anything?q={STUB}", headers={"Authorization": STUB})
+                compressed = await client.get(f"https://git.test:{port}/gzip", headers={"Authorization": STUB})
+    assert seen[0]["headers"]["authorization"] == TOKEN  # the host got the value
+    assert seen[0]["headers"]["accept-encoding"] == "identity"  # asked for an answer it can read
+    assert TOKEN not in echoed.text
+    assert TOKEN not in echoed.headers["x-echo"]
+    assert echoed.text == f"you sent: {STUB} /anything?q={STUB}" * 3
+    assert compressed.status_code == 502  # an answer it cannot read goes nowhere
+
+
+async def test_a_host_whose_certificate_does_not_prove_it_gets_no_request(tmp_path: Path) -> None:
+    async with _setup(tmp_path) as (setup, world):
+        secret = BoundSecret(name="GITHUB_TOKEN", stub=STUB, value=TOKEN, hosts=("git.test",))
+        setup.scope = EgressScope(generation=1, policy=_policy("git.test"), secrets=(secret,))
+        with _server(world.context("other.test")) as (port, seen), setup.sandbox() as proxy_url:
+            async with setup.client(proxy_url) as client:
+                response = await client.get(f"https://git.test:{port}/", headers={"Authorization": STUB})
+    assert response.status_code == 502
+    assert "certificate" in response.text.lower()
+    assert seen == []
