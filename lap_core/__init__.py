@@ -45,7 +45,19 @@ from lap_core.events import (
 from lap_core.harness import CliHarness, Harness, LineMapper, LLMAccess, NativeState, json_object
 from lap_core.hookspecs import hookimpl
 from lap_core.integration import Integration
-from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Job, Session, Team, Turn, TurnRecord
+from lap_core.models import (
+    DEFAULT_TEAM_ID,
+    Agent,
+    ApiKey,
+    Budget,
+    Job,
+    Session,
+    Team,
+    Turn,
+    TurnRecord,
+    UsageRecord,
+    UsageTotals,
+)
 from lap_core.sandbox import (
     ExecResult,
     FileSpec,
@@ -67,6 +79,7 @@ __all__ = [
     "DEFAULT_TEAM_ID",
     "Agent",
     "ApiKey",
+    "Budget",
     "CliHarness",
     "ConfigError",
     "Conflict",
@@ -117,6 +130,8 @@ __all__ = [
     "TurnEnd",
     "TurnRecord",
     "Usage",
+    "UsageRecord",
+    "UsageTotals",
     "UserMessage",
     "decode_event",
     "encode_event",

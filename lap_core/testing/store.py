@@ -34,6 +34,7 @@ from lap_core.testing._base import (
     _without_at,
 )
 from lap_core.testing._turns import TurnTests
+from lap_core.testing.usage import UsageTests
 
 if TYPE_CHECKING:
     from lap_core.store import SessionStore
@@ -59,7 +60,7 @@ EVERY_EVENT: tuple[ev.SessionEvent, ...] = (
 """At least one event of every type of `SessionEvent`, with optional fields both set and defaulted."""
 
 
-class StoreConformance(TurnTests):
+class StoreConformance(UsageTests, TurnTests):
     """Tests every method of `SessionStore`; subclass it and provide the `store` fixture."""
 
     # migrations

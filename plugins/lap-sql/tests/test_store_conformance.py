@@ -36,6 +36,7 @@ MIGRATIONS = [
     "0004_busy_policy",
     "0005_client_keys",
     "0006_sandbox_generation",
+    "0008_usage",
 ]
 PG_URL = os.environ.get("DATABASE_URL_TEST", "postgresql://postgres@127.0.0.1:5432/test")
 
