@@ -20,7 +20,7 @@ from lap_core._engine.sandboxes import llm_scope
 from lap_core._loop import quiet_cancelled_wakeups
 from lap_core._plugins import PluginRegistry
 from lap_core._redact import register_environment
-from lap_core._vault import LLMProxy, StubKeys
+from lap_core._vault import LLMProxy, StubKeys, UsageCounters
 from lap_core.errors import ConfigError, Conflict, NotFound
 from lap_core.models import DEFAULT_TEAM_ID, Team
 from lap_core.sandbox import VAULT_DIR, SandboxContext
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     import msgspec
 
+    from lap_core.events import SessionEvent
     from lap_core.harness import Harness
     from lap_core.sandbox import SandboxBackend
     from lap_core.specs import SessionStoreSpec
@@ -41,6 +42,16 @@ log = structlog.get_logger("lap")
 
 def _build(spec: Any, settings: msgspec.Struct | None, **context: Any) -> Any:
     return spec.factory(settings, **context) if spec.settings is not None else spec.factory(**context)
+
+
+async def _note(store: SessionStore, bus: EventBus, session_id: str, event: SessionEvent) -> None:
+    """Append an event the host adds outside any turn (`turn_id` None) to a session's log, waking its followers.
+
+    The LLM proxy notes `budget_exceeded` errors this way. Never the running turn's id: a worker
+    re-attaching to a turn compares the turn's logged events with its harness's replay.
+    """
+    await store.append_events(session_id, [event])
+    bus.notify(session_id)
 
 
 async def _relay_changes(store: SessionStore, bus: EventBus, worker: Worker) -> None:
@@ -68,8 +79,9 @@ class Lap:
     with everything else; read them back with `settings_of(key)`.
 
     Attributes available inside the `async with`: `agents`, `sessions`, `store`, `backend`,
-    `harnesses`, `settings`, `data_dir`, `plugins`, and `decisions` (the reconciler's, counted by
-    action and reason: `decisions.counts`).
+    `harnesses`, `settings`, `data_dir`, `plugins`, `decisions` (the reconciler's, counted by
+    action and reason: `decisions.counts`), `usage_counters` (what this process's LLM proxy
+    metered, per team) and `note(session_id, event)` (appends an event outside any turn).
     """
 
     def __init__(
@@ -174,6 +186,9 @@ class Lap:
         }
         tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tasks.cancel_scope.cancel)  # runs first on exit: stop turns before closing the store
+        bus = EventBus()
+        self.note = functools.partial(_note, self.store, bus)
+        self.usage_counters = UsageCounters()
         if self._run_turns:
             assert core.litellm_api_base is not None
             assert core.litellm_api_key is not None
@@ -185,9 +200,11 @@ class Lap:
                 keys=keys,
                 scope_of=functools.partial(llm_scope, self.store),
                 listen=host_port(core.lap_vault_listen) if core.lap_vault_listen else None,
+                usage=self.store,
+                note=self.note,
+                counters=self.usage_counters,
             )
             await tasks.start(proxy.serve)
-        bus = EventBus()
         egress = [f"{VAULT_DIR}/{own_socket.name}"]
         if core.lap_vault_advertise:
             egress.append(core.lap_vault_advertise)

@@ -6,12 +6,19 @@ tool result yet, the reply is one call of that tool running the scripted command
 is the scripted text, split into `chunks` deltas `delay` seconds apart. Title requests (no tools,
 a system prompt about titles) get a short title. Tests script it and read what it received over
 `/_control/*`, so it can run in another process: `python -m tests.fakes.llm_server --port N`.
+
+Each reply reports the script's `usage` (`wire.USAGE` by default; `"varied"`: different for every
+request, `wire.varied_usage`). A request's record gets the `usage` it reported once the reply
+went out whole: a streamed reply whose client hung up before the event with its usage is not
+reported (the fake looks before it sends that event).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import select
+import socket
 import sys
 import threading
 import time
@@ -27,6 +34,7 @@ DEFAULT_SCRIPT: dict[str, Any] = {
     "delay": 0.0,
     "fail_status": None,
     "tool_arguments": {},
+    "usage": None,
 }
 
 
@@ -76,9 +84,15 @@ class FakeLLM:
             self._script = dict(DEFAULT_SCRIPT)
             self._requests.clear()
 
-    def record(self, entry: dict[str, Any]) -> None:
+    def record(self, entry: dict[str, Any]) -> int:
+        """Keep a request's record; return how many model requests came so far (this one included)."""
         with self._lock:
             self._requests.append(entry)
+            return len(self._requests)
+
+    def reported(self, entry: dict[str, Any], usage: dict[str, int]) -> None:
+        with self._lock:
+            entry["usage"] = usage
 
     def requests(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -132,8 +146,10 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": {"message": f"no route {path}"}})
                 return
             key = self.headers.get("authorization") or self.headers.get("x-api-key") or ""
-            fake.record({"path": path, "key": key.removeprefix("Bearer "), "body": body})
+            entry = {"path": path, "key": key.removeprefix("Bearer "), "body": body}
+            n = fake.record(entry)
             script = fake.current()
+            usage = wire.varied_usage(n) if script["usage"] == "varied" else script["usage"] or wire.USAGE
             if script["fail_status"]:
                 self._json(
                     script["fail_status"], {"error": {"type": "scripted_failure", "message": "scripted failure"}}
@@ -146,16 +162,29 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 self.send_header("cache-control", "no-cache")
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
-                for event in wire.stream(kind, body.get("model", "fake-model"), reply):
+                for event in wire.stream(kind, body.get("model", "fake-model"), reply, usage):
                     if event is None:
                         time.sleep(script["delay"])
                         continue
+                    if wire.carries_usage(kind, event) and self._hung_up():
+                        return
                     self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
                     self.wfile.flush()
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
             else:
-                self._json(200, wire.complete(kind, body.get("model", "fake-model"), reply))
+                self._json(200, wire.complete(kind, body.get("model", "fake-model"), reply, usage))
+            fake.reported(entry, usage)
+
+        def _hung_up(self) -> bool:
+            """Whether the client has closed its end (its next read would say so)."""
+            connection: socket.socket = self.connection
+            if not select.select([connection], [], [], 0)[0]:
+                return False
+            try:
+                return connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                return True
 
     return Handler
 
