@@ -44,8 +44,8 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     finishes, so usage can end a little above a limit.
     """
 
-    tokens_per_month: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    usd_per_month: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    tokens_per_month: Annotated[int, msgspec.Meta(ge=0, le=2**62)] | None = None
+    usd_per_month: Annotated[float, msgspec.Meta(ge=0, le=1e12)] | None = None
 
 
 class Team(msgspec.Struct, frozen=True, kw_only=True):
