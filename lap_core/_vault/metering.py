@@ -133,13 +133,13 @@ class Meter:
             return None
         (used,) = await self._store.usage_totals(team_id=team_id, since=month_start(utcnow()))
         tokens = used.input_tokens + used.output_tokens
-        raise_it = f"; an admin can raise it (PATCH /api/teams/{team_id})"
         if budget.tokens_per_month is not None and tokens >= budget.tokens_per_month:
-            return f"team {team.name!r} has used {tokens} of its {budget.tokens_per_month} tokens this month{raise_it}"
-        if budget.usd_per_month is not None and used.cost_usd >= budget.usd_per_month:
-            spent = f"${used.cost_usd:.4f} of its ${budget.usd_per_month:.2f}"
-            return f"team {team.name!r} has spent {spent} this month{raise_it}"
-        return None
+            spent = f"used {tokens:,} of its {budget.tokens_per_month:,} tokens"
+        elif budget.usd_per_month is not None and used.cost_usd >= budget.usd_per_month:
+            spent = f"spent ${used.cost_usd:,.4f} of its ${budget.usd_per_month:,.2f}"
+        else:
+            return None
+        return f"model budget used up: team {team.name!r} has {spent} this month (UTC); an admin can raise it"
 
     async def _note_budget(self, session_id: str, message: str) -> None:
         now = time.monotonic()

@@ -250,9 +250,9 @@ async def test_a_team_over_its_budget_is_refused_at_the_proxy_until_it_is_raised
     assert (over.status_code, again.status_code) == (402, 402)
     error = over.json()["error"]
     assert (error["code"], error["type"]) == ("budget_exceeded", "billing_error")
-    assert "1000 of its 1000 tokens" in error["message"]
+    assert "used 1,000 of its 1,000 tokens this month" in error["message"]
     assert (unaffected.status_code, raised.status_code, spent.status_code) == (200, 200, 402)
-    assert "$0.5000 of its $0.50" in spent.json()["error"]["message"]
+    assert "spent $0.5000 of its $0.50 this month" in spent.json()["error"]["message"]
     assert len(metered.seen) == 3  # refused calls never reached the gateway
     # One note in the session's log for the refusals of a minute, not one per refusal.
     assert metered.notes == [("ses_1", Error(code="budget_exceeded", message=error["message"]))]
