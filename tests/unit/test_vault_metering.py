@@ -257,3 +257,17 @@ async def test_a_team_over_its_budget_is_refused_at_the_proxy_until_it_is_raised
     # One note in the session's log for the refusals of a minute, not one per refusal.
     assert metered.notes == [("ses_1", Error(code="budget_exceeded", message=error["message"]))]
     assert metered.counters.calls[("team_a", "budget_exceeded")] == 3
+
+
+async def test_lap_asks_for_usage_in_large_bodies_and_over_a_null_stream_options(metered: Metered) -> None:
+    metered.answers.extend([Answer(_streamed("chat")), Answer(_streamed("chat"))])
+    large = [{"role": "user", "content": "x" * (2 * 1024 * 1024)}]  # spooled to a file on its way
+    with metered.running.sandbox() as url:
+        from_file = await _post(url, metered.running.stub(), "chat", stream=True, messages=large)
+        null = await _post(url, metered.running.stub(), "chat", stream=True, stream_options=None)
+    assert (from_file.status_code, null.status_code) == (200, 200)
+    assert '"usage"' not in from_file.text + null.text
+    first, second = (json.loads(seen["body"]) for seen in metered.seen)
+    assert first == {"model": MODEL, "stream": True, "messages": large, "stream_options": {"include_usage": True}}
+    assert second["stream_options"] == {"include_usage": True}  # the member added last is the one read
+    assert await metered.totals() == (2, 2000, 100, 600, None)
