@@ -98,7 +98,16 @@ def _forwarder(directory: Path, session: str) -> tuple[subprocess.Popen[bytes], 
 
 def _curl(url: str, *args: str) -> dict[str, float]:
     out = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{time_total} %{speed_download} %{http_code} %{time_connect} %{time_appconnect} %{time_starttransfer}", *args, url],
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{time_total} %{speed_download} %{http_code} %{time_connect} %{time_appconnect} %{time_starttransfer}",
+            *args,
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -46,7 +46,20 @@ from lap_core.events import (
 from lap_core.harness import CliHarness, Harness, LineMapper, LLMAccess, NativeState, json_object
 from lap_core.hookspecs import hookimpl
 from lap_core.integration import Integration
-from lap_core.models import DEFAULT_TEAM_ID, Agent, ApiKey, Job, Secret, Session, Team, Turn, TurnRecord
+from lap_core.models import (
+    DEFAULT_TEAM_ID,
+    Agent,
+    ApiKey,
+    Budget,
+    Job,
+    Secret,
+    Session,
+    Team,
+    Turn,
+    TurnRecord,
+    UsageRecord,
+    UsageTotals,
+)
 from lap_core.sandbox import (
     ExecResult,
     FileSpec,
@@ -68,6 +81,7 @@ __all__ = [
     "DEFAULT_TEAM_ID",
     "Agent",
     "ApiKey",
+    "Budget",
     "CliHarness",
     "ConfigError",
     "Conflict",
@@ -120,6 +134,8 @@ __all__ = [
     "TurnEnd",
     "TurnRecord",
     "Usage",
+    "UsageRecord",
+    "UsageTotals",
     "UserMessage",
     "decode_event",
     "encode_event",

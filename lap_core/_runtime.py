@@ -24,7 +24,7 @@ from lap_core._loop import quiet_cancelled_wakeups
 from lap_core._plugins import PluginRegistry
 from lap_core._redact import register_environment
 from lap_core._sandbox_env import container_environment
-from lap_core._vault import LLMProxy, StubKeys
+from lap_core._vault import LLMProxy, StubKeys, UsageCounters
 from lap_core.errors import ConfigError, Conflict, NotFound
 from lap_core.models import DEFAULT_TEAM_ID, Team
 from lap_core.sandbox import VAULT_DIR, SandboxContext
@@ -46,6 +46,16 @@ log = structlog.get_logger("lap")
 
 def _build(spec: Any, settings: msgspec.Struct | None, **context: Any) -> Any:
     return spec.factory(settings, **context) if spec.settings is not None else spec.factory(**context)
+
+
+async def _note(store: SessionStore, bus: EventBus, session_id: str, event: SessionEvent) -> None:
+    """Append an event the host adds outside any turn (`turn_id` None) to a session's log, waking its followers.
+
+    The LLM proxy notes `budget_exceeded` errors this way. Never the running turn's id: a worker
+    re-attaching to a turn compares the turn's logged events with its harness's replay.
+    """
+    await store.append_events(session_id, [event])
+    bus.notify(session_id)
 
 
 async def _relay_changes(store: SessionStore, bus: EventBus, worker: Worker) -> None:
@@ -73,8 +83,10 @@ class Lap:
     with everything else; read them back with `settings_of(key)`.
 
     Attributes available inside the `async with`: `agents`, `sessions`, `secrets`, `store`,
-    `backend`, `harnesses`, `settings`, `data_dir`, `plugins`, and `decisions` (the reconciler's,
-    counted by action and reason: `decisions.counts`).
+    `backend`, `harnesses`, `settings`, `data_dir`, `plugins`, `decisions` (the reconciler's,
+    counted by action and reason: `decisions.counts`), `usage_counters` (what this process's LLM
+    proxy metered, per team), `egress` (this process's egress gateway, when it runs turns) and
+    `note(session_id, event)` (appends an event outside any turn).
     """
 
     def __init__(
@@ -185,7 +197,8 @@ class Lap:
         tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tasks.cancel_scope.cancel)  # runs first on exit: stop turns before closing the store
         bus = EventBus()
-        self._bus = bus
+        self.note = functools.partial(_note, self.store, bus)
+        self.usage_counters = UsageCounters()
         ca_bundle = None
         self.egress: EgressGateway | None = None
         if self._run_turns:
@@ -193,7 +206,7 @@ class Lap:
                 self.data_dir,
                 core,
                 scope_of=functools.partial(egress_scope, self.store, self.secrets, keys),
-                note=self._note,
+                note=self.note,
             )
             assert core.litellm_api_base is not None
             assert core.litellm_api_key is not None
@@ -206,6 +219,9 @@ class Lap:
                 scope_of=functools.partial(llm_scope, self.store),
                 listen=host_port(core.lap_vault_listen) if core.lap_vault_listen else None,
                 egress=self.egress,
+                usage=self.store,
+                note=self.note,
+                counters=self.usage_counters,
             )
             await tasks.start(proxy.serve)
         egress = [f"{VAULT_DIR}/{own_socket.name}"]
@@ -249,14 +265,6 @@ class Lap:
         tasks.start_soon(_relay_changes, self.store, bus, worker)
         self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, worker)
         log.debug("lap.started", data_dir=str(self.data_dir), store=store_spec.name, backend=backend_spec.name)
-
-    async def _note(self, session_id: str, event: SessionEvent) -> None:
-        """Log an event of the platform's on a session, outside any turn (the egress gateway's, say)."""
-        try:
-            await self.store.append_events(session_id, [event])
-        except NotFound:
-            return  # the session is gone
-        self._bus.notify(session_id)
 
     @staticmethod
     async def _drain(worker: Worker, grace: float) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -38,11 +38,24 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(15)}".replace("-", "x").lower()
 
 
+class Budget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A team's monthly limits on model use (the calendar month, in UTC); None: no limit.
+
+    Tokens are input plus output tokens (cached input included). The LLM proxy refuses a team's
+    model calls once the month's recorded usage has reached either limit; a call already running
+    finishes, so usage can end a little above a limit.
+    """
+
+    tokens_per_month: Annotated[int, msgspec.Meta(ge=0, le=2**62)] | None = None
+    usd_per_month: Annotated[float, msgspec.Meta(ge=0, le=1e12)] | None = None
+
+
 class Team(msgspec.Struct, frozen=True, kw_only=True):
     """A tenant: agents, sessions and keys belong to exactly one team."""
 
     id: str
     name: str
+    budget: Budget = msgspec.field(default_factory=Budget)
     created_at: datetime = msgspec.field(default_factory=utcnow)
 
 
@@ -197,3 +210,46 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     error: str = ""
     created_at: datetime = msgspec.field(default_factory=utcnow)
     updated_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+UsageGroup = Literal["team", "agent", "session", "model", "day"]
+"""What usage totals can be grouped by (`day`: the UTC date of the calls)."""
+
+
+class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One model call, as the LLM proxy measured it; `id` is its idempotency key.
+
+    `input_tokens` counts every input token, `cached_tokens` the part of them read from the
+    provider's cache. `cost_usd` is what the gateway said the call cost (None: it did not say).
+    """
+
+    id: str
+    at: datetime
+    team_id: str
+    agent_id: str
+    session_id: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float | None = None
+
+
+class UsageTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """The sums of a set of `UsageRecord`s, with the values of the fields they are grouped by.
+
+    The grouping fields not asked for are None. `cost_usd` sums the known costs; `unpriced_calls`
+    counts the calls whose cost the gateway did not report.
+    """
+
+    team_id: str | None = None
+    agent_id: str | None = None
+    session_id: str | None = None
+    model: str | None = None
+    day: str | None = None
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0

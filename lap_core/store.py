@@ -19,7 +19,21 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from lap_core.events import EventRecord, SessionEvent
-    from lap_core.models import Agent, ApiKey, Job, JobStatus, Secret, Session, SessionStatus, Team, TurnRecord
+    from lap_core.models import (
+        Agent,
+        ApiKey,
+        Budget,
+        Job,
+        JobStatus,
+        Secret,
+        Session,
+        SessionStatus,
+        Team,
+        TurnRecord,
+        UsageGroup,
+        UsageRecord,
+        UsageTotals,
+    )
 
 
 class StoreChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,6 +93,10 @@ class SessionStore(AsyncResource):
     @abstractmethod
     async def list_teams(self) -> list[Team]:
         """Return every team, oldest first."""
+
+    @abstractmethod
+    async def set_team_budget(self, team_id: str, budget: Budget) -> Team:
+        """Replace a team's budget; return the team; raise `NotFound`."""
 
     # API keys (only a hash of each secret: the store never sees one)
     @abstractmethod
@@ -323,4 +341,31 @@ class SessionStore(AsyncResource):
 
         Only the session's, and only those in `status`, when given. Raise `InvalidInput` for an
         unknown status or a negative limit.
+        """
+
+    # usage (conformance: `lap_core.testing.StoreConformance`)
+    @abstractmethod
+    async def record_usage(self, record: UsageRecord) -> bool:
+        """Store one model call's usage; return False, storing nothing, if its `id` is stored already.
+
+        The id is the call's idempotency key: recording a call again (a retried write) never
+        counts it twice. Records outlive their session (deleting a session keeps its usage).
+        """
+
+    @abstractmethod
+    async def usage_totals(
+        self,
+        *,
+        team_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: Sequence[UsageGroup] = (),
+    ) -> list[UsageTotals]:
+        """Return the sums of the matching usage records, computed by the store.
+
+        Records match the ids given and `since <= at < until`. Without `group_by`, one
+        `UsageTotals` (all zeros when nothing matches); with it, one per group that has records,
+        ordered by the grouping fields in the order given. Raise `InvalidInput` for an unknown group.
         """

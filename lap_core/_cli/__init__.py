@@ -46,11 +46,12 @@ def main(verbose: int, log_level: str, log_json: bool) -> None:
 
 
 def _register() -> None:
-    from lap_core._cli import admin, agents, chat, secrets, sessions, worker
+    from lap_core._cli import admin, agents, chat, secrets, sessions, usage, worker
     from lap_core._config import read_environment
     from lap_core._plugins import PluginRegistry
 
-    for command in (*admin.COMMANDS, agents.agents, secrets.secrets, sessions.sessions, chat.chat, worker.worker):
+    commands = (*admin.COMMANDS, agents.agents, secrets.secrets, sessions.sessions, chat.chat, usage.usage)
+    for command in (*commands, worker.worker):
         main.add_command(command)
     try:
         for command in PluginRegistry(env=read_environment()).cli_commands():

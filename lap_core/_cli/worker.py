@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 
 from lap_core._cli import run
 from lap_core._runtime import Lap
-from lap_core.metrics import DecisionCollector
+from lap_core.metrics import DecisionCollector, UsageCollector
 
 
 @click.command()
@@ -19,7 +19,7 @@ from lap_core.metrics import DecisionCollector
     type=click.IntRange(1, 65535),
     envvar="LAP_METRICS_PORT",
     default=None,
-    help="Serve Prometheus metrics (the reconciler's decisions, the process) on this port.",
+    help="Serve Prometheus metrics (the reconciler's decisions, the model calls metered, the process) on this port.",
 )
 @click.option(
     "--metrics-host",
@@ -51,6 +51,7 @@ def worker(metrics_port: int | None, metrics_host: str) -> None:
                     if metrics_port is not None:
                         registry = CollectorRegistry()
                         registry.register(DecisionCollector(lap))
+                        registry.register(UsageCollector(lap))
                         ProcessCollector(registry=registry)
                         start_http_server(metrics_port, addr=metrics_host, registry=registry)  # a daemon thread
                     click.secho(f"worker running (data dir {lap.data_dir}); Ctrl-C stops it", dim=True, err=True)

@@ -1,4 +1,4 @@
-"""Request bodies on their way through the proxy: spooled, bounded, and read for their model.
+"""Request bodies on their way through the proxy: spooled, bounded, and read for their model and streaming.
 
 A body has to be whole before the proxy may forward it: the model it names decides whether it
 goes out at all, and a JSON object's last `model` key is the one the gateway reads. So bodies are
@@ -22,10 +22,21 @@ if TYPE_CHECKING:
 IN_MEMORY = 1024 * 1024
 """Bytes of a body kept in memory; the rest goes to a temporary file."""
 _CHUNK = 64 * 1024
+_WHITESPACE = b" \t\r\n"  # JSON's
 
 
-class _ModelField(msgspec.Struct):
+class StreamOptions(msgspec.Struct):
+    """A chat completion's `stream_options` (what the metering needs of it)."""
+
+    include_usage: bool | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class RequestFields(msgspec.Struct):
+    """The fields of a request body the proxy reads: its model, and whether and how it streams."""
+
     model: str | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class BodyError(Exception):
@@ -52,26 +63,55 @@ class SpooledBody:
             self._memory = bytearray()
         self._file.write(data)
 
-    async def model(self, large_reads: anyio.Semaphore) -> str | None:
-        """Return the body's top-level `model` (None if it has none); large bodies hold `large_reads`.
+    async def fields(self, large_reads: anyio.Semaphore) -> RequestFields:
+        """Return the body's top-level `model`, `stream` and `stream_options`; large bodies hold `large_reads`.
 
         Raises:
-            BodyError: the body is not a JSON object, or its `model` is not a string.
+            BodyError: the body is not a JSON object, or one of these fields has the wrong type.
         """
         if self._file is None:
-            return _decode_model(self._memory)
+            return _decode_fields(self._memory)
         self._file.flush()
         async with large_reads:
-            return await anyio.to_thread.run_sync(self._model_of_file, self._file)
+            return await anyio.to_thread.run_sync(self._fields_of_file, self._file)
 
     @staticmethod
-    def _model_of_file(file: IO[bytes]) -> str | None:
+    def _fields_of_file(file: IO[bytes]) -> RequestFields:
         with mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ) as mapping:
             view = memoryview(mapping)
             try:
-                return _decode_model(view)
+                return _decode_fields(view)
             finally:
                 view.release()  # else an exception's traceback keeps the mapping from closing
+
+    def extend_object(self, members: bytes) -> bool:
+        """Add `members` (`,"name":value`) at the end of the body's JSON object; False if it ends otherwise.
+
+        A member named again wins over the first in the gateway's parser (the last one wins).
+        """
+        if self._file is None:
+            end = len(self._memory.rstrip(_WHITESPACE))
+            if not end or self._memory[end - 1 : end] != b"}":
+                return False
+            self._memory[end - 1 : end - 1] = members
+            self.size += len(members)
+            return True
+        end = self.size
+        while end > 0:  # the last byte that is not whitespace
+            start = max(0, end - _CHUNK)
+            self._file.seek(start)
+            block = self._file.read(end - start).rstrip(_WHITESPACE)
+            if block:
+                if not block.endswith(b"}"):
+                    return False
+                self._file.seek(start + len(block) - 1)
+                tail = self._file.read()
+                self._file.seek(start + len(block) - 1)
+                self._file.write(members + tail)
+                self.size += len(members)
+                return True
+            end = start
+        return False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the body from its start, in chunks."""
@@ -91,11 +131,11 @@ class SpooledBody:
             self._file = None
 
 
-def _decode_model(data: bytes | bytearray | memoryview) -> str | None:
+def _decode_fields(data: bytes | bytearray | memoryview) -> RequestFields:
     try:
         # Unknown fields are skipped without building them; a repeated key: the last one wins,
         # as in the gateway's own parser.
-        return msgspec.json.decode(data, type=_ModelField).model
+        return msgspec.json.decode(data, type=RequestFields)
     except msgspec.ValidationError as error:
         raise BodyError(f"the body is not a JSON object with a string model: {error}") from error
     except (msgspec.DecodeError, RecursionError) as error:

@@ -14,8 +14,10 @@ with the real `LITELLM_API_KEY` only when all of this holds, else it is refused 
 4. the body (at most `MAX_BODY`, spooled to disk past 1 MiB) names one of the agent's models (403).
 
 The upstream URL is the gateway's origin and base path plus the validated target, so the real key
-goes nowhere else. Answers stream back unchanged. Where it listens: `lap_core._vault.sockets`.
-A connection that asks for the `egress` service goes to the egress gateway (`lap_core._egress`).
+goes nowhere else. Answers stream back unchanged. With a store (`usage`), each model call is
+metered and the team's budget checked first (402 when it is used up): `lap_core._vault.metering`.
+Where it listens: `lap_core._vault.sockets`. A connection that asks for the `egress` service goes to
+the egress gateway (`lap_core._egress`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import msgspec
 import structlog
 
 from lap_core._vault.body import BodyError, SpooledBody
+from lap_core._vault.metering import INCLUDE_USAGE, Meter, UsageCounters, pass_on
 from lap_core._vault.replies import Refusal, model_list, refuse_connection, send_json
 from lap_core._vault.sockets import serve_sockets
 from lap_core._vault.surface import RouteError, parse_target, route_of
@@ -45,7 +48,9 @@ if TYPE_CHECKING:
 
     from lap_core._egress.gateway import EgressGateway
     from lap_core._vault.keys import SandboxGrant, StubKeys
+    from lap_core._vault.metering import MeteredCall, Note
     from lap_core._vault.surface import Route
+    from lap_core.store import SessionStore
 
 log = structlog.get_logger("lap.vault")
 
@@ -79,6 +84,7 @@ _DROP_REQUEST = {
     b"cookie",
     b"forwarded",
     b"x-real-ip",
+    b"accept-encoding",
 }
 _DROP_REQUEST_PREFIXES = (b"x-forwarded-", b"x-litellm-", b"litellm-", b"proxy-")
 _DROP_RESPONSE = {"content-length", "transfer-encoding", "connection", "keep-alive", "set-cookie"}
@@ -111,6 +117,9 @@ class LLMProxy:
         own_socket: Path | None = None,
         listen: tuple[str, int] | None = None,
         egress: EgressGateway | None = None,
+        usage: SessionStore | None = None,
+        note: Note | None = None,
+        counters: UsageCounters | None = None,
     ) -> None:
         self.socket_path = socket_path
         self.own_socket = own_socket
@@ -130,6 +139,8 @@ class LLMProxy:
         self._egress = egress
         self._unidentified = 0
         self._large_reads = anyio.Semaphore(1)
+        # `note(session_id, event)` appends a host event (turn None) to a session's log.
+        self._meter = Meter(usage, note, counters or UsageCounters()) if usage is not None else None
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled (start it in a task group with `tg.start`; see `sockets`)."""
@@ -266,15 +277,19 @@ class LLMProxy:
             raise Refusal(415, "unsupported_encoding", "compressed request bodies are not accepted")
         await self._drain(conn, stream, body)
         try:
-            model = await body.model(self._large_reads)
+            fields = await body.fields(self._large_reads)
         except BodyError as error:
             raise Refusal(400, "invalid_body", str(error)) from None
+        model = fields.model
         if model is None:
             raise Refusal(400, "invalid_body", "the request names no model")
         if model not in scope.models:
             log.warning("vault.forbidden_model", model=model[:200])
             raise Refusal(403, "forbidden_model", f"model {model[:200]!r} is not this agent's model")
-        status = await self._forward(conn, stream, request, route, body)
+        call = None if self._meter is None else await self._meter.admit(grant.session_id, scope, route.path, fields)
+        if call is not None and call.hide_usage and not body.extend_object(INCLUDE_USAGE):
+            raise Refusal(400, "invalid_body", "the body is not a JSON object")
+        status = await self._forward(conn, stream, request, route, body, call)
         log.debug(
             "vault.forwarded",
             path=route.path,
@@ -332,13 +347,20 @@ class LLMProxy:
                 raise Refusal(400, "bad_request", "the request ended early")
 
     async def _forward(
-        self, conn: h11.Connection, stream: SocketStream, request: h11.Request, route: Route, body: SpooledBody
+        self,
+        conn: h11.Connection,
+        stream: SocketStream,
+        request: h11.Request,
+        route: Route,
+        body: SpooledBody,
+        call: MeteredCall | None,
     ) -> int:
         headers = [(name, value) for name, value in request.headers if _forwardable(name)]
         headers.append((b"authorization", b"Bearer " + self._api_key.encode()))
         if any(name == b"x-api-key" for name, _ in request.headers):
             headers.append((b"x-api-key", self._api_key.encode()))
         headers.append((b"content-length", str(body.size).encode()))
+        headers.append((b"accept-encoding", b"identity"))  # an answer the metering can read
         url = httpx.URL(f"{self._origin}{self._base_path}{route.path}" + (f"?{route.query}" if route.query else ""))
         # The validated target cannot change the origin; check anyway: the real key goes nowhere else.
         if (url.scheme, url.host, url.port) != (self._gateway.scheme, self._gateway.host, self._gateway.port):
@@ -352,8 +374,7 @@ class LLMProxy:
         try:
             out_headers = [(k, v) for k, v in response.headers.raw if k.decode().lower() not in _DROP_RESPONSE]
             await stream.send(conn.send(h11.Response(status_code=response.status_code, headers=out_headers)) or b"")
-            async for chunk in response.aiter_raw():
-                await stream.send(conn.send(h11.Data(data=chunk)) or b"")
+            await pass_on(response, call, lambda chunk: stream.send(conn.send(h11.Data(data=chunk)) or b""))
             await stream.send(conn.send(h11.EndOfMessage()) or b"")
         except httpx.HTTPError as error:
             # Mid-stream: the status is sent already; cut the connection so the client sees the failure.

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "billing_error",
     403: "permission_error",
     408: "timeout_error",
     413: "request_too_large",

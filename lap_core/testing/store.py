@@ -36,6 +36,7 @@ from lap_core.testing._base import (
 )
 from lap_core.testing._turns import TurnTests
 from lap_core.testing.secrets import SecretTests
+from lap_core.testing.usage import UsageTests
 
 if TYPE_CHECKING:
     from lap_core.store import SessionStore
@@ -61,7 +62,7 @@ EVERY_EVENT: tuple[ev.SessionEvent, ...] = (
 """At least one event of every type of `SessionEvent`, with optional fields both set and defaulted."""
 
 
-class StoreConformance(SecretTests, TurnTests):
+class StoreConformance(SecretTests, UsageTests, TurnTests):
     """Tests every method of `SessionStore`; subclass it and provide the `store` fixture."""
 
     # migrations

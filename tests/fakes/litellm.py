@@ -14,12 +14,16 @@ from pathlib import Path
 import httpx
 
 MASTER_KEY = "sk-litellm-master-test"
+PRICES = {"fake-model": (1e-06, 2e-06), "claude-fake": (3e-06, 1.5e-05)}
+"""USD per input and per output token of each model, so that LiteLLM reports what calls cost."""
 CONFIG = """\
 model_list:
   - model_name: fake-model
-    litellm_params: {{model: openai/fake-model, api_base: "{upstream}/v1", api_key: sk-upstream-fake}}
+    litellm_params: {{model: openai/fake-model, api_base: "{upstream}/v1", api_key: sk-upstream-fake,
+      input_cost_per_token: 1e-06, output_cost_per_token: 2e-06}}
   - model_name: claude-fake
-    litellm_params: {{model: anthropic/claude-fake, api_base: "{upstream}", api_key: sk-upstream-ant}}
+    litellm_params: {{model: anthropic/claude-fake, api_base: "{upstream}", api_key: sk-upstream-ant,
+      input_cost_per_token: 3e-06, output_cost_per_token: 1.5e-05}}
 general_settings:
   master_key: {master_key}
 litellm_settings:

@@ -10,12 +10,18 @@ a system prompt about titles) get a short title. Tests script it and read what i
 Each recorded request says when it came (`started`, `time.monotonic()` of the server's process)
 and, streamed, how its answer went: `deltas` sent so far, `ended` (when), `outcome` (`completed`,
 or `broken`: the client went away mid-stream).
+Each reply reports the script's `usage` (`wire.USAGE` by default; `"varied"`: different for every
+request, `wire.varied_usage`). A request's record gets the `usage` it reported once the reply
+went out whole: a streamed reply whose client hung up before the event with its usage is not
+reported (the fake looks before it sends that event).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import select
+import socket
 import sys
 import threading
 import time
@@ -31,6 +37,7 @@ DEFAULT_SCRIPT: dict[str, Any] = {
     "delay": 0.0,
     "fail_status": None,
     "tool_arguments": {},
+    "usage": None,
 }
 
 
@@ -80,14 +87,20 @@ class FakeLLM:
             self._script = dict(DEFAULT_SCRIPT)
             self._requests.clear()
 
-    def record(self, entry: dict[str, Any]) -> None:
+    def record(self, entry: dict[str, Any]) -> int:
+        """Keep a request's record; return how many model requests came so far (this one included)."""
         with self._lock:
             self._requests.append(entry)
+            return len(self._requests)
 
     def update(self, entry: dict[str, Any], **changes: Any) -> None:
         """Change a recorded request (its stream's progress)."""
         with self._lock:
             entry.update(changes)
+
+    def reported(self, entry: dict[str, Any], usage: dict[str, int]) -> None:
+        with self._lock:
+            entry["usage"] = usage
 
     def requests(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -142,8 +155,9 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 return
             key = self.headers.get("authorization") or self.headers.get("x-api-key") or ""
             entry = {"path": path, "key": key.removeprefix("Bearer "), "body": body, "started": time.monotonic()}
-            fake.record(entry)
+            n = fake.record(entry)
             script = fake.current()
+            usage = wire.varied_usage(n) if script["usage"] == "varied" else script["usage"] or wire.USAGE
             if script["fail_status"]:
                 self._json(
                     script["fail_status"], {"error": {"type": "scripted_failure", "message": "scripted failure"}}
@@ -153,33 +167,56 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             if body.get("stream"):
                 fake.update(entry, deltas=0, ended=None, outcome=None)
                 try:
-                    self._stream(kind, body, reply, script, entry)
+                    if not self._stream(kind, body, reply, script, entry, usage):
+                        return
                 except ConnectionError:
                     fake.update(entry, ended=time.monotonic(), outcome="broken")
                     raise
                 fake.update(entry, ended=time.monotonic(), outcome="completed")
             else:
-                self._json(200, wire.complete(kind, body.get("model", "fake-model"), reply))
+                self._json(200, wire.complete(kind, body.get("model", "fake-model"), reply, usage))
+            fake.reported(entry, usage)
 
         def _stream(
-            self, kind: str, body: dict[str, Any], reply: wire.Reply, script: dict[str, Any], entry: dict[str, Any]
-        ) -> None:
+            self,
+            kind: str,
+            body: dict[str, Any],
+            reply: wire.Reply,
+            script: dict[str, Any],
+            entry: dict[str, Any],
+            usage: dict[str, int],
+        ) -> bool:
+            """Stream the reply; return False if the client hung up before the event with its usage."""
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("cache-control", "no-cache")
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
             deltas = 0
-            for event in wire.stream(kind, body.get("model", "fake-model"), reply):
+            for event in wire.stream(kind, body.get("model", "fake-model"), reply, usage):
                 if event is None:
                     deltas += 1
                     fake.update(entry, deltas=deltas)
                     time.sleep(script["delay"])
                     continue
+                if wire.carries_usage(kind, event) and self._hung_up():
+                    fake.update(entry, ended=time.monotonic(), outcome="broken")
+                    return False
                 self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
+            return True
+
+        def _hung_up(self) -> bool:
+            """Whether the client has closed its end (its next read would say so)."""
+            connection: socket.socket = self.connection
+            if not select.select([connection], [], [], 0)[0]:
+                return False
+            try:
+                return connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                return True
 
     return Handler
 

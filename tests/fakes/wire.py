@@ -12,7 +12,41 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 SHELL_TOOLS = ("bash", "shell", "exec_command", "local_shell", "run_shell_command")
-USAGE = {"input": 12, "output": 7}
+USAGE = {"input": 12, "output": 7, "cached": 0}
+"""What a reply uses unless told otherwise: `input` counts every input token, `cached` the part read from a cache."""
+Counts = dict[str, int]
+
+
+def varied_usage(n: int) -> Counts:
+    """The usage of the n-th model request under the script's `usage="varied"`: different for every request."""
+    return {"input": 100 + 7 * n, "output": 3 + n % 11, "cached": (n % 4) * 5}
+
+
+def usage_block(kind: str, usage: Counts) -> dict[str, Any]:
+    """The `usage` object of an unstreamed reply (of a `response.completed`), in the API's own fields."""
+    if kind == "chat":
+        block: dict[str, Any] = {
+            "prompt_tokens": usage["input"],
+            "completion_tokens": usage["output"],
+            "total_tokens": usage["input"] + usage["output"],
+        }
+        if usage["cached"]:
+            block["prompt_tokens_details"] = {"cached_tokens": usage["cached"]}
+        return block
+    if kind == "responses":
+        block = {
+            "input_tokens": usage["input"],
+            "output_tokens": usage["output"],
+            "total_tokens": usage["input"] + usage["output"],
+        }
+        if usage["cached"]:
+            block["input_tokens_details"] = {"cached_tokens": usage["cached"]}
+        return block
+    # Anthropic counts cache reads apart from `input_tokens`.
+    block = {"input_tokens": usage["input"] - usage["cached"], "output_tokens": usage["output"]}
+    if usage["cached"]:
+        block["cache_read_input_tokens"] = usage["cached"]
+    return block
 
 
 @dataclass
@@ -113,12 +147,18 @@ def _sse(data: Any, event: str | None = None) -> bytes:
     return f"{head}data: {json.dumps(data) if not isinstance(data, str) else data}\n\n".encode()
 
 
-def stream(kind: str, model: str, reply: Reply) -> Iterator[bytes | None]:
+def stream(kind: str, model: str, reply: Reply, usage: Counts = USAGE) -> Iterator[bytes | None]:
     """Yield the SSE events of a streamed reply; `None` marks a pause between text deltas."""
-    yield from {"chat": _chat_stream, "responses": _responses_stream, "messages": _messages_stream}[kind](model, reply)
+    streams = {"chat": _chat_stream, "responses": _responses_stream, "messages": _messages_stream}
+    yield from streams[kind](model, reply, usage)
 
 
-def _chat_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
+def carries_usage(kind: str, event: bytes) -> bool:
+    """Whether a streamed event is the one that completes the reply's usage."""
+    return b'"usage"' in event and (kind != "messages" or b"message_delta" in event)
+
+
+def _chat_stream(model: str, reply: Reply, usage: Counts) -> Iterator[bytes | None]:
     base = {
         "id": f"chatcmpl-{reply.id}",
         "object": "chat.completion.chunk",
@@ -146,12 +186,11 @@ def _chat_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
                 yield None
             yield chunk({"content": piece})
         yield chunk({}, "stop")
-    usage = {"prompt_tokens": USAGE["input"], "completion_tokens": USAGE["output"], "total_tokens": 19}
-    yield _sse({**base, "choices": [], "usage": usage})
+    yield _sse({**base, "choices": [], "usage": usage_block("chat", usage)})
     yield _sse("[DONE]")
 
 
-def _responses_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
+def _responses_stream(model: str, reply: Reply, usage: Counts) -> Iterator[bytes | None]:
     response = {
         "id": f"resp_{reply.id}",
         "object": "response",
@@ -211,12 +250,11 @@ def _responses_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
         text = {"type": "output_text", "text": "".join(reply.text), "annotations": []}
         done = {**item, "status": "completed", "content": [text]}
     yield _sse({"type": "response.output_item.done", "output_index": 0, "item": done}, "response.output_item.done")
-    usage = {"input_tokens": USAGE["input"], "output_tokens": USAGE["output"], "total_tokens": 19}
-    completed = {**response, "status": "completed", "output": [done], "usage": usage}
+    completed = {**response, "status": "completed", "output": [done], "usage": usage_block("responses", usage)}
     yield _sse({"type": "response.completed", "response": completed}, "response.completed")
 
 
-def _messages_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
+def _messages_stream(model: str, reply: Reply, usage: Counts) -> Iterator[bytes | None]:
     message = {
         "id": f"msg_{reply.id}",
         "type": "message",
@@ -224,7 +262,7 @@ def _messages_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
         "model": model,
         "content": [],
         "stop_reason": None,
-        "usage": {"input_tokens": USAGE["input"], "output_tokens": 0},
+        "usage": {**usage_block("messages", usage), "output_tokens": 0},
     }
     yield _sse({"type": "message_start", "message": message}, "message_start")
     if reply.tool:
@@ -247,14 +285,14 @@ def _messages_stream(model: str, reply: Reply) -> Iterator[bytes | None]:
         {
             "type": "message_delta",
             "delta": {"stop_reason": stop, "stop_sequence": None},
-            "usage": {"output_tokens": USAGE["output"]},
+            "usage": {"output_tokens": usage["output"]},
         },
         "message_delta",
     )
     yield _sse({"type": "message_stop"}, "message_stop")
 
 
-def complete(kind: str, model: str, reply: Reply) -> dict[str, Any]:
+def complete(kind: str, model: str, reply: Reply, usage: Counts = USAGE) -> dict[str, Any]:
     """Return the non-streamed body of a reply."""
     text = "".join(reply.text)
     if kind == "chat":
@@ -273,7 +311,7 @@ def complete(kind: str, model: str, reply: Reply) -> dict[str, Any]:
             "created": int(time.time()),
             "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if reply.tool else "stop"}],
-            "usage": {"prompt_tokens": USAGE["input"], "completion_tokens": USAGE["output"], "total_tokens": 19},
+            "usage": usage_block("chat", usage),
         }
     if kind == "responses":
         item = (
@@ -301,7 +339,7 @@ def complete(kind: str, model: str, reply: Reply) -> dict[str, Any]:
             "model": model,
             "status": "completed",
             "output": [item],
-            "usage": {"input_tokens": USAGE["input"], "output_tokens": USAGE["output"], "total_tokens": 19},
+            "usage": usage_block("responses", usage),
         }
     content = (
         [{"type": "tool_use", "id": f"toolu_{reply.id}", "name": reply.tool, "input": reply.arguments}]
@@ -316,5 +354,5 @@ def complete(kind: str, model: str, reply: Reply) -> dict[str, Any]:
         "content": content,
         "stop_reason": "tool_use" if reply.tool else "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": USAGE["input"], "output_tokens": USAGE["output"]},
+        "usage": usage_block("messages", usage),
     }

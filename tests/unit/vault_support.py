@@ -26,10 +26,45 @@ MODEL = "fake-model"
 Recorded = tuple[str, list[dict[str, Any]]]
 
 
+class Answer:
+    """A scripted answer of the recording gateway: a status, headers, and body chunks sent one by one.
+
+    A `threading.Event` among the chunks holds the rest back until the test sets it; `cut` ends
+    the answer by closing the connection before its last (terminating) chunk.
+    """
+
+    def __init__(
+        self, chunks: list[bytes | threading.Event], *, status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        self.chunks, self.status = chunks, status
+        self.headers = headers or {"content-type": "text/event-stream"}
+        self.cut = False
+
+
 class Recorder(BaseHTTPRequestHandler):
-    """An HTTP server that records every request; as the gateway it streams an answer back."""
+    """An HTTP server that records every request; as the gateway it streams an answer back.
+
+    The answer is the next of `server.answers` (`Answer`s), else three `data: N` events.
+    """
 
     protocol_version = "HTTP/1.1"
+
+    def _answer(self, answer: Answer) -> None:
+        self.send_response(answer.status)
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for chunk in answer.chunks:
+            if isinstance(chunk, threading.Event):
+                chunk.wait(10)
+                continue
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            self.wfile.flush()
+        if answer.cut:
+            self.close_connection = True
+            return
+        self.wfile.write(b"0\r\n\r\n")
 
     def _record(self) -> None:
         length = int(self.headers.get("content-length") or 0)
@@ -42,6 +77,9 @@ class Recorder(BaseHTTPRequestHandler):
                 "body": body,
             }
         )  # type: ignore[attr-defined]
+        if self.server.answers:  # type: ignore[attr-defined]
+            self._answer(self.server.answers.pop(0))  # type: ignore[attr-defined]
+            return
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
@@ -60,9 +98,13 @@ class Recorder(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def recorder(host: str = "127.0.0.1") -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def recorder(
+    host: str = "127.0.0.1", answers: list[Answer] | None = None
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A recording gateway on a free port; it answers with `answers` (taken in order) while there are any."""
     server = ThreadingHTTPServer((host, 0), Recorder)
     server.seen = []  # type: ignore[attr-defined]
+    server.answers = answers if answers is not None else []  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

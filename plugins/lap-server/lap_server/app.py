@@ -17,6 +17,7 @@ from lap_server.ratelimit import RateLimited, RateLimiter, rate_limit_guard, rat
 from lap_server.routes import ROUTES
 from lap_server.secret_routes import SECRET_ROUTES
 from lap_server.team_routes import TEAM_ROUTES
+from lap_server.usage_routes import USAGE_ROUTES
 from lap_server.validation import LapRequest, strict_parameters
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def create_app(lap: Lap, settings: ServerSettings) -> Litestar:
     if settings.lap_rate_limit:
         guard = rate_limit_guard(guard, RateLimiter(settings.lap_rate_limit), metrics.rate_limited)
     app = Litestar(
-        route_handlers=[*ROUTES, *TEAM_ROUTES, *SECRET_ROUTES, metrics_route(lap, metrics), *extra],
+        route_handlers=[*ROUTES, *TEAM_ROUTES, *SECRET_ROUTES, *USAGE_ROUTES, metrics_route(lap, metrics), *extra],
         dependencies={"lap": Provide(provide_lap), "caller": Provide(provide_caller)},
         guards=[guard],
         before_request=strict_parameters,

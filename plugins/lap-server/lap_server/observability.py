@@ -26,7 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from lap_core.metrics import DecisionCollector
+from lap_core.metrics import DecisionCollector, UsageCollector
 from lap_server.auth import Principal
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class Metrics:
 def metrics_route(lap: Lap, metrics: Metrics) -> HTTPRouteHandler:
     """Return the `/metrics` handler (Prometheus text format; master key only)."""
     metrics.registry.register(DecisionCollector(lap))
+    metrics.registry.register(UsageCollector(lap))  # what this process's LLM proxy metered, per team
 
     @get("/metrics", include_in_schema=False)
     async def scrape(caller: NamedDependency[Principal]) -> Response[bytes]:

@@ -130,6 +130,10 @@ def _requests(known: Known) -> Iterator[Probe]:
         yield Probe("GET", f"/api/agents?search={value}", team)
         yield Probe("GET", f"/api/sessions?agent_id={value}", master)
         yield Probe("POST", f"{session}/messages?wait={value}", json_master, message)
+    for parameter in ("since", "until", "group_by", "team_id", "session_id"):
+        for value in (*ODD_TEXT, "2025-02-30", "1e3", "-1", "team,,day", "day,week"):
+            for caller in (master, team):
+                yield Probe("GET", f"/api/usage?{parameter}={value}", caller)
     yield Probe("GET", "/api/agents?limit=1&limit=2&offset=0&offset=x", master)
     for resume in (*BAD_RESUME_IDS, b"0", b"1", b"3", b"99999", str(2**62).encode()):
         for caller in (master, team):
@@ -152,9 +156,10 @@ def _requests(known: Known) -> Iterator[Probe]:
         f"{session}/messages",
         "/api/teams",
         "/api/keys",
+        "/api/teams/team_default",
     ]
     for path in body_routes:
-        method = "PATCH" if path.startswith("/api/agents/") else "POST"
+        method = "PATCH" if path.startswith(("/api/agents/", "/api/teams/")) else "POST"
         for body in _bad_bodies():
             yield Probe(method, path, json_master, body)
         for content_type in (b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=x",

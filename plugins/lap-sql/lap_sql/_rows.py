@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 
 from lap_core.egress import EgressPolicy
-from lap_core.models import Agent, ApiKey, Job, Secret, Session, SessionStatus, Team, TurnRecord
+from lap_core.models import Agent, ApiKey, Budget, Job, Secret, Session, SessionStatus, Team, TurnRecord
 
 Row = dict[str, Any]
 
@@ -20,7 +20,13 @@ def utc(value: datetime) -> datetime:
 
 def team(row: Row) -> Team:
     """Return the `Team` of a `teams` row."""
-    return Team(id=row["id"], name=row["name"], created_at=utc(row["created_at"]))
+    budget = Budget(tokens_per_month=row["budget_tokens_per_month"], usd_per_month=row["budget_usd_per_month"])
+    return Team(id=row["id"], name=row["name"], budget=budget, created_at=utc(row["created_at"]))
+
+
+def budget_values(budget: Budget) -> dict[str, Any]:
+    """Return the `teams` columns of a budget by column name."""
+    return {"budget_tokens_per_month": budget.tokens_per_month, "budget_usd_per_month": budget.usd_per_month}
 
 
 def api_key(row: Row) -> ApiKey:

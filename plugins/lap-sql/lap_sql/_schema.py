@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from piccolo.columns import BigInt, Boolean, Bytea, Integer, Text, Timestamptz
+from piccolo.columns import BigInt, Boolean, Bytea, DoublePrecision, Integer, Text, Timestamptz
 from piccolo.table import Table, create_table_class
 
 if TYPE_CHECKING:
@@ -20,11 +20,13 @@ if TYPE_CHECKING:
 
 
 class TeamRow(Table, tablename="teams"):
-    """A row of `teams`."""
+    """A row of `teams`; the budget columns are null for no limit."""
 
     id = Text(primary_key=True)
     name = Text()
     created_at = Timestamptz()
+    budget_tokens_per_month = BigInt(null=True, default=None)
+    budget_usd_per_month = DoublePrecision(null=True, default=None)
 
 
 class AgentRow(Table, tablename="agents"):
@@ -131,6 +133,21 @@ class SecretRow(Table, tablename="secrets"):
     updated_at = Timestamptz()
 
 
+class UsageRow(Table, tablename="usage_records"):
+    """A row of `usage_records`: one model call (no foreign keys: usage outlives its session)."""
+
+    id = Text(primary_key=True)
+    at = Timestamptz()
+    team_id = Text()
+    agent_id = Text()
+    session_id = Text()
+    model = Text()
+    input_tokens = BigInt()
+    output_tokens = BigInt()
+    cached_tokens = BigInt()
+    cost_usd = DoublePrecision(null=True, default=None)
+
+
 class MigrationRow(Table, tablename="lap_migrations"):
     """A row of `lap_migrations`: one per migration applied."""
 
@@ -162,6 +179,7 @@ class Tables:
         self.jobs = _bind(JobRow, engine)
         self.api_keys = _bind(ApiKeyRow, engine)
         self.secrets = _bind(SecretRow, engine)
+        self.usage = _bind(UsageRow, engine)
         self.migrations = _bind(MigrationRow, engine)
 
 
@@ -220,6 +238,28 @@ _SECRETS = {
     ]
     for dialect, blob in (("postgres", "BYTEA"), ("sqlite", "BLOB"))
 }
+# Usage of the LLM proxy's model calls, and each team's monthly budget.
+_USAGE = [
+    """CREATE TABLE usage_records (
+        id TEXT PRIMARY KEY,
+        at TIMESTAMPTZ NOT NULL,
+        team_id TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cached_tokens BIGINT NOT NULL,
+        cost_usd DOUBLE PRECISION
+    )""",
+    # The budget check sums a team's month; the API filters by team, agent or session and time.
+    "CREATE INDEX usage_records_team_at ON usage_records (team_id, at)",
+    "CREATE INDEX usage_records_agent_at ON usage_records (agent_id, at)",
+    "CREATE INDEX usage_records_session_at ON usage_records (session_id, at)",
+    "CREATE INDEX usage_records_at ON usage_records (at)",
+    "ALTER TABLE teams ADD COLUMN budget_tokens_per_month BIGINT",
+    "ALTER TABLE teams ADD COLUMN budget_usd_per_month DOUBLE PRECISION",
+]
 
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS lap_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
 
@@ -322,5 +362,6 @@ def migrations(dialect: Dialect) -> list[tuple[str, list[str]]]:
         ("0005_client_keys", _CLIENT_KEYS),
         ("0006_sandbox_generation", _SANDBOX_GENERATION),
         ("0007_secrets", _SECRETS[dialect]),
+        ("0008_usage", _USAGE),
         ("0009_egress", _EGRESS),
     ]

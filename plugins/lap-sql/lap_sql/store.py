@@ -18,6 +18,7 @@ from lap_sql._db import not_found
 from lap_sql._jobs import JobQueue
 from lap_sql._keys import ApiKeys
 from lap_sql._secrets import Secrets
+from lap_sql._usage import Usage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -35,13 +36,14 @@ def _check_page(limit: int, offset: int) -> None:
         raise InvalidInput(f"limit and offset must not be negative (got limit={limit}, offset={offset})")
 
 
-class SqlStore(ApiKeys, Secrets, JobQueue, SessionStore):
+class SqlStore(ApiKeys, Secrets, JobQueue, Usage, SessionStore):
     """A `SessionStore` in SQLite (`sqlite:///path/lap.db`) or PostgreSQL (`postgresql://...`).
 
     Each instance has its own engine and table classes, so stores of different databases can be
     used side by side. Event seqs come from `sessions.last_seq`, bumped and read back in the
     transaction that inserts the events, so concurrent appends never share or skip a seq. The job
-    queue's methods come from `JobQueue`, the API keys' from `ApiKeys`, the secrets' from `Secrets`.
+    queue's methods come from `JobQueue`, the API keys' from `ApiKeys`, the secrets' from `Secrets`, the
+    usage methods from `Usage`.
     """
 
     def __init__(self, url: str) -> None:
@@ -81,7 +83,9 @@ class SqlStore(ApiKeys, Secrets, JobQueue, SessionStore):
         """Insert a team; raise `Conflict` if its id or name exists."""
         t = self._t.teams
         async with self._db.write(conflict=f"a team with id {team.id!r} or name {team.name!r} already exists"):
-            await t.insert(t(id=team.id, name=team.name, created_at=_rows.utc(team.created_at)))
+            await t.insert(
+                t(id=team.id, name=team.name, created_at=_rows.utc(team.created_at), **_rows.budget_values(team.budget))
+            )
         return team
 
     async def get_team(self, team_id: str) -> Team:

@@ -37,6 +37,7 @@ MIGRATIONS = [
     "0005_client_keys",
     "0006_sandbox_generation",
     "0007_secrets",
+    "0008_usage",
     "0009_egress",
 ]
 PG_URL = os.environ.get("DATABASE_URL_TEST", "postgresql://postgres@127.0.0.1:5432/test")
