@@ -56,6 +56,7 @@ EVERY_EVENT: tuple[ev.SessionEvent, ...] = (
     ev.Status(phase="sandbox", detail="creating"),
     ev.Error(code="gateway_error", message="the gateway said 502"),
     ev.HarnessSession(native_session_id="ses_native_1"),
+    ev.EgressDenied(host="example.com", port=443, reason="not in the agent's egress allow list"),
     ev.TurnEnd(status="failed", reason="tool crashed"),
     ev.TurnEnd(),
 )
