@@ -49,8 +49,8 @@ log = structlog.get_logger("lap.egress")
 
 HELLO_TIMEOUT = 10.0
 SCOPE_TTL = 2.0
-"""Seconds a session's scope (policy, secrets) is kept: a package manager opens many connections at
-once, each would ask the store; a changed policy or a replaced sandbox applies within this long."""
+"""Seconds a sandbox's scope (policy, secrets) is kept: a package manager opens many connections at
+once, each would ask the store; a changed policy applies within this long (a new sandbox at once)."""
 CONNECT_TIMEOUT = 10.0
 NOTE_EVERY = 60.0
 """Seconds between two `egress_denied` events of a session for the same destination."""
@@ -103,7 +103,7 @@ class EgressGateway:
         self._upstream_tls = upstream_tls or ssl.create_default_context()
         self.decisions: Counter[tuple[str, str]] = Counter()  # (allowed|denied, team) -> count
         self._noted: dict[tuple[str, str, int], float] = {}
-        self._scopes: dict[str, tuple[float, EgressScope | None]] = {}
+        self._scopes: dict[tuple[str, int], tuple[float, EgressScope | None]] = {}
 
     async def handle(self, stream: SocketStream, grant: SandboxGrant, rest: bytes) -> None:
         """Serve one connection of a sandbox (its identity checked, `rest`: bytes already read)."""
@@ -151,7 +151,8 @@ class EgressGateway:
 
     async def _scope(self, grant: SandboxGrant) -> EgressScope:
         now = time.monotonic()
-        cached = self._scopes.get(grant.session_id)
+        key = (grant.session_id, grant.generation)  # a new sandbox asks afresh
+        cached = self._scopes.get(key)
         if cached is not None and now - cached[0] < self._scope_ttl:
             scope = cached[1]
         else:
@@ -161,7 +162,7 @@ class EgressGateway:
                 raise _Denied(503, "LAP cannot check the egress policy right now; retry") from None
             if len(self._scopes) > 10_000:
                 self._scopes = {k: v for k, v in self._scopes.items() if now - v[0] < self._scope_ttl}
-            self._scopes[grant.session_id] = (now, scope)
+            self._scopes[key] = (now, scope)
         if scope is None or scope.generation != grant.generation:
             raise _Denied(403, "this sandbox is no longer its session's")
         return scope
