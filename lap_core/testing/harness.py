@@ -320,8 +320,9 @@ class HarnessConformance(Suite):
         scripted_llm.script(command=f"echo replay-{token}", text=f"replayed-{token}", chunks=4, fail_status=None)
         agent, session = await self._session(lap)
         records = await self._completed(lap, session.id, f"go {token}")
-        logged = [record.event for record in records if _is_harness_event(record.event)]
-        turn_id = records[0].turn_id
+        turn_id = next(record.turn_id for record in records if record.turn_id is not None)
+        # The turn's own events: the platform's notes (egress_denied, say) belong to no turn.
+        logged = [record.event for record in records if record.turn_id == turn_id and _is_harness_event(record.event)]
         assert turn_id is not None
         sandbox_name = (await lap.sessions.get(session.id)).sandbox_name
         assert sandbox_name is not None
