@@ -31,10 +31,10 @@ def _gateway(directory: Path, hosts: str, trust: str) -> None:
     """Serve the vault with its egress gateway on `directory/llm.sock` until killed (`--gateway`)."""
     import anyio
 
+    from lap_core import EgressPolicy
     from lap_core._config import CoreSettings
     from lap_core._egress import BoundSecret, EgressScope, build_gateway
     from lap_core._vault import LLMProxy, StubKeys
-    from lap_core.egress import EgressPolicy
 
     keys = StubKeys(b"b" * 32)
     settings = CoreSettings(lap_egress_hosts=hosts, lap_egress_trust=trust)

@@ -40,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import data_dir, line, percentile, pg_database
 
-from lap_core import DEFAULT_TEAM_ID, Lap, TextDelta
-from lap_core.models import Agent, Session, Team, new_id
+from lap_core import DEFAULT_TEAM_ID, Agent, Lap, Session, Team, TextDelta, new_id
 from lap_sql import SqlStore
 from tests.fakes.plugin import FakesPlugin
 from tests.fixtures import lap_env

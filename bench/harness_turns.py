@@ -32,10 +32,8 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lap_core import Agent, HarnessSession, Lap, LLMAccess, Status, Turn, TurnEnd
+from lap_core import HARNESS_ROOT, HOME_DIR, Agent, CliHarness, HarnessSession, Lap, LLMAccess, Status, Turn, TurnEnd
 from lap_core._install import harness_dir, install_harness
-from lap_core.harness import CliHarness
-from lap_core.sandbox import HARNESS_ROOT, HOME_DIR
 from tests.fakes.litellm import LiteLLMProxy
 from tests.fakes.llm_server import FakeLLM
 from tests.fixtures import HARNESS_CACHE, lap_env

@@ -31,7 +31,7 @@ from kubernetes_asyncio import client, config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lap_core.sandbox import SandboxContext, SandboxSpec
+from lap_core import SandboxContext, SandboxSpec
 from lap_kubernetes import KubernetesBackend, KubernetesSettings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import data_dir, line, pg_database
 
+from lap_core import Budget, Team
 from lap_core._vault import LLMScope, StubKeys, UsageCounters
 from lap_core._vault.answer import AnswerReader
-from lap_core.models import Budget, Team
 from lap_sql import SqlStore
 from tests.fakes import wire
 from tests.unit.vault_support import MODEL, Answer, Scopes, recorder, running_proxy

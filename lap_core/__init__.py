@@ -8,13 +8,15 @@ Embedding looks like this::
         async for record in lap.sessions.stream(session.id, "write hello.txt"):
             print(record.event)
 
-Plugins add sandbox backends, harnesses, stores and integrations through the hooks in
-`lap_core.hookspecs`. Everything public is importable from here; modules starting with `_`
-are private.
+Plugins add sandbox backends, harnesses, stores and integrations through the hooks listed in
+docs/plugins.md (implement them with `hookimpl`). Everything public is importable from here
+(and test helpers from `lap_core.testing`); modules starting with `_` are private and may change
+in any release. docs/api.md is the reference of every name in `__all__`.
 """
 
-from lap_core._runtime import Lap
-from lap_core.errors import (
+from lap_core._config import read_settings
+from lap_core._egress_policy import EgressPolicy
+from lap_core._errors import (
     ConfigError,
     Conflict,
     HarnessError,
@@ -26,7 +28,7 @@ from lap_core.errors import (
     SandboxError,
     StoreError,
 )
-from lap_core.events import (
+from lap_core._events import (
     EgressDenied,
     Error,
     EventRecord,
@@ -43,24 +45,42 @@ from lap_core.events import (
     decode_event,
     encode_event,
 )
-from lap_core.harness import CliHarness, Harness, LineMapper, LLMAccess, NativeState, json_object
-from lap_core.hookspecs import hookimpl
-from lap_core.integration import Integration
-from lap_core.models import (
+from lap_core._harness import CliHarness, Harness, LineMapper, LLMAccess, NativeState, json_object
+from lap_core._hookspecs import hookimpl, hookspec
+from lap_core._integration import Integration
+from lap_core._metrics import DecisionCollector, UsageCollector
+from lap_core._models import (
     DEFAULT_TEAM_ID,
     Agent,
     ApiKey,
     Budget,
+    BusyPolicy,
     Job,
+    JobStatus,
     Secret,
     Session,
+    SessionStatus,
     Team,
     Turn,
     TurnRecord,
+    TurnStatus,
+    UsageGroup,
     UsageRecord,
     UsageTotals,
+    new_id,
+    utcnow,
 )
-from lap_core.sandbox import (
+from lap_core._runtime import Lap
+from lap_core._sandbox import (
+    CA_BUNDLE,
+    EGRESS_PROXY_URL,
+    HARNESS_ROOT,
+    HOME_DIR,
+    LLM_BASE_URL,
+    VAULT_DIR,
+    WORKSPACE_DIR,
+    Check,
+    DiskUsage,
     ExecResult,
     FileSpec,
     HydratePayload,
@@ -73,19 +93,32 @@ from lap_core.sandbox import (
     SandboxRef,
     SandboxSpec,
     StartProcess,
+    text_file,
 )
-from lap_core.specs import HarnessSpec, IntegrationSpec, SandboxBackendSpec, SessionStoreSpec
-from lap_core.store import SessionStore
+from lap_core._specs import HarnessSpec, IntegrationSpec, SandboxBackendSpec, SessionStoreSpec
+from lap_core._store import SessionStore, StoreChange
 
 __all__ = [
+    "CA_BUNDLE",
     "DEFAULT_TEAM_ID",
+    "EGRESS_PROXY_URL",
+    "HARNESS_ROOT",
+    "HOME_DIR",
+    "LLM_BASE_URL",
+    "VAULT_DIR",
+    "WORKSPACE_DIR",
     "Agent",
     "ApiKey",
     "Budget",
+    "BusyPolicy",
+    "Check",
     "CliHarness",
     "ConfigError",
     "Conflict",
+    "DecisionCollector",
+    "DiskUsage",
     "EgressDenied",
+    "EgressPolicy",
     "Error",
     "EventRecord",
     "ExecResult",
@@ -99,6 +132,7 @@ __all__ = [
     "IntegrationSpec",
     "InvalidInput",
     "Job",
+    "JobStatus",
     "LLMAccess",
     "Lap",
     "LapError",
@@ -121,10 +155,12 @@ __all__ = [
     "Secret",
     "Session",
     "SessionEvent",
+    "SessionStatus",
     "SessionStore",
     "SessionStoreSpec",
     "StartProcess",
     "Status",
+    "StoreChange",
     "StoreError",
     "Team",
     "TextDelta",
@@ -133,12 +169,20 @@ __all__ = [
     "Turn",
     "TurnEnd",
     "TurnRecord",
+    "TurnStatus",
     "Usage",
+    "UsageCollector",
+    "UsageGroup",
     "UsageRecord",
     "UsageTotals",
     "UserMessage",
     "decode_event",
     "encode_event",
     "hookimpl",
+    "hookspec",
     "json_object",
+    "new_id",
+    "read_settings",
+    "text_file",
+    "utcnow",
 ]

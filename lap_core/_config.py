@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeVar, get_args
 import msgspec
 from dotenv import dotenv_values
 
-from lap_core.errors import ConfigError
+from lap_core._errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -185,8 +185,12 @@ def load_settings(
     return settings, problems
 
 
-def settings_from_env(struct_type: type[S], env: Mapping[str, str] | None = None) -> S:
-    """Return one settings struct from the environment, or raise `ConfigError` listing every problem."""
+def read_settings(struct_type: type[S], env: Mapping[str, str] | None = None) -> S:
+    """Read a plugin's settings struct as LAP does: from `env` (default: `.env` and the process environment).
+
+    Raises `ConfigError` whose `problems` map each bad variable to what is wrong with it. Useful in
+    a plugin's tests, and in a service that reads its own settings the way LAP reads its own.
+    """
     settings, problems = load_settings({"settings": struct_type}, read_environment(env))
     if problems:
         raise ConfigError(problems)

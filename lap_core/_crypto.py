@@ -22,7 +22,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lap_core.errors import ConfigError, LapError
+from lap_core._errors import ConfigError, LapError
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from lap_core.errors import HarnessError
+from lap_core._errors import HarnessError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from lap_core.harness import Harness
+    from lap_core._harness import Harness
 
 MARKER = ".lap-installed"
 

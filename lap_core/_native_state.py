@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from lap_core.events import HarnessSession, Status, TextDelta, UserMessage
+from lap_core._events import HarnessSession, Status, TextDelta, UserMessage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
-    from lap_core.events import EventRecord, SessionEvent
-    from lap_core.harness import Harness
-    from lap_core.sandbox import SandboxClient
+    from lap_core._events import EventRecord, SessionEvent
+    from lap_core._harness import Harness
+    from lap_core._sandbox import SandboxClient
 
 __all__ = [
     "REPLAYED",

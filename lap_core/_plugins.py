@@ -13,9 +13,9 @@ import msgspec
 import pluggy
 import structlog
 
-from lap_core import hookspecs
-from lap_core.errors import PluginError
-from lap_core.specs import HarnessSpec, IntegrationSpec, SandboxBackendSpec, SessionStoreSpec
+from lap_core import _hookspecs as hookspecs
+from lap_core._errors import PluginError
+from lap_core._specs import HarnessSpec, IntegrationSpec, SandboxBackendSpec, SessionStoreSpec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

@@ -20,14 +20,14 @@ from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRu
 from lap_core._engine.reconciler import Decisions, Reconciler
 from lap_core._engine.sandboxes import egress_scope, llm_scope
 from lap_core._engine.secrets import Secrets
+from lap_core._errors import ConfigError, Conflict, NotFound
 from lap_core._loop import quiet_cancelled_wakeups
+from lap_core._models import DEFAULT_TEAM_ID, Team
 from lap_core._plugins import PluginRegistry
 from lap_core._redact import register_environment
+from lap_core._sandbox import VAULT_DIR, SandboxContext
 from lap_core._sandbox_env import container_environment
 from lap_core._vault import LLMProxy, StubKeys, UsageCounters
-from lap_core.errors import ConfigError, Conflict, NotFound
-from lap_core.models import DEFAULT_TEAM_ID, Team
-from lap_core.sandbox import VAULT_DIR, SandboxContext
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -35,11 +35,11 @@ if TYPE_CHECKING:
 
     import msgspec
 
-    from lap_core.events import SessionEvent
-    from lap_core.harness import Harness
-    from lap_core.sandbox import SandboxBackend
-    from lap_core.specs import SessionStoreSpec
-    from lap_core.store import SessionStore
+    from lap_core._events import SessionEvent
+    from lap_core._harness import Harness
+    from lap_core._sandbox import SandboxBackend
+    from lap_core._specs import SessionStoreSpec
+    from lap_core._store import SessionStore
 
 log = structlog.get_logger("lap")
 

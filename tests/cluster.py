@@ -33,7 +33,7 @@ KEY = "workers-master-key"
 GATEWAY_KEY = "sk-cluster-gateway"
 """The real key of the cluster's model gateway (`LITELLM_API_KEY`): only the LLM proxy sends it."""
 REPO = Path(__file__).resolve().parents[1]
-LAP = [sys.executable, "-m", "lap_core._cli"]
+LAP = [sys.executable, "-m", "lap_core"]
 
 
 class Cluster:

@@ -10,7 +10,7 @@ import anyio
 import click
 
 from lap_core._cli._logging import configure
-from lap_core.errors import LapError
+from lap_core._errors import LapError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -10,10 +10,10 @@ import click
 import httpx
 
 from lap_core._cli import run
+from lap_core._errors import HarnessError, LapError
 from lap_core._install import harness_dir, install_harness, is_installed
 from lap_core._runtime import Lap
-from lap_core.errors import HarnessError, LapError
-from lap_core.sandbox import Check
+from lap_core._sandbox import Check
 
 if TYPE_CHECKING:
     from lap_core._config import CoreSettings

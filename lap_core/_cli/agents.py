@@ -8,10 +8,10 @@ from typing import get_args
 import click
 
 from lap_core._cli import run
+from lap_core._egress_policy import PRESETS, EgressPolicy
+from lap_core._errors import InvalidInput
+from lap_core._models import BusyPolicy
 from lap_core._runtime import Lap
-from lap_core.egress import PRESETS, EgressPolicy
-from lap_core.errors import InvalidInput
-from lap_core.models import BusyPolicy
 
 
 def _options(pairs: tuple[str, ...]) -> dict[str, object]:

@@ -13,12 +13,12 @@ import click
 from lap_core._cli import run
 from lap_core._cli.admin import ensure_installed
 from lap_core._cli.render import EventPrinter
+from lap_core._errors import NotFound
+from lap_core._events import UserMessage
 from lap_core._runtime import Lap
-from lap_core.errors import NotFound
-from lap_core.events import UserMessage
 
 if TYPE_CHECKING:
-    from lap_core.models import Agent
+    from lap_core._models import Agent
 
 DEFAULT_AGENT = "default"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from lap_core.events import (
+from lap_core._events import (
     Error,
     EventRecord,
     ReasoningDelta,

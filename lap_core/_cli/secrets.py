@@ -7,8 +7,8 @@ import sys
 import click
 
 from lap_core._cli import run
+from lap_core._errors import InvalidInput, NotFound
 from lap_core._runtime import Lap
-from lap_core.errors import InvalidInput, NotFound
 
 
 def _read_value() -> str:

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, cast, get_args
 import click
 
 from lap_core._cli import run
+from lap_core._errors import NotFound
+from lap_core._models import UsageGroup
 from lap_core._runtime import Lap
-from lap_core.errors import NotFound
-from lap_core.models import UsageGroup
 
 if TYPE_CHECKING:
-    from lap_core.models import UsageTotals
+    from lap_core._models import UsageTotals
 
 GROUPS = get_args(UsageGroup)
 WHEN = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"])

@@ -9,8 +9,8 @@ import click
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from lap_core._cli import run
+from lap_core._metrics import DecisionCollector, UsageCollector
 from lap_core._runtime import Lap
-from lap_core.metrics import DecisionCollector, UsageCollector
 
 
 @click.command()

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from lap_core._config import CoreSettings
-    from lap_core.events import SessionEvent
+    from lap_core._events import SessionEvent
 
 __all__ = ["BoundSecret", "EgressGateway", "EgressScope", "build_gateway"]
 

@@ -6,7 +6,7 @@ each connection with the sandbox's identity; the LLM proxy's sockets carry both,
 
 1. `CONNECT host:port` (HTTPS, and anything over TLS) or a plain-HTTP request in absolute form;
    anything else is a 400.
-2. The gateway resolves the host itself and asks the session's policy (`lap_core.egress`): denied,
+2. The gateway resolves the host itself and asks the session's policy (`lap_core._egress_policy`): denied,
    the answer is a 403 saying why, the session gets an `egress_denied` event, and the decision is
    logged and counted. The connection goes to the very address that was checked.
 3. Inside a tunnel, the TLS ClientHello must ask for the CONNECT host (SNI), else it is closed.
@@ -31,9 +31,9 @@ from anyio.streams.tls import TLSStream
 from lap_core._egress.relay import BoundSecret, Swapped, relay
 from lap_core._egress.sni import MAX_HELLO, ClientHelloError, client_hello_length, server_name
 from lap_core._egress.streams import GONE, Prefixed, splice
-from lap_core.egress import EgressPolicy, check_rule
-from lap_core.errors import StoreError
-from lap_core.events import EgressDenied
+from lap_core._egress_policy import EgressPolicy, check_rule
+from lap_core._errors import StoreError
+from lap_core._events import EgressDenied
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 
     from lap_core._egress.certificates import Authority
     from lap_core._egress.resolver import Resolver
+    from lap_core._events import SessionEvent
     from lap_core._vault.keys import SandboxGrant
-    from lap_core.events import SessionEvent
 
 log = structlog.get_logger("lap.egress")
 

@@ -21,7 +21,7 @@ import msgspec
 import structlog
 
 from lap_core._egress.scrub import Scrubber
-from lap_core.egress import host_matches
+from lap_core._egress_policy import host_matches
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence

@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from msgspec.structs import replace
 
-from lap_core.errors import InvalidInput, NotFound
-from lap_core.models import DEFAULT_TEAM_ID, Agent, BusyPolicy, new_id, utcnow
+from lap_core._errors import InvalidInput, NotFound
+from lap_core._models import DEFAULT_TEAM_ID, Agent, BusyPolicy, new_id, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from lap_core.egress import EgressPolicy
-    from lap_core.harness import Harness
-    from lap_core.store import SessionStore
+    from lap_core._egress_policy import EgressPolicy
+    from lap_core._harness import Harness
+    from lap_core._store import SessionStore
 
 MAX_NAME = 64
 _REPO = re.compile(r"^https?://[^\s/@]+(?::\d+)?/\S+$")

@@ -17,15 +17,15 @@ import shlex
 import time
 from typing import TYPE_CHECKING
 
-from lap_core.errors import HarnessError
-from lap_core.events import Status
-from lap_core.sandbox import HOME_DIR, WORKSPACE_DIR, StartProcess
+from lap_core._errors import HarnessError
+from lap_core._events import Status
+from lap_core._sandbox import HOME_DIR, WORKSPACE_DIR, StartProcess
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from lap_core.events import SessionEvent
-    from lap_core.sandbox import SandboxClient
+    from lap_core._events import SessionEvent
+    from lap_core._sandbox import SandboxClient
 
 MARKER = f"{HOME_DIR}/.lap/checkout.json"
 PROGRESS_EVERY = 1.0

@@ -20,15 +20,15 @@ import anyio
 import structlog
 
 from lap_core._engine.sandboxes import sandbox_of
-from lap_core.errors import LapError, NotFound, NotSupported
-from lap_core.models import Job, new_id, utcnow
+from lap_core._errors import LapError, NotFound, NotSupported
+from lap_core._models import Job, new_id, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from lap_core.models import Session
-    from lap_core.sandbox import SandboxBackend, SandboxRef
-    from lap_core.store import SessionStore
+    from lap_core._models import Session
+    from lap_core._sandbox import SandboxBackend, SandboxRef
+    from lap_core._store import SessionStore
 
 log = structlog.get_logger("lap.reconciler")
 

@@ -11,15 +11,15 @@ import msgspec
 import structlog
 
 from lap_core._egress import BoundSecret, EgressScope
+from lap_core._egress_policy import EgressPolicy, host_matches
 from lap_core._engine.checkout import checkout
+from lap_core._errors import HarnessError, NotFound, SandboxError
+from lap_core._events import Error, Status
+from lap_core._harness import LLMAccess
 from lap_core._install import harness_dir, is_installed
+from lap_core._sandbox import CA_BUNDLE, EGRESS_PROXY_URL, LLM_BASE_URL, FileSpec, SandboxSpec
 from lap_core._sandbox_client import SandboxdError
 from lap_core._vault import LLMScope
-from lap_core.egress import EgressPolicy, host_matches
-from lap_core.errors import HarnessError, NotFound, SandboxError
-from lap_core.events import Error, Status
-from lap_core.harness import LLMAccess
-from lap_core.sandbox import CA_BUNDLE, EGRESS_PROXY_URL, LLM_BASE_URL, FileSpec, SandboxSpec
 from lap_sandboxd.protocol import EgressRoute
 
 if TYPE_CHECKING:
@@ -27,12 +27,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from lap_core._engine.secrets import Secrets
+    from lap_core._events import SessionEvent
+    from lap_core._harness import Harness
+    from lap_core._models import Agent, Session
+    from lap_core._sandbox import HydratePayload, SandboxBackend, SandboxClient
+    from lap_core._store import SessionStore
     from lap_core._vault import StubKeys
-    from lap_core.events import SessionEvent
-    from lap_core.harness import Harness
-    from lap_core.models import Agent, Session
-    from lap_core.sandbox import HydratePayload, SandboxBackend, SandboxClient
-    from lap_core.store import SessionStore
 
 log = structlog.get_logger("lap.engine")
 

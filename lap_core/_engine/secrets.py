@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from lap_core._crypto import DecryptionError
+from lap_core._errors import InvalidInput
+from lap_core._models import DEFAULT_TEAM_ID, Secret, new_id
 from lap_core._redact import register_secret
 from lap_core._sandbox_env import name_problem
-from lap_core.errors import InvalidInput
-from lap_core.models import DEFAULT_TEAM_ID, Secret, new_id
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from lap_core._crypto import Cipher
     from lap_core._engine.agents import Agents
-    from lap_core.models import Agent
-    from lap_core.store import SessionStore
+    from lap_core._models import Agent
+    from lap_core._store import SessionStore
 
 MAX_VALUE = 64 * 1024
 MAX_HOSTS = 32

@@ -11,9 +11,9 @@ import structlog
 from lap_core._engine.sandboxes import sandbox_of
 from lap_core._engine.tails import LogTails, read_log
 from lap_core._engine.worker import RESTART, TURN
-from lap_core.errors import Conflict, InvalidInput, NotFound, NotSupported, StoreError
-from lap_core.events import EventRecord, TurnEnd, UserMessage
-from lap_core.models import DEFAULT_TEAM_ID, BusyPolicy, Job, Session, TurnRecord, new_id
+from lap_core._errors import Conflict, InvalidInput, NotFound, NotSupported, StoreError
+from lap_core._events import EventRecord, TurnEnd, UserMessage
+from lap_core._models import DEFAULT_TEAM_ID, BusyPolicy, Job, Session, TurnRecord, new_id
 
 if TYPE_CHECKING:
     import builtins
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from lap_core._engine.bus import EventBus
     from lap_core._engine.turns import TurnRunner
     from lap_core._engine.worker import Worker
-    from lap_core.sandbox import SandboxBackend
-    from lap_core.store import SessionStore
+    from lap_core._sandbox import SandboxBackend
+    from lap_core._store import SessionStore
 
 log = structlog.get_logger("lap.engine")
 MAX_MESSAGE = 256 * 1024

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
-from lap_core.errors import LapError
+from lap_core._errors import LapError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    from lap_core.events import EventRecord
-    from lap_core.store import SessionStore
+    from lap_core._events import EventRecord
+    from lap_core._store import SessionStore
 
 log = structlog.get_logger("lap.engine")
 

@@ -17,6 +17,9 @@ import structlog
 
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._engine.tails import read_log
+from lap_core._errors import HarnessError, LapError, StoreError
+from lap_core._events import Error, HarnessSession, SessionEvent, Status, TurnEnd, UserMessage
+from lap_core._models import Turn, process_id
 from lap_core._native_state import (
     REPLAYED,
     began_new_session,
@@ -26,9 +29,6 @@ from lap_core._native_state import (
     with_history,
 )
 from lap_core._sandbox_client import SandboxdError
-from lap_core.errors import HarnessError, LapError, StoreError
-from lap_core.events import Error, HarnessSession, SessionEvent, Status, TurnEnd, UserMessage
-from lap_core.models import Turn, process_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -36,11 +36,11 @@ if TYPE_CHECKING:
 
     from lap_core._engine.bus import EventBus
     from lap_core._engine.sandboxes import SandboxProvider
-    from lap_core.events import EventRecord
-    from lap_core.harness import Harness
-    from lap_core.models import Agent, TurnRecord, TurnStatus
-    from lap_core.sandbox import SandboxClient
-    from lap_core.store import SessionStore
+    from lap_core._events import EventRecord
+    from lap_core._harness import Harness
+    from lap_core._models import Agent, TurnRecord, TurnStatus
+    from lap_core._sandbox import SandboxClient
+    from lap_core._store import SessionStore
 
 log = structlog.get_logger("lap.engine")
 

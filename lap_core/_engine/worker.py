@@ -18,16 +18,16 @@ import structlog
 
 from lap_core._engine.bus import EventBus
 from lap_core._engine.reconciler import SUSPEND, Decisions
-from lap_core.errors import LapError, NotFound, StoreError
-from lap_core.events import Error, SessionEvent, TurnEnd, UserMessage
-from lap_core.models import Job, new_id
+from lap_core._errors import LapError, NotFound, StoreError
+from lap_core._events import Error, SessionEvent, TurnEnd, UserMessage
+from lap_core._models import Job, new_id
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
 
     from lap_core._engine.turns import TurnRunner
-    from lap_core.models import TurnRecord
-    from lap_core.store import SessionStore
+    from lap_core._models import TurnRecord
+    from lap_core._store import SessionStore
 
 log = structlog.get_logger("lap.worker")
 

@@ -24,21 +24,21 @@ import httpx
 import msgspec
 import structlog
 
+from lap_core._errors import NotFound, StoreError
+from lap_core._events import Error
+from lap_core._models import UsageRecord, new_id, utcnow
 from lap_core._vault.answer import AnswerReader, Tokens, parse_cost
 from lap_core._vault.replies import Refusal
-from lap_core.errors import NotFound, StoreError
-from lap_core.events import Error
-from lap_core.models import UsageRecord, new_id, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from datetime import datetime
 
+    from lap_core._events import SessionEvent
+    from lap_core._store import SessionStore
     from lap_core._vault.answer import Api
     from lap_core._vault.body import RequestFields
     from lap_core._vault.proxy import LLMScope
-    from lap_core.events import SessionEvent
-    from lap_core.store import SessionStore
 
     Note = Callable[[str, SessionEvent], Awaitable[None]]
 

@@ -33,12 +33,12 @@ import httpx
 import msgspec
 import structlog
 
+from lap_core._errors import StoreError
 from lap_core._vault.body import BodyError, SpooledBody
 from lap_core._vault.metering import INCLUDE_USAGE, Meter, UsageCounters, pass_on
 from lap_core._vault.replies import Refusal, model_list, refuse_connection, send_json
 from lap_core._vault.sockets import serve_sockets
 from lap_core._vault.surface import RouteError, parse_target, route_of
-from lap_core.errors import StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -47,10 +47,10 @@ if TYPE_CHECKING:
     from anyio.abc import SocketStream, TaskStatus
 
     from lap_core._egress.gateway import EgressGateway
+    from lap_core._store import SessionStore
     from lap_core._vault.keys import SandboxGrant, StubKeys
     from lap_core._vault.metering import MeteredCall, Note
     from lap_core._vault.surface import Route
-    from lap_core.store import SessionStore
 
 log = structlog.get_logger("lap.vault")
 

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import pytest
 
-from lap_core import events as ev
-from lap_core.models import Agent, Session, Team, TurnRecord, new_id
+from lap_core import _events as ev
+from lap_core._models import Agent, Session, Team, TurnRecord, new_id
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from lap_core.store import SessionStore
+    from lap_core._store import SessionStore
 
 
 _EPOCH = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)

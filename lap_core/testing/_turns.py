@@ -9,13 +9,13 @@ import anyio
 import msgspec
 import pytest
 
-from lap_core import events as ev
-from lap_core.errors import Conflict, NotFound
-from lap_core.models import TurnRecord, new_id
+from lap_core import _events as ev
+from lap_core._errors import Conflict, NotFound
+from lap_core._models import TurnRecord, new_id
 from lap_core.testing._base import _EPOCH, StoreSuite, _new_session, _start, _utc_aware, _without_at
 
 if TYPE_CHECKING:
-    from lap_core.store import SessionStore
+    from lap_core._store import SessionStore
 
 
 class TurnTests(StoreSuite):

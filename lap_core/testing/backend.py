@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 import pytest
 
-from lap_core.errors import SandboxError
-from lap_core.sandbox import HOME_DIR, WORKSPACE_DIR, SandboxSpec
+from lap_core._errors import SandboxError
+from lap_core._sandbox import HOME_DIR, WORKSPACE_DIR, SandboxSpec
 from lap_core.testing._base import Suite
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from lap_core.sandbox import SandboxBackend
+    from lap_core._sandbox import SandboxBackend
 
 READY_TIMEOUT = 120.0
 """Seconds a sandbox may take to become ready (a cold pod may pull an image)."""

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import anyio
 import pytest
 
-from lap_core.errors import InvalidInput
-from lap_core.events import (
+from lap_core._errors import InvalidInput
+from lap_core._events import (
     Error,
     HarnessSession,
     Status,
@@ -38,15 +38,15 @@ from lap_core.events import (
     Usage,
     UserMessage,
 )
-from lap_core.models import Turn
+from lap_core._models import Turn
 from lap_core.testing._base import Suite
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from lap_core._events import EventRecord, SessionEvent
+    from lap_core._models import Agent, Session
     from lap_core._runtime import Lap
-    from lap_core.events import EventRecord, SessionEvent
-    from lap_core.models import Agent, Session
 
 TURN_TIMEOUT = 180.0
 """Seconds one turn may take (a CLI may retry a failing gateway for a while)."""

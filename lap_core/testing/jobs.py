@@ -21,13 +21,13 @@ import anyio
 import msgspec
 import pytest
 
-from lap_core import events as ev
-from lap_core.errors import Conflict, InvalidInput, NotFound
-from lap_core.models import Agent, Job, Session, Team, TurnRecord, new_id, utcnow
+from lap_core import _events as ev
+from lap_core._errors import Conflict, InvalidInput, NotFound
+from lap_core._models import Agent, Job, Session, Team, TurnRecord, new_id, utcnow
 from lap_core.testing._base import StoreSuite
 
 if TYPE_CHECKING:
-    from lap_core.store import SessionStore
+    from lap_core._store import SessionStore
 
 __all__ = ["JobQueueConformance"]
 

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from lap_core.errors import Conflict, NotFound
-from lap_core.models import ApiKey, Team, new_id
+from lap_core._errors import Conflict, NotFound
+from lap_core._models import ApiKey, Team, new_id
 from lap_core.testing._base import StoreSuite
 
 if TYPE_CHECKING:
-    from lap_core.store import SessionStore
+    from lap_core._store import SessionStore
 
 
 async def _team(store: SessionStore) -> Team:

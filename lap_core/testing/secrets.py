@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from lap_core.errors import Conflict, NotFound
-from lap_core.models import Secret, Team, new_id
+from lap_core._errors import Conflict, NotFound
+from lap_core._models import Secret, Team, new_id
 from lap_core.testing._base import _EPOCH, _agent, _team, _utc_aware
 
 if TYPE_CHECKING:
-    from lap_core.models import Agent
-    from lap_core.store import SessionStore
+    from lap_core._models import Agent
+    from lap_core._store import SessionStore
 
 # Any bytes at all: NUL, high bytes, what no text column would keep.
 CIPHERTEXT = bytes(range(256)) + b"\x00tail"

@@ -19,10 +19,10 @@ import anyio
 import msgspec
 import pytest
 
-from lap_core import events as ev
-from lap_core.egress import EgressPolicy
-from lap_core.errors import Conflict, InvalidInput, NotFound
-from lap_core.models import Session, Team, new_id
+from lap_core import _events as ev
+from lap_core._egress_policy import EgressPolicy
+from lap_core._errors import Conflict, InvalidInput, NotFound
+from lap_core._models import Session, Team, new_id
 from lap_core.testing._base import (
     _EPOCH,
     _agent,
@@ -39,7 +39,7 @@ from lap_core.testing.secrets import SecretTests
 from lap_core.testing.usage import UsageTests
 
 if TYPE_CHECKING:
-    from lap_core.store import SessionStore
+    from lap_core._store import SessionStore
 
 __all__ = ["EVERY_EVENT", "StoreConformance"]
 

@@ -9,12 +9,12 @@ import anyio
 import msgspec
 import pytest
 
-from lap_core.errors import InvalidInput, NotFound
-from lap_core.models import Budget, Team, UsageRecord, UsageTotals, new_id
+from lap_core._errors import InvalidInput, NotFound
+from lap_core._models import Budget, Team, UsageRecord, UsageTotals, new_id
 from lap_core.testing._base import StoreSuite, _new_session
 
 if TYPE_CHECKING:
-    from lap_core.store import SessionStore
+    from lap_core._store import SessionStore
 
 _DAY_1 = datetime(2025, 3, 31, 22, 0, tzinfo=UTC)
 _DAY_2 = datetime(2025, 4, 1, 1, 30, tzinfo=UTC)

@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from lap_core import Lap
-from lap_core.sandbox import HOME_DIR, LLM_BASE_URL, WORKSPACE_DIR
+from lap_core import HOME_DIR, LLM_BASE_URL, WORKSPACE_DIR, Lap
 from lap_kubernetes import manifests
 from lap_local import bwrap
 from lap_sandboxd.daemon import parse_args

@@ -9,9 +9,7 @@ import anyio
 import msgspec
 import pytest
 
-from lap_core import EgressDenied, Error, Lap, Status, ToolResult, TurnEnd
-from lap_core.egress import EgressPolicy
-from lap_core.metrics import DecisionCollector
+from lap_core import DecisionCollector, EgressDenied, EgressPolicy, Error, Lap, Status, ToolResult, TurnEnd
 from tests.fakes.internet import Internet
 from tests.fakes.plugin import FakesPlugin
 from tests.fixtures import cleanup_sandboxes, lap_env

@@ -71,7 +71,7 @@ def test_lap_chat_streams_a_reply_in_the_terminal(
         LAP_DEFAULT_MODEL="fake-model",
         HOME=os.environ.get("HOME", "/root"),
     )
-    lap = [sys.executable, "-m", "lap_core._cli"]
+    lap = [sys.executable, "-m", "lap_core"]
     try:
         result = subprocess.run([*lap, "chat", "-m", "run it"], env=env, capture_output=True, text=True, timeout=180)
         assert result.returncode == 0, result.stderr
@@ -104,7 +104,7 @@ def test_lap_chat_works_with_every_harness(
         LITELLM_API_KEY=litellm_proxy.master_key,
         HOME=os.environ.get("HOME", "/root"),
     )
-    lap = [sys.executable, "-m", "lap_core._cli"]
+    lap = [sys.executable, "-m", "lap_core"]
     try:
         create = [*lap, "agents", "create", "--name", "agent", "--harness", harness, "--model", model]
         subprocess.run(create, env=env, capture_output=True, text=True, check=True)

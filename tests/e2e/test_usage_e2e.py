@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from lap_core import DEFAULT_TEAM_ID, Budget, Error, Team, TurnEnd
-from lap_core.models import new_id
+from lap_core import DEFAULT_TEAM_ID, Budget, Error, Team, TurnEnd, new_id
 from tests.e2e.usage_support import per_team, reported, sums_of, tag
 from tests.fakes.litellm import PRICES
 

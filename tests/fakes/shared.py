@@ -35,6 +35,8 @@ import anyio
 import msgspec
 
 from lap_core import (
+    LLM_BASE_URL,
+    VAULT_DIR,
     HarnessSpec,
     SandboxBackend,
     SandboxBackendSpec,
@@ -44,7 +46,6 @@ from lap_core import (
     SandboxSpec,
     hookimpl,
 )
-from lap_core.sandbox import LLM_BASE_URL, VAULT_DIR
 from tests.fakes.process_backend import wait_until_ready
 from tests.fakes.script_harness import ScriptHarness
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def lap(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "lap_core._cli", *args],
+        [sys.executable, "-m", "lap_core", *args],
         env=env,
         input=stdin,
         capture_output=True,
@@ -182,7 +182,7 @@ def test_a_worker_serves_its_metrics_and_stops_on_sigterm(env: dict[str, str]) -
     port = free_port()
     worker_env = env | {"LITELLM_API_BASE": "http://127.0.0.1:9", "LITELLM_API_KEY": "k", "LAP_METRICS_PORT": str(port)}
     with subprocess.Popen(
-        [sys.executable, "-m", "lap_core._cli", "worker"], env=worker_env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "lap_core", "worker"], env=worker_env, stderr=subprocess.PIPE, text=True
     ) as worker:
         try:
             deadline = time.monotonic() + 30

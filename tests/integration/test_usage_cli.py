@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from lap_core.models import Team, UsageRecord, new_id
+from lap_core import Team, UsageRecord, new_id
 from lap_sql import SqlStore
 from tests.fixtures import lap_env
 from tests.integration.test_cli import lap

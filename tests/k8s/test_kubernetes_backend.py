@@ -13,9 +13,7 @@ import msgspec
 import pytest
 from kubernetes_asyncio import client
 
-from lap_core import Lap
-from lap_core.events import Status, TurnEnd
-from lap_core.sandbox import WORKSPACE_DIR, SandboxContext, SandboxSpec, StartProcess
+from lap_core import WORKSPACE_DIR, Lap, SandboxContext, SandboxSpec, StartProcess, Status, TurnEnd
 from lap_core.testing import BackendConformance, HarnessConformance
 from lap_kubernetes import KubernetesBackend, KubernetesSettings
 from tests.fixtures import cleanup_sandboxes, lap_env
@@ -25,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from lap_core.models import Session
+    from lap_core import Session
     from tests.fakes.litellm import LiteLLMProxy
     from tests.fakes.llm_server import FakeLLM
 

@@ -31,7 +31,7 @@ from tests.fixtures import PG_ADMIN, lap_env
 from tests.security.recorders import EchoServer, SocketRecorder, wait_until
 from tests.security.world import World
 
-LAP = [sys.executable, "-m", "lap_core._cli"]
+LAP = [sys.executable, "-m", "lap_core"]
 SESSIONS = {"a1": "a", "a2": "a", "a_deleted": "a", "a_restarted": "a", "a_disk": "a", "b1": "b", "b2": "b"}
 """The sessions (key: team): a1 probes; a2 is symlinked; the others are deleted, restarted, filled, flooded, locked."""
 DISK_LIMIT_MIB = 64

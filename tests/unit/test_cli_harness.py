@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from lap_core import Agent, CliHarness, Error, SandboxdError, TextDelta, Turn, TurnEnd
-from lap_core.sandbox import OutputRecord
+from lap_core import Agent, CliHarness, Error, OutputRecord, SandboxdError, TextDelta, Turn, TurnEnd
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

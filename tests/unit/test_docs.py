@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import msgspec
 import pytest
 
-from lap_core import hookspecs
+from lap_core import _hookspecs as hookspecs
 from lap_core._cli import main as cli
 from lap_core._config import CoreSettings, aliases_of
 from lap_core._plugins import PluginSettings

@@ -15,13 +15,12 @@ import anyio
 import httpx
 import pytest
 
+from lap_core import EgressDenied, EgressPolicy
 from lap_core._egress.certificates import Authority
 from lap_core._egress.gateway import EgressGateway, EgressScope
 from lap_core._egress.relay import BoundSecret
 from lap_core._egress.resolver import Resolver
 from lap_core._vault import LLMProxy, LLMScope, StubKeys
-from lap_core.egress import EgressPolicy
-from lap_core.events import EgressDenied
 from lap_sandboxd.egress import EgressServer
 from tests.unit.vault_support import quiet
 
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
-    from lap_core.events import SessionEvent
+    from lap_core import SessionEvent
 
 pytestmark = pytest.mark.anyio
 STUB, TOKEN = "lapsec_stubstubstubstubstubstubstubstu", "ghp_the-real-token-value"

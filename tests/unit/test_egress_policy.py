@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lap_core import EgressPolicy
 from lap_core._egress.scrub import Scrubber
-from lap_core.egress import EgressPolicy
 
 
 @pytest.mark.parametrize(

@@ -367,8 +367,8 @@ async def test_a_harness_must_be_installed_here_unless_the_backend_runs_images(
 
 def test_sandbox_names_are_dns_labels_and_distinct() -> None:
     # Kubernetes refuses a pod name ending in '-'; ids ending in '_' once made exactly that.
+    from lap_core import new_id
     from lap_core._engine.sandboxes import sandbox_name
-    from lap_core.models import new_id
 
     label = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     ids = {new_id("ses") for _ in range(5000)} | {"ses_" + "a" * 19 + "_", "ses_" + "a" * 19 + "0", "ses__abc"}

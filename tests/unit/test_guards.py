@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import lap_core
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = [ROOT / "lap_core", ROOT / "lap_sandboxd", *ROOT.glob("plugins/*/lap_*"), *ROOT.glob("harnesses/*/lap_*")]
 PLUGINS = [*ROOT.glob("plugins/*/lap_*"), *ROOT.glob("harnesses/*/lap_*")]
+# A plugin's tests are held to what a third party has too: `lap_core` and `lap_core.testing`.
+PLUGIN_TESTS = [*ROOT.glob("plugins/*/tests"), *ROOT.glob("harnesses/*/tests"), ROOT / "examples"]
 MAX_LINES = 400
 
 
@@ -37,10 +40,29 @@ def test_the_guards_see_the_code() -> None:
     assert len(_modules(*PRODUCT)) > 30
 
 
-@pytest.mark.parametrize("path", _modules(*PLUGINS), ids=lambda p: str(p.relative_to(ROOT)))
+def _private(name: str) -> bool:
+    """Whether an imported name is beyond the public core: `lap_core.<anything but testing>` or a `_` part."""
+    parts = name.split(".")
+    if parts[0] != "lap_core" or len(parts) == 1:
+        return False
+    return any(part.startswith("_") for part in parts) or (parts[1] != "testing" and parts[1] not in lap_core.__all__)
+
+
+@pytest.mark.parametrize("path", _modules(*PLUGINS, *PLUGIN_TESTS), ids=lambda p: str(p.relative_to(ROOT)))
 def test_plugins_use_only_the_public_core(path: Path) -> None:
-    private = sorted(name for name in _imports(path) if name.startswith("lap_core._") or ".lap_core._" in name)
-    assert not private, f"{path.relative_to(ROOT)} imports private core modules: {private}"
+    private = sorted(name for name in _imports(path) if _private(name))
+    assert not private, f"{path.relative_to(ROOT)} imports beyond `lap_core` and `lap_core.testing`: {private}"
+
+
+def test_the_import_guard_sees_a_private_import() -> None:
+    assert _private("lap_core._cli")
+    assert _private("lap_core._vault.StubKeys")
+    assert _private("lap_core.sandbox")
+    assert _private("lap_core.testing._base")
+    assert not _private("lap_core.Lap")
+    assert not _private("lap_core.testing.BackendConformance")
+    assert not _private("lap_core")
+    assert not _private("lap_corex._y")
 
 
 @pytest.mark.parametrize("path", _modules(ROOT / "lap_sandboxd"), ids=lambda p: p.name)
@@ -77,6 +99,13 @@ def test_every_public_name_has_a_docstring() -> None:
     undocumented = [
         name
         for name in lap_core.__all__
-        if callable(getattr(lap_core, name)) and not (getattr(lap_core, name).__doc__ or "").strip()
+        if (inspect.isclass(getattr(lap_core, name)) or inspect.isfunction(getattr(lap_core, name)))
+        and not (getattr(lap_core, name).__doc__ or "").strip()
     ]
     assert not undocumented, f"public names without a docstring: {undocumented}"
+
+
+def test_only_public_names_live_in_public_modules() -> None:
+    # Everything else in the core is private: a module of `lap_core` is `_name`, or `testing`.
+    public = sorted(path.name for path in (ROOT / "lap_core").iterdir() if not path.name.startswith(("_", ".")))
+    assert public == ["py.typed", "testing"]

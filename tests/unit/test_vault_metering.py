@@ -16,11 +16,9 @@ import anyio
 import httpx
 import pytest
 
+from lap_core import Budget, Error, StoreError, Team, UsageRecord, utcnow
 from lap_core._vault import LLMScope, UsageCounters
 from lap_core._vault.metering import month_start
-from lap_core.errors import StoreError
-from lap_core.events import Error
-from lap_core.models import Budget, Team, UsageRecord, utcnow
 from lap_sql import SqlStore
 from tests.fakes import wire
 from tests.unit.vault_support import MODEL, Answer, Running, recorder, running_proxy
@@ -29,8 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from lap_core import SessionEvent
     from lap_core._vault import StubKeys
-    from lap_core.events import SessionEvent
     from tests.unit.vault_support import Scopes
 
 pytestmark = pytest.mark.anyio

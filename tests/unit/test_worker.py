@@ -9,10 +9,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from lap_core import Error, HarnessSession, Lap, Status, TextDelta, TurnEnd, UserMessage
+from lap_core import Error, HarnessSession, Job, Lap, Status, StoreError, TextDelta, TurnEnd, TurnRecord, UserMessage
 from lap_core._engine import worker as worker_module
-from lap_core.errors import StoreError
-from lap_core.models import Job, TurnRecord
 from tests.fakes.plugin import FakesPlugin
 from tests.fakes.shared import SharedFakesPlugin, stop_all
 from tests.fixtures import cleanup_sandboxes, lap_env

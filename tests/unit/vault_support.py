@@ -13,8 +13,8 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
+from lap_core import StoreError
 from lap_core._vault import LLMProxy, LLMScope, StubKeys
-from lap_core.errors import StoreError
 from lap_sandboxd.egress import EgressServer
 
 if TYPE_CHECKING:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lap_claude_code.harness import CLAUDE_CODE_VERSION, ClaudeCodeHarness, ClaudeCodeOptions
-from lap_core.hookspecs import hookimpl
-from lap_core.specs import HarnessSpec
+from lap_core import HarnessSpec, hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

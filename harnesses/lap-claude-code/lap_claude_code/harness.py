@@ -7,12 +7,10 @@ from typing import TYPE_CHECKING, Annotated, ClassVar
 import msgspec
 
 from lap_claude_code.events import ClaudeEventMapper
-from lap_core.harness import CliHarness, NativeState
-from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, HydratePayload, text_file
+from lap_core import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, CliHarness, HydratePayload, NativeState, text_file
 
 if TYPE_CHECKING:
-    from lap_core.harness import LLMAccess
-    from lap_core.models import Agent, Turn
+    from lap_core import Agent, LLMAccess, Turn
 
 # 2.1.197 is the newest release that declares Node 20 support (later ones want Node >= 22).
 CLAUDE_CODE_VERSION = "2.1.197"

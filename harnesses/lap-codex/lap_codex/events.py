@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lap_core.events import (
+from lap_core import (
     Error,
     HarnessSession,
     ReasoningDelta,
@@ -36,8 +36,8 @@ from lap_core.events import (
     ToolCall,
     ToolResult,
     Usage,
+    json_object,
 )
-from lap_core.harness import json_object
 
 TOOL_ITEMS = ("command_execution", "file_change", "mcp_tool_call", "web_search")
 

@@ -8,12 +8,10 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import msgspec
 
 from lap_codex.events import CodexEventMapper
-from lap_core.harness import CliHarness, NativeState
-from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, HydratePayload, text_file
+from lap_core import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, CliHarness, HydratePayload, NativeState, text_file
 
 if TYPE_CHECKING:
-    from lap_core.harness import LLMAccess
-    from lap_core.models import Agent, Turn
+    from lap_core import Agent, LLMAccess, Turn
 
 CODEX_VERSION = "0.169.0"
 PROVIDER = "lap"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lap_core.hookspecs import hookimpl
-from lap_core.specs import HarnessSpec
+from lap_core import HarnessSpec, hookimpl
 from lap_opencode.harness import OPENCODE_VERSION, OpencodeHarness
 
 if TYPE_CHECKING:

@@ -17,8 +17,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from lap_core.events import Error, HarnessSession, ReasoningDelta, SessionEvent, TextDelta, ToolCall, ToolResult, Usage
-from lap_core.harness import json_object
+from lap_core import (
+    Error,
+    HarnessSession,
+    ReasoningDelta,
+    SessionEvent,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    Usage,
+    json_object,
+)
 
 
 class OpencodeEventMapper:

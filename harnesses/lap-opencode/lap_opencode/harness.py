@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from lap_core.harness import CliHarness, NativeState
-from lap_core.sandbox import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, HydratePayload, text_file
+from lap_core import HARNESS_ROOT, HOME_DIR, WORKSPACE_DIR, CliHarness, HydratePayload, NativeState, text_file
 from lap_opencode.events import OpencodeEventMapper
 
 if TYPE_CHECKING:
-    from lap_core.harness import LLMAccess
-    from lap_core.models import Agent, Turn
+    from lap_core import Agent, LLMAccess, Turn
 
 OPENCODE_VERSION = "1.18.33"
 PROVIDER = "lap"

@@ -21,8 +21,7 @@ import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from lap_core.errors import SandboxError
-from lap_core.sandbox import Check, SandboxBackend, SandboxClient, SandboxContext, SandboxRef, SandboxSpec
+from lap_core import Check, SandboxBackend, SandboxClient, SandboxContext, SandboxError, SandboxRef, SandboxSpec
 from lap_kubernetes import manifests
 from lap_kubernetes.cluster import MERGE_PATCH, Cluster, api_error, load_configuration, translated
 from lap_kubernetes.manifests import (

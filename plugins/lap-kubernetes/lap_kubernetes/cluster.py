@@ -20,7 +20,7 @@ import structlog
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from lap_core.errors import SandboxError
+from lap_core import SandboxError
 from lap_kubernetes import manifests
 from lap_kubernetes.manifests import CLAIM_API, MANAGED_BY, SANDBOX_API, SANDBOX_LABEL, VOLUME_LABEL, token_in
 from lap_kubernetes.watching import states

@@ -16,8 +16,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from lap_core.errors import SandboxError
-from lap_core.sandbox import EGRESS_PROXY_URL, HARNESS_ROOT, HOME_DIR, LLM_BASE_URL, WORKSPACE_DIR
+from lap_core import EGRESS_PROXY_URL, HARNESS_ROOT, HOME_DIR, LLM_BASE_URL, WORKSPACE_DIR, SandboxError
 
 SANDBOX_API = ("agents.x-k8s.io", "v1beta1", "sandboxes")
 TEMPLATE_API = ("extensions.agents.x-k8s.io", "v1beta1", "sandboxtemplates")

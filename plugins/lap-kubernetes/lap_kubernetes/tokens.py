@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from lap_core.errors import SandboxError
-from lap_core.sandbox import SandboxClient, SandboxdError
+from lap_core import SandboxClient, SandboxdError, SandboxError
 from lap_kubernetes.cluster import MERGE_PATCH, api_error
 from lap_kubernetes.manifests import TOKEN_KEY
 

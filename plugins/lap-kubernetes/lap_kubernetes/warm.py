@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from lap_core.errors import SandboxError
-from lap_core.sandbox import SandboxClient, SandboxRef, SandboxSpec
+from lap_core import SandboxClient, SandboxError, SandboxRef, SandboxSpec
 from lap_kubernetes import manifests
 from lap_kubernetes.manifests import (
     CLAIM_API,

@@ -11,8 +11,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from lap_core.errors import SandboxError
-from lap_core.sandbox import SandboxContext, SandboxSpec
+from lap_core import SandboxContext, SandboxError, SandboxSpec
 from lap_kubernetes import KubernetesBackend, KubernetesSettings, manifests
 from lap_kubernetes.backend import _state
 from lap_kubernetes.warm import TERMINAL_REASONS, claim_state

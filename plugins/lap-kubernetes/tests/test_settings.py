@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from lap_core import ConfigError, Lap
-from lap_core._config import load_settings
+from lap_core import ConfigError, Lap, read_settings
 from lap_kubernetes import KubernetesSettings
 
 if TYPE_CHECKING:
@@ -15,11 +14,7 @@ if TYPE_CHECKING:
 
 
 def _settings(**env: str) -> KubernetesSettings:
-    settings, problems = load_settings({"k8s": KubernetesSettings}, env)
-    assert problems == {}
-    result = settings["k8s"]
-    assert isinstance(result, KubernetesSettings)
-    return result
+    return read_settings(KubernetesSettings, env)
 
 
 def test_the_seeds_names_set_the_same_settings() -> None:
@@ -63,7 +58,9 @@ def test_each_harness_may_have_an_image_of_its_own() -> None:
 
 
 def test_a_bad_value_is_reported_under_the_name_that_was_set() -> None:
-    _, problems = load_settings({"k8s": KubernetesSettings}, {"K8S_IMAGE_PULL_POLICY": "Sometimes"})
+    with pytest.raises(ConfigError) as caught:
+        read_settings(KubernetesSettings, {"K8S_IMAGE_PULL_POLICY": "Sometimes"})
+    problems = caught.value.problems
     assert set(problems) == {"K8S_IMAGE_PULL_POLICY"}
     assert "Sometimes" in problems["K8S_IMAGE_PULL_POLICY"]
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from lap_core.sandbox import SandboxClient
+from lap_core import SandboxClient
 from lap_kubernetes.tokens import SEALED_KEY, Tokens, accepted
 
 if TYPE_CHECKING:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lap_core.hookspecs import hookimpl
-from lap_core.specs import SandboxBackendSpec
+from lap_core import SandboxBackendSpec, hookimpl
 from lap_local.backend import LocalBackend, LocalSettings
 
 if TYPE_CHECKING:

@@ -32,13 +32,13 @@ import msgspec
 import structlog
 
 import lap_sandboxd
-from lap_core.errors import SandboxError
-from lap_core.sandbox import (
+from lap_core import (
     Check,
     DiskUsage,
     SandboxBackend,
     SandboxClient,
     SandboxContext,
+    SandboxError,
     SandboxRef,
     SandboxSpec,
 )

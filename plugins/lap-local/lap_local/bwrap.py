@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from lap_core.sandbox import EGRESS_PROXY_URL, HARNESS_ROOT, HOME_DIR, LLM_BASE_URL, VAULT_DIR, WORKSPACE_DIR
+from lap_core import EGRESS_PROXY_URL, HARNESS_ROOT, HOME_DIR, LLM_BASE_URL, VAULT_DIR, WORKSPACE_DIR
 
 if TYPE_CHECKING:
     from pathlib import Path

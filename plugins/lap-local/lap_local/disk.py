@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from lap_core.errors import SandboxError
-from lap_core.sandbox import DiskUsage
+from lap_core import DiskUsage, SandboxError
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -7,7 +7,7 @@ import shutil
 
 import anyio
 
-from lap_core.sandbox import Check
+from lap_core import Check
 from lap_local import cgroups
 from lap_local.disk import hard_limits_available
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lap_core.hookspecs import hookimpl
+from lap_core import hookimpl
 from lap_server import hookspecs
 from lap_server.app import ServerSettings, create_app
 from lap_server.cli import serve_command

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar.exceptions import NotAuthorizedException
 
-from lap_core import ApiKey, NotFound
-from lap_core.models import new_id
+from lap_core import ApiKey, NotFound, new_id
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lap_core.hookspecs import hookspec
+from lap_core import hookspec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

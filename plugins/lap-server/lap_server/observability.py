@@ -26,15 +26,14 @@ from prometheus_client import (
     generate_latest,
 )
 
-from lap_core.metrics import DecisionCollector, UsageCollector
+from lap_core import DecisionCollector, UsageCollector
 from lap_server.auth import Principal
 
 if TYPE_CHECKING:
     from litestar.handlers import HTTPRouteHandler
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-    from lap_core import Lap
-    from lap_core.models import JobStatus
+    from lap_core import JobStatus, Lap
 
 log = structlog.get_logger("lap.http")
 

@@ -8,9 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from lap_core import Agent, EventRecord, Session
-from lap_core.egress import EgressPolicy
-from lap_core.models import BusyPolicy
+from lap_core import Agent, BusyPolicy, EgressPolicy, EventRecord, Session
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256 * 1024)]

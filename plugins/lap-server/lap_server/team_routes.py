@@ -7,8 +7,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody
 
-from lap_core import DEFAULT_TEAM_ID, ApiKey, Lap, NotFound, Team
-from lap_core.models import new_id
+from lap_core import DEFAULT_TEAM_ID, ApiKey, Lap, NotFound, Team, new_id
 from lap_server.auth import Principal, new_api_key
 from lap_server.schemas import KeyIn, KeyOut, TeamIn
 

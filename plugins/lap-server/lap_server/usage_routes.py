@@ -15,8 +15,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from lap_core import Budget, Lap, NotFound, Team, UsageTotals
-from lap_core.models import UsageGroup
+from lap_core import Budget, Lap, NotFound, Team, UsageGroup, UsageTotals
 from lap_server.auth import Principal
 
 LapDep = NamedDependency[Lap]

@@ -24,8 +24,9 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from lap_fuzz_corpus import Known, Probe, RawProbe, corpus
-from lap_serve_process import ServeProcess, serve_process
 from schemathesis.generation import GenerationMode
+
+from tests.server.process import ServeProcess, serve_process
 
 if TYPE_CHECKING:
     from pathlib import Path

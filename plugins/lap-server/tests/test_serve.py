@@ -22,7 +22,7 @@ def test_serve_without_a_worker_queues_turns_and_stops_cleanly(data_dir: Path) -
     port = free_port()
     env = lap_env(data_dir, MASTER_KEY="serve-test-key", LAP_PORT=str(port), HOME=os.environ.get("HOME", "/root"))
     server = subprocess.Popen(
-        [sys.executable, "-m", "lap_core._cli", "serve", "--no-worker"], env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "lap_core", "serve", "--no-worker"], env=env, stderr=subprocess.PIPE, text=True
     )
     try:
         base = f"http://127.0.0.1:{port}"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lap_core.hookspecs import hookimpl
-from lap_core.specs import SessionStoreSpec
+from lap_core import SessionStoreSpec, hookimpl
 from lap_sql.store import SqlStore
 
 if TYPE_CHECKING:

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from piccolo.engine.postgres import PostgresEngine
 
-from lap_core.errors import StoreError
-from lap_core.models import utcnow
+from lap_core import StoreError, utcnow
 from lap_sql._db import (
     NOT_MIGRATED,
     build_engine,
@@ -25,7 +24,7 @@ from lap_sql._sqlite import SQLite
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from lap_core.errors import LapError
+    from lap_core import LapError
 
 PG_POOL_SIZE = 10
 PG_CLOSE_TIMEOUT = 10.0

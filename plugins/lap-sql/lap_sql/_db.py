@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 from piccolo.engine.postgres import PostgresEngine
 
-from lap_core.errors import Conflict, InvalidInput, LapError, NotFound, StoreError
+from lap_core import Conflict, InvalidInput, LapError, NotFound, StoreError
 from lap_sql._sqlite import NUL_IN_TEXT, SQLite
 
 if TYPE_CHECKING:

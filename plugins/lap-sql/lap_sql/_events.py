@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lap_core.events import EventRecord, decode_event, encode_event
+from lap_core import EventRecord, decode_event, encode_event
 from lap_sql._db import not_found
 from lap_sql._notify import CHANNELS
 from lap_sql._rows import utc
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from lap_core.events import SessionEvent
+    from lap_core import SessionEvent
     from lap_sql._database import Database
 
 _COLUMNS = "session_id, seq, turn_id, type, at, data"

@@ -21,15 +21,14 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import msgspec
 
-from lap_core.errors import InvalidInput
-from lap_core.models import JobStatus, utcnow
+from lap_core import InvalidInput, JobStatus, utcnow
 from lap_sql import _notify, _rows
 from lap_sql._db import not_found
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from lap_core.models import Job
+    from lap_core import Job
     from lap_sql._database import Database
     from lap_sql._schema import Tables
 

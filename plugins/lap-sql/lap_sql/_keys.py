@@ -8,7 +8,7 @@ from lap_sql import _rows
 from lap_sql._db import not_found
 
 if TYPE_CHECKING:
-    from lap_core.models import ApiKey
+    from lap_core import ApiKey
     from lap_sql._database import Database
     from lap_sql._schema import Tables
 

@@ -13,7 +13,7 @@ import anyio
 import asyncpg  # type: ignore[import-untyped]
 import structlog
 
-from lap_core.store import StoreChange
+from lap_core import StoreChange
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

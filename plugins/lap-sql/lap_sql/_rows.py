@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from lap_core.egress import EgressPolicy
-from lap_core.models import Agent, ApiKey, Budget, Job, Secret, Session, SessionStatus, Team, TurnRecord
+from lap_core import Agent, ApiKey, Budget, EgressPolicy, Job, Secret, Session, SessionStatus, Team, TurnRecord
 
 Row = dict[str, Any]
 

@@ -78,7 +78,7 @@ class TurnRow(Table, tablename="turns"):
 
 
 class EventRow(Table, tablename="events"):
-    """A row of `events`; `data` is the event encoded by `lap_core.events.encode_event`.
+    """A row of `events`; `data` is the event encoded by `lap_core.encode_event`.
 
     The real primary key is (`session_id`, `seq`); piccolo models single-column keys only, and
     uses this one just for the `RETURNING` clause of its inserts.

@@ -12,7 +12,7 @@ from lap_sql._db import not_found
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from lap_core.models import Secret
+    from lap_core import Secret
     from lap_sql._database import Database
     from lap_sql._schema import Tables
 

@@ -28,7 +28,7 @@ import aiosqlite
 import anyio
 from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType, dict_factory
 
-from lap_core.errors import InvalidInput
+from lap_core import InvalidInput
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence

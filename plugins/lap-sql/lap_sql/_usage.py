@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from piccolo.querystring import QueryString
 
-from lap_core.errors import InvalidInput
-from lap_core.models import UsageGroup, UsageTotals
+from lap_core import InvalidInput, UsageGroup, UsageTotals
 from lap_sql import _rows
 from lap_sql._db import not_found
 
@@ -15,7 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from lap_core.models import Budget, Team, UsageRecord
+    from lap_core import Budget, Team, UsageRecord
     from lap_sql._database import Database
     from lap_sql._schema import Tables
 

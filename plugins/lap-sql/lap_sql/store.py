@@ -8,10 +8,7 @@ import msgspec
 from piccolo.columns.combination import WhereRaw
 from piccolo.engine.sqlite import SQLiteEngine
 
-from lap_core.errors import Conflict, InvalidInput
-from lap_core.events import EventRecord
-from lap_core.models import TurnStatus, utcnow
-from lap_core.store import SessionStore, StoreChange
+from lap_core import Conflict, EventRecord, InvalidInput, SessionStore, StoreChange, TurnStatus, utcnow
 from lap_sql import _events, _notify, _rows
 from lap_sql._database import Database
 from lap_sql._db import not_found
@@ -24,8 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
     from datetime import datetime
 
-    from lap_core.events import SessionEvent
-    from lap_core.models import Agent, Job, Session, SessionStatus, Team, TurnRecord
+    from lap_core import Agent, Job, Session, SessionEvent, SessionStatus, Team, TurnRecord
 
 _END_STATES = frozenset({"completed", "failed", "aborted"})
 _OPEN_STATES = ["queued", "running"]

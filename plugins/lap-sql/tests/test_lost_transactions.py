@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from lap_core.errors import StoreError
+from lap_core import StoreError
 from lap_sql._database import Database
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]

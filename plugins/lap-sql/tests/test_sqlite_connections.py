@@ -11,9 +11,19 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from lap_core.errors import Conflict, NotFound, StoreError
-from lap_core.events import TextDelta, UserMessage
-from lap_core.models import Agent, Job, Session, Team, TurnRecord, new_id
+from lap_core import (
+    Agent,
+    Conflict,
+    Job,
+    NotFound,
+    Session,
+    StoreError,
+    Team,
+    TextDelta,
+    TurnRecord,
+    UserMessage,
+    new_id,
+)
 from lap_sql import SqlStore
 from lap_sql._sqlite import SQLITE_READERS, SQLite
 

@@ -11,23 +11,30 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import anyio.lowlevel
 import asyncpg
-import pluggy
 import pytest
 
 import lap_sql
-from lap_core import hookspecs
-from lap_core.errors import InvalidInput, StoreError
-from lap_core.events import TextDelta, UserMessage
-from lap_core.models import Agent, Job, Session, Team, TurnRecord, new_id
-from lap_core.store import StoreChange
-from lap_core.testing import ApiKeyConformance, JobQueueConformance, StoreConformance
+from lap_core import (
+    Agent,
+    InvalidInput,
+    Job,
+    Session,
+    StoreChange,
+    StoreError,
+    Team,
+    TextDelta,
+    TurnRecord,
+    UserMessage,
+    new_id,
+)
+from lap_core.testing import ApiKeyConformance, JobQueueConformance, StoreConformance, plugin_manager
 from lap_sql import SqlStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
-    from lap_core.store import SessionStore
+    from lap_core import SessionStore
 
 MIGRATIONS = [
     "0001_initial",
@@ -390,9 +397,7 @@ def test_unusable_urls(url: str) -> None:
 
 
 def test_the_plugin_registers_the_sql_store() -> None:
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    manager.register(lap_sql)
+    manager = plugin_manager(lap_sql)
     [spec] = [spec for specs in manager.hook.lap_session_stores() for spec in specs]
     assert spec.name == "sql"
     assert spec.factory is SqlStore

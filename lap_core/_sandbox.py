@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import msgspec
 from anyio.abc import AsyncResource
 
+from lap_core._errors import NotSupported
 from lap_core._sandbox_client import SandboxClient, SandboxdError
-from lap_core.errors import NotSupported
 from lap_sandboxd.protocol import ExecResult, FileSpec, HydrateRequest, OutputRecord, ProcessInfo, StartProcess
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """No log line holds a secret (issue 12, finding 3): the real `lap serve`, driven through failures, at debug level.
 
 The server runs as an operator runs it, with console lines and with JSON lines, and a plugin
-(`lap_log_probe`) whose routes fail and log carelessly with the caller's key in hand. Every line
+(`tests.server.log_probe`) whose routes fail and log carelessly with the caller's key in hand. Every line
 it writes, on stderr and stdout, is searched for the master key, the team keys, the gateway key,
 the encryption key, secrets' values (stored, refused) and a sandbox's stub key.
 """
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from lap_serve_process import serve_process
 
 from lap_core._vault.keys import StubKeys
+from tests.server.process import serve_process
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -103,7 +103,7 @@ def test_no_log_line_holds_a_secret(data_dir: Path, tmp_path: Path, json_lines: 
     encryption_key = secrets.token_hex(32)
     env = {"LITELLM_API_KEY": gateway, "LAP_LOG_LEVEL": "debug", "ENCRYPTION_KEY": encryption_key}
     env |= {"LAP_LOG_JSON": "1"} if json_lines else {}
-    plugins = {"log-probe": "lap_log_probe:plugin"}
+    plugins = {"log-probe": "tests.server.log_probe:plugin"}
     with serve_process(data_dir, tmp_path, master_key=master, plugins=plugins, env=env) as server:
         in_play = {
             **_drive(server.base_url, master, data_dir),

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args, ge
 import msgspec
 import structlog
 
-from lap_core.events import Error, TurnEnd
-from lap_core.sandbox import HOME_DIR, WORKSPACE_DIR, HydratePayload, SandboxdError, StartProcess
+from lap_core._events import Error, TurnEnd
+from lap_core._sandbox import HOME_DIR, WORKSPACE_DIR, HydratePayload, SandboxdError, StartProcess
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from lap_core.events import SessionEvent
-    from lap_core.models import Agent, Turn
-    from lap_core.sandbox import SandboxClient
+    from lap_core._events import SessionEvent
+    from lap_core._models import Agent, Turn
+    from lap_core._sandbox import SandboxClient
 
 log = structlog.get_logger("lap")
 

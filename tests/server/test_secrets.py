@@ -10,10 +10,9 @@ import httpx
 import pytest
 import structlog
 
-from lap_core import Secret
+from lap_core import DEFAULT_TEAM_ID, Secret
 from lap_core._crypto import KEY_FILE, Cipher, DecryptionError, parse_key
 from lap_core._engine.secrets import secret_context
-from lap_core.models import DEFAULT_TEAM_ID
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from lap_core.models import utcnow
+from lap_core._models import utcnow
 
 
 class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from lap_core.egress import EgressPolicy
+from lap_core._egress_policy import EgressPolicy
 
 SessionStatus = Literal["new", "starting", "ready", "running", "failed", "suspended"]
 """Where a session is in its life: `new` until its sandbox is first brought up; `suspended` while

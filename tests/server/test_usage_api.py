@@ -9,10 +9,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from lap_core import UsageCollector, UsageRecord, new_id
 from lap_core._vault import UsageCounters
 from lap_core._vault.answer import Tokens
-from lap_core.metrics import UsageCollector
-from lap_core.models import UsageRecord, new_id
 from lap_sql import SqlStore
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
     from datetime import datetime
 
-    from lap_core.events import EventRecord, SessionEvent
-    from lap_core.models import (
+    from lap_core._events import EventRecord, SessionEvent
+    from lap_core._models import (
         Agent,
         ApiKey,
         Budget,

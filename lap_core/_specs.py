@@ -1,7 +1,7 @@
 """The typed records that LAP's hooks return.
 
 A plugin's hook implementation yields these; LAP collects them at start-up and builds the
-selected components from their `factory` with validated `settings` (see `lap_core.hookspecs`).
+selected components from their `factory` with validated `settings` (see `lap_core._hookspecs`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     import click
 
-    from lap_core.specs import HarnessSpec, IntegrationSpec, SandboxBackendSpec, SessionStoreSpec
+    from lap_core._specs import HarnessSpec, IntegrationSpec, SandboxBackendSpec, SessionStoreSpec
 
 PROJECT = "lap"
 hookspec = pluggy.HookspecMarker(PROJECT)

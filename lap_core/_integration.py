@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from anyio.abc import AsyncResource
 
 if TYPE_CHECKING:
-    from lap_core.events import EventRecord
+    from lap_core._events import EventRecord
 
 
 class Integration(AsyncResource):

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -20,9 +19,7 @@ from tests.fixtures import lap_env
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
-
-
-HERE = Path(__file__).resolve().parent
+    from pathlib import Path
 
 
 @dataclass
@@ -61,7 +58,7 @@ def serve_process(
 ) -> Iterator[ServeProcess]:
     """Run `lap serve` as an operator does, on the shared process backend and scripted harness.
 
-    `plugins` are more entry points (modules of this directory load); with a `DATABASE_URL`, the
+    `plugins` are more entry points (`module:object`, importable from the repository); with a `DATABASE_URL`, the
     database is migrated first. Stopped with SIGTERM afterwards, its sandboxes with it.
     """
     port = free_port()
@@ -72,7 +69,7 @@ def serve_process(
         "LAP_RATE_LIMIT": "0",
         "HOME": os.environ.get("HOME", "/root"),
     }
-    python_path = [str(REPO), str(HERE), str(_entry_points(run_dir / "entry-points", plugins or {}))]
+    python_path = [str(REPO), str(_entry_points(run_dir / "entry-points", plugins or {}))]
     full_env = lap_env(
         data_dir,
         **defaults | dict(env or {}),
