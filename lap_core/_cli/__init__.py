@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import signal
 import sys
-from typing import TYPE_CHECKING, Any
 
-import anyio
-import click
 
-from lap_core._cli._logging import configure
-from lap_core._errors import LapError
+def _terminated_while_starting(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # nothing has started yet, so nothing is left half-done
+
+
+# Before the imports below (most of a command's start): a supervisor that stops a `lap worker` it
+# has just started sees it exit cleanly, not die by the signal. `run` hands SIGTERM back.
+with contextlib.suppress(ValueError):  # imported outside the main thread: not the `lap` command
+    signal.signal(signal.SIGTERM, _terminated_while_starting)
+
+import logging  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+import anyio  # noqa: E402
+import click  # noqa: E402
+
+from lap_core._cli._logging import configure  # noqa: E402
+from lap_core._errors import LapError  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 
 def run(main: Callable[[], Awaitable[Any]]) -> Any:
-    """Run an async command; turn LAP's errors into a message and exit code 1 (never a traceback)."""
+    """Run an async command; turn LAP's errors into a message and exit code 1 (never a traceback).
+
+    SIGTERM has its default meaning again while it runs; servers catch it themselves.
+    """
+    if signal.getsignal(signal.SIGTERM) is _terminated_while_starting:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         return anyio.run(main)
     except* LapError as group:

@@ -202,3 +202,26 @@ def test_a_worker_serves_its_metrics_and_stops_on_sigterm(env: dict[str, str]) -
     assert worker.returncode == 0, errors
     assert "worker stopped" in errors
     assert "Traceback" not in errors
+
+
+@pytest.mark.parametrize("command", [["worker"], ["serve"]])
+def test_a_server_stopped_while_it_starts_exits_cleanly(env: dict[str, str], command: list[str]) -> None:
+    # A supervisor may stop a process it has just started: at any point of the start (imports, the
+    # store's opening, the proxy's), SIGTERM ends it with 0 and no traceback, never by the signal.
+    server_env = env | {"LITELLM_API_BASE": "http://127.0.0.1:9", "LITELLM_API_KEY": "k"}
+    server_env |= {"LAP_PORT": str(free_port()), "MASTER_KEY": "lap_test_master_key_0123456789"}
+    for delay in (0.1, 0.3, 0.6, 1.0, 1.5):
+        with subprocess.Popen(
+            [sys.executable, "-m", "lap_core", *command], env=server_env, stderr=subprocess.PIPE, text=True
+        ) as process:
+            time.sleep(delay)
+            process.send_signal(signal.SIGTERM)
+            _, errors = process.communicate(timeout=30)
+        assert process.returncode == 0, f"{command} after {delay} s: {process.returncode}\n{errors}"
+        assert "Traceback" not in errors
+
+
+def test_serve_with_a_bad_configuration_says_what_is_wrong(env: dict[str, str]) -> None:
+    result = lap({k: v for k, v in env.items() if k != "MASTER_KEY"}, "serve")
+    assert result.returncode == 1
+    assert "MASTER_KEY" in result.stderr

@@ -25,33 +25,40 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _stop_on_signals(server: uvicorn.Server) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for received in signals:
-            server.force_exit = server.should_exit and received == signal.SIGINT  # a second Ctrl-C
-            server.should_exit = True
-
-
 async def serve(*, worker: bool) -> None:
     """Serve until SIGTERM or Ctrl-C; with `worker=False` turns wait for `lap worker` processes."""
-    async with Lap(settings={"server": ServerSettings}, run_turns=worker) as lap:
-        settings: ServerSettings = lap.settings_of("server")
-        config = uvicorn.Config(
-            create_app(lap, settings),
-            host=settings.lap_host,
-            port=settings.lap_port,
-            log_level="warning",
-            log_config=None,  # uvicorn's records go through LAP's logging (secrets masked), not handlers of its own
-            access_log=False,  # `lap.http` logs every request
-            lifespan="off",
-        )
-        click.secho(f"LAP serving on http://{settings.lap_host}:{settings.lap_port} (OpenAPI at /schema)", err=True)
-        server = _Server(config)
+    server: _Server | None = None
+    # Listening before LAP starts: a SIGTERM while it starts ends the start cleanly, not by the
+    # signal's default (LAP must close its store and proxy either way).
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals, anyio.CancelScope() as starting:
+
+        async def watch() -> None:
+            async for received in signals:
+                if server is None:
+                    starting.cancel()
+                    return
+                server.force_exit = server.should_exit and received == signal.SIGINT  # a second Ctrl-C
+                server.should_exit = True
+
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_stop_on_signals, server)
-            await server.serve()
+            tasks.start_soon(watch)
+            async with Lap(settings={"server": ServerSettings}, run_turns=worker) as lap:
+                settings: ServerSettings = lap.settings_of("server")
+                config = uvicorn.Config(
+                    create_app(lap, settings),
+                    host=settings.lap_host,
+                    port=settings.lap_port,
+                    log_level="warning",
+                    log_config=None,  # uvicorn's records go through LAP's logging (secrets masked)
+                    access_log=False,  # `lap.http` logs every request
+                    lifespan="off",
+                )
+                where = f"http://{settings.lap_host}:{settings.lap_port}"
+                click.secho(f"LAP serving on {where} (OpenAPI at /schema)", err=True)
+                server = _Server(config)
+                await server.serve()
             tasks.cancel_scope.cancel()
-        click.secho("LAP stopped", err=True)
+    click.secho("LAP stopped", err=True)
 
 
 @click.command("serve")
@@ -60,6 +67,7 @@ def serve_command(no_worker: bool) -> None:
     """Serve the REST API and live event streams (web and worker in one process by default)."""
     try:
         anyio.run(lambda: serve(worker=not no_worker))
-    except LapError as error:
-        click.secho(f"error: {error.message}", fg="red", err=True)
-        raise SystemExit(1) from error
+    except* LapError as group:
+        for error in group.exceptions:
+            click.secho(f"error: {error.message}", fg="red", err=True)
+        raise SystemExit(1) from None
