@@ -79,7 +79,9 @@ def _alive(pid: int) -> bool:
         with open(f"/proc/{pid}/stat") as stat:
             state = stat.read().rpartition(")")[2].split()[0]
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            is_sandboxd = b"lap_sandboxd" in cmdline.read()
+            command = cmdline.read()
+        # Empty while the process is between two execs (sh, unshare, sh, python): not gone.
+        is_sandboxd = not command or b"lap_sandboxd" in command
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X") and is_sandboxd
