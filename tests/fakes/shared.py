@@ -153,9 +153,18 @@ class SharedProcessBackend(SandboxBackend):
         # Started in the background by a shell that exits at once: sandboxd is nobody's child, so it
         # outlives this process as a real sandbox does, and no Popen is left to warn about it.
         launcher = subprocess.run(  # noqa: ASYNC221 - returns at once; the test fake keeps it simple
-            ["sh", "-c", '"$@" >/dev/null 2>&1 </dev/null & echo $!', "sh", *argv, "--state", str(directory / "state")],
+            [
+                "sh",
+                "-c",
+                '"$@" >"$SANDBOXD_LOG" 2>&1 </dev/null & echo $!',
+                "sh",
+                *argv,
+                "--state",
+                str(directory / "state"),
+            ],
             env={
                 "LAP_SANDBOXD_TOKEN": token,
+                "SANDBOXD_LOG": str(directory / "sandboxd.log"),
                 "LAP_VAULT_HOST_DIR": str(self._vault_socket.parent),
                 "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             },
@@ -176,7 +185,10 @@ class SharedProcessBackend(SandboxBackend):
         if record is None:
             return None
         if not _alive(record.pid):
-            return SandboxRef(name=name, state="stopped", labels=record.labels, detail=f"pid {record.pid} is gone")
+            log = self._dir(name) / "sandboxd.log"
+            last = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            detail = f"pid {record.pid} is gone" + (f" ({' / '.join(last)})" if last else "")
+            return SandboxRef(name=name, state="stopped", labels=record.labels, detail=detail)
         if not (self._dir(name) / "sock").exists():
             return SandboxRef(name=name, state="starting", labels=record.labels)
         try:
