@@ -51,11 +51,16 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class Team(msgspec.Struct, frozen=True, kw_only=True):
-    """A tenant: agents, sessions and keys belong to exactly one team."""
+    """A tenant: agents, sessions and keys belong to exactly one team.
+
+    `egress` is the egress policy of the team's agents that have none of their own (None: nowhere
+    but the LLM).
+    """
 
     id: str
     name: str
     budget: Budget = msgspec.field(default_factory=Budget)
+    egress: EgressPolicy | None = None
     created_at: datetime = msgspec.field(default_factory=utcnow)
 
 
@@ -95,9 +100,9 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True):
     """What to run: a harness, a model and their settings. Sessions are started from an agent.
 
     `on_busy` is what a message sent to a busy session does, unless the message says otherwise.
-    `egress` is where its sandboxes may reach through the egress gateway (None: nowhere but the
-    LLM). `repo_url` (and `branch`) is cloned into each new session's workspace (None: the
-    deployment's `PREINSTALLED_GITHUB_REPO`, if any).
+    `egress` is where its sandboxes may reach through the egress gateway (None: its team's
+    default, and without one nowhere but the LLM). `repo_url` (and `branch`) is cloned into each
+    new session's workspace (None: the deployment's `PREINSTALLED_GITHUB_REPO`, if any).
     """
 
     id: str

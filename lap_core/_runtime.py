@@ -20,6 +20,7 @@ from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRu
 from lap_core._engine.reconciler import Decisions, Reconciler
 from lap_core._engine.sandboxes import egress_scope, llm_scope
 from lap_core._engine.secrets import Secrets
+from lap_core._engine.teams import Teams
 from lap_core._errors import ConfigError, Conflict, NotFound
 from lap_core._loop import quiet_cancelled_wakeups
 from lap_core._models import DEFAULT_TEAM_ID, Team
@@ -82,7 +83,7 @@ class Lap:
     and no proxy runs. `settings` adds settings structs of your own (e.g. a server's), validated
     with everything else; read them back with `settings_of(key)`.
 
-    Attributes available inside the `async with`: `agents`, `sessions`, `secrets`, `store`,
+    Attributes available inside the `async with`: `teams`, `agents`, `sessions`, `secrets`, `store`,
     `backend`, `harnesses`, `settings`, `data_dir`, `plugins`, `decisions` (the reconciler's,
     counted by action and reason: `decisions.counts`), `usage_counters` (what this process's LLM
     proxy metered, per team), `egress` (this process's egress gateway, when it runs turns) and
@@ -192,6 +193,7 @@ class Lap:
             name: _build(spec, component_settings.get(f"harness:{name}"))
             for name, spec in self.plugins.harnesses().items()
         }
+        self.teams = Teams(self.store)
         self.agents = Agents(self.store, self.harnesses)
         self.secrets = Secrets(self.store, self.agents, cipher_from(core, self.data_dir))
         tasks = await stack.enter_async_context(anyio.create_task_group())

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from lap_core._models import (
         Agent,
         ApiKey,
-        Budget,
         Job,
         JobStatus,
         Secret,
@@ -95,8 +94,8 @@ class SessionStore(AsyncResource):
         """Return every team, oldest first."""
 
     @abstractmethod
-    async def set_team_budget(self, team_id: str, budget: Budget) -> Team:
-        """Replace a team's budget; return the team; raise `NotFound`."""
+    async def update_team(self, team: Team) -> Team:
+        """Replace a stored team (same id: its name, budget and egress); raise `NotFound` or `Conflict` (name taken)."""
 
     # API keys (only a hash of each secret: the store never sees one)
     @abstractmethod

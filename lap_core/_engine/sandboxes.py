@@ -91,6 +91,7 @@ async def egress_scope(store: SessionStore, secrets: Secrets, keys: StubKeys, se
     try:
         session = await store.get_session(session_id)
         agent = await store.get_agent(session.agent_id)
+        team = await store.get_team(session.team_id) if agent.egress is None else None
     except NotFound:
         return None
     generation = session.sandbox_generation
@@ -105,7 +106,7 @@ async def egress_scope(store: SessionStore, secrets: Secrets, keys: StubKeys, se
     )
     return EgressScope(
         generation=generation,
-        policy=agent.egress or EgressPolicy(),
+        policy=agent.egress or (team and team.egress) or EgressPolicy(),
         secrets=bound,
         team_id=session.team_id,
         agent_id=agent.id,

@@ -9,7 +9,8 @@ import anyio
 import msgspec
 import pytest
 
-from lap_core._errors import InvalidInput, NotFound
+from lap_core._egress_policy import EgressPolicy
+from lap_core._errors import Conflict, InvalidInput, NotFound
 from lap_core._models import Budget, Team, UsageRecord, UsageTotals, new_id
 from lap_core.testing._base import StoreSuite, _new_session
 
@@ -31,7 +32,7 @@ def _sums(totals: UsageTotals) -> tuple[int, int, int, int, float, int]:
 
 
 class UsageTests(StoreSuite):
-    """Tests `record_usage`, `usage_totals` and `set_team_budget`; `StoreConformance` includes them."""
+    """Tests `record_usage`, `usage_totals` and `update_team`; `StoreConformance` includes them."""
 
     async def _calls(self, store: SessionStore) -> list[UsageRecord]:
         """Record five calls: two teams, three sessions, two models, two days (one in another time zone)."""
@@ -122,14 +123,29 @@ class UsageTests(StoreSuite):
         team = await store.create_team(Team(id=new_id("team"), name=new_id("name")))
         assert team.budget == Budget() == (await store.get_team(team.id)).budget
         budget = Budget(tokens_per_month=1_000_000_000_000, usd_per_month=12.5)
-        assert (await store.set_team_budget(team.id, budget)).budget == budget
+        assert (await store.update_team(msgspec.structs.replace(team, budget=budget))).budget == budget
         assert (await store.get_team(team.id)).budget == budget
         assert next(t for t in await store.list_teams() if t.id == team.id).budget == budget
-        assert (await store.set_team_budget(team.id, Budget(usd_per_month=0.0))).budget == Budget(usd_per_month=0.0)
-        assert (await store.get_team(team.id)).budget == Budget(usd_per_month=0.0)
+        free = Budget(usd_per_month=0.0)
+        assert (await store.update_team(msgspec.structs.replace(team, budget=free))).budget == free
+        assert (await store.get_team(team.id)).budget == free
         with pytest.raises(NotFound):
-            await store.set_team_budget("team_missing", budget)
+            await store.update_team(Team(id="team_missing", name=new_id("name")))
         # A team created with a budget keeps it.
         other = Team(id=new_id("team"), name=new_id("name"), budget=Budget(tokens_per_month=5))
         await store.create_team(other)
         assert (await store.get_team(other.id)).budget == Budget(tokens_per_month=5)
+
+    async def test_update_team(self, store: SessionStore) -> None:
+        team = await store.create_team(Team(id=new_id("team"), name=new_id("name")))
+        assert team.egress is None
+        policy = EgressPolicy(allow=["github.com", "*.pypi.org"], deny=["gist.github.com"])
+        changed = msgspec.structs.replace(team, name=new_id("renamed"), egress=policy)
+        assert await store.update_team(changed) == changed
+        assert await store.get_team(team.id) == changed
+        assert (await store.update_team(msgspec.structs.replace(changed, egress=None))).egress is None
+        assert (await store.get_team(team.id)).egress is None
+        other = await store.create_team(Team(id=new_id("team"), name=new_id("name")))
+        with pytest.raises(Conflict):
+            await store.update_team(msgspec.structs.replace(other, name=changed.name))
+        assert (await store.get_team(other.id)).name == other.name

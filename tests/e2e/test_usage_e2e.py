@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 import pytest
 
 from lap_core import DEFAULT_TEAM_ID, Budget, Error, Team, TurnEnd, new_id
@@ -74,9 +75,8 @@ async def test_a_team_over_budget_is_refused_at_the_proxy_until_the_budget_is_ra
     e2e_lap: Lap, llm: FakeLLM, harness: str, model: str
 ) -> None:
     llm.script(command=None, text="Within budget.", usage={"input": 600, "output": 100, "cached": 0})
-    team = await e2e_lap.store.create_team(Team(id=new_id("team"), name="thrifty"))
+    team = await e2e_lap.teams.create("thrifty", budget=Budget(tokens_per_month=300))
     # (opencode retries an error whose body looks like a 5xx or a 429 to its regular expressions: "500" would.)
-    await e2e_lap.store.set_team_budget(team.id, Budget(tokens_per_month=300))
     (session_id,) = await _sessions(e2e_lap, harness, model, [team.id])
 
     first = await _turn(e2e_lap, session_id, f"hello {tag(session_id)}", team.id)  # 0 of 300 used: runs
@@ -99,7 +99,7 @@ async def test_a_team_over_budget_is_refused_at_the_proxy_until_the_budget_is_ra
     assert after == used
     print(f"{harness}: {[r.event for r in refused[1:]]}")
 
-    await e2e_lap.store.set_team_budget(team.id, Budget(tokens_per_month=1_000_000))
+    await e2e_lap.teams.update(msgspec.structs.replace(team, budget=Budget(tokens_per_month=1_000_000)))
     raised = await _turn(e2e_lap, session_id, f"now {tag(session_id)}", team.id)
     assert raised[-1].event == TurnEnd(status="completed"), raised
     assert len(llm.requests()) > calls

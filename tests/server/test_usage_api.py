@@ -119,7 +119,13 @@ async def test_budgets_are_set_with_the_master_key_and_shown_with_the_team(api: 
         assert (await own.patch(f"/api/teams/{team['id']}", json={"budget": {}})).status_code == 403
         assert [t["budget"]["usd_per_month"] for t in (await own.get("/api/teams")).json()] == [10.0]
     assert (await api.patch("/api/teams/team_missing", json={"budget": {}})).status_code == 404
-    for bad in ({"budget": {"tokens_per_month": -1}}, {"budget": {"usd": 5}}, {"name": "x"}, {"budget": "lots"}):
+    for bad in (
+        {"budget": {"tokens_per_month": -1}},
+        {"budget": {"usd": 5}},
+        {"name": "not a name"},
+        {"unknown": 1},
+        {"budget": "lots"},
+    ):
         refused = await api.patch(f"/api/teams/{team['id']}", json=bad)
         assert 400 <= refused.status_code < 500, bad
         assert set(refused.json()["error"]) == {"code", "message", "details"}

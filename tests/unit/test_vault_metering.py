@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
+import msgspec
 import pytest
 
 from lap_core import Budget, Error, StoreError, Team, UsageRecord, utcnow
@@ -233,14 +234,20 @@ async def test_a_team_over_its_budget_is_refused_at_the_proxy_until_it_is_raised
     last_month = month_start(utcnow()) - timedelta(seconds=1)
     for at, tokens in ((last_month, 10_000), (utcnow(), 900)):  # last month's usage does not count
         await store.record_usage(_record(f"use_{tokens}", at=at, input_tokens=tokens))
-    await store.set_team_budget("team_a", Budget(tokens_per_month=1000))
+    await store.update_team(
+        msgspec.structs.replace(await store.get_team("team_a"), budget=Budget(tokens_per_month=1000))
+    )
     metered.answers.extend([_unstreamed("chat", {"input": 60, "output": 40, "cached": 0}), _unstreamed("chat")])
     with metered.running.sandbox() as url, metered.running.sandbox("ses_3") as other_team:
         first = await _post(url, metered.running.stub(), "chat")  # 900 used: allowed, and ends at 1000
         over = await _post(url, metered.running.stub(), "chat")
         again = await _post(url, metered.running.stub(), "chat")
         unaffected = await _post(other_team, metered.running.stub("ses_3"), "chat")
-        await store.set_team_budget("team_a", Budget(tokens_per_month=2000, usd_per_month=0.5))
+        await store.update_team(
+            msgspec.structs.replace(
+                await store.get_team("team_a"), budget=Budget(tokens_per_month=2000, usd_per_month=0.5)
+            )
+        )
         raised = await _post(url, metered.running.stub(), "chat")
         await store.record_usage(_record("use_paid", at=utcnow(), cost_usd=0.5))
         spent = await _post(url, metered.running.stub(), "chat")

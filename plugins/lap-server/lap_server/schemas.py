@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from lap_core import Agent, BusyPolicy, EgressPolicy, EventRecord, Session
+from lap_core import Agent, Budget, BusyPolicy, EgressPolicy, EventRecord, Session
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256 * 1024)]
@@ -146,9 +146,24 @@ class RestartAccepted(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TeamIn(_In, frozen=True):
-    """A new team."""
+    """A new team; `egress` is the policy of its agents that have none of their own."""
 
     name: Name
+    budget: Budget | None = None
+    egress: EgressPolicy | None = None
+
+
+class TeamPatch(_In, frozen=True):
+    """Changes to a team: only the fields given are changed (a budget is replaced whole; a limit left
+    out or null is no limit; an `egress` of null removes the team's default policy)."""
+
+    name: Name | UnsetType = UNSET
+    budget: Budget | UnsetType = UNSET
+    egress: EgressPolicy | UnsetType | None = UNSET
+
+    def changes(self) -> dict[str, Any]:
+        """Return the fields that were given."""
+        return {f: v for f in self.__struct_fields__ if (v := getattr(self, f)) is not UNSET}
 
 
 class KeyIn(_In, frozen=True):

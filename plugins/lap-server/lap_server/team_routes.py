@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from litestar import delete, get, post
+import msgspec
+from litestar import delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody
 
-from lap_core import DEFAULT_TEAM_ID, ApiKey, Lap, NotFound, Team, new_id
+from lap_core import DEFAULT_TEAM_ID, ApiKey, Lap, NotFound, Team
 from lap_server.auth import Principal, new_api_key
-from lap_server.schemas import KeyIn, KeyOut, TeamIn
+from lap_server.schemas import KeyIn, KeyOut, TeamIn, TeamPatch
 
 LapDep = NamedDependency[Lap]
 Caller = NamedDependency[Principal]
@@ -30,15 +31,24 @@ def _key_out(key: ApiKey, secret: str | None = None) -> KeyOut:
 async def create_team(data: JSONBody[TeamIn], lap: LapDep, caller: Caller) -> Team:
     """Create a team (master key only)."""
     _admin(caller)
-    return await lap.store.create_team(Team(id=new_id("team"), name=data.name))
+    return await lap.teams.create(data.name, budget=data.budget, egress=data.egress)
 
 
 @get("/api/teams")
 async def list_teams(lap: LapDep, caller: Caller) -> list[Team]:
     """List teams: all of them for the master key, its own for a team key."""
     if caller.team_id is not None:
-        return [await lap.store.get_team(caller.team_id)]
-    return await lap.store.list_teams()
+        return [await lap.teams.get(caller.team_id)]
+    return await lap.teams.list()
+
+
+@patch("/api/teams/{team_id:str}")
+async def update_team(team_id: FromPath[str], data: JSONBody[TeamPatch], lap: LapDep, caller: Caller) -> Team:
+    """Change a team (master key only): its `name`, monthly `budget` ({"tokens_per_month",
+    "usd_per_month"}) or default `egress` policy; only the fields given change."""
+    _admin(caller)
+    team = await lap.teams.get(team_id)
+    return await lap.teams.update(msgspec.structs.replace(team, **data.changes()))
 
 
 @post("/api/keys", status_code=201)
@@ -64,4 +74,4 @@ async def delete_key(key_id: FromPath[str], lap: LapDep, caller: Caller) -> None
     await lap.store.delete_api_key(key_id, team_id=caller.team_id)
 
 
-TEAM_ROUTES = [create_team, list_teams, create_key, list_keys, delete_key]
+TEAM_ROUTES = [create_team, list_teams, update_team, create_key, list_keys, delete_key]

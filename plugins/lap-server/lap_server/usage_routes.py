@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from typing import Annotated, cast, get_args
 
 import msgspec
-from litestar import get, patch
+from litestar import get
 from litestar.di import NamedDependency
-from litestar.exceptions import PermissionDeniedException, ValidationException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.exceptions import ValidationException
+from litestar.params import FromQuery, QueryParameter
 
-from lap_core import Budget, Lap, NotFound, Team, UsageGroup, UsageTotals
+from lap_core import Lap, NotFound, UsageGroup, UsageTotals
 from lap_server.auth import Principal
 
 LapDep = NamedDependency[Lap]
@@ -32,12 +32,6 @@ class UsageOut(msgspec.Struct, frozen=True, kw_only=True):
     group_by: list[str]
     totals: UsageTotals
     groups: list[UsageTotals]
-
-
-class TeamPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Changes to a team: its monthly budget (replaced whole; a limit left out or null is no limit)."""
-
-    budget: Budget
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -88,12 +82,4 @@ async def usage(
     return UsageOut(since=since, until=until, group_by=list(groups), totals=overall, groups=grouped)
 
 
-@patch("/api/teams/{team_id:str}")
-async def update_team(team_id: FromPath[str], data: JSONBody[TeamPatch], lap: LapDep, caller: Caller) -> Team:
-    """Set a team's monthly budget (master key only): `{"budget": {"tokens_per_month", "usd_per_month"}}`."""
-    if caller.team_id is not None:
-        raise PermissionDeniedException("only the master key sets budgets")
-    return await lap.store.set_team_budget(team_id, data.budget)
-
-
-USAGE_ROUTES = [usage, update_team]
+USAGE_ROUTES = [usage]

@@ -62,3 +62,25 @@ async def test_forged_and_malformed_keys_are_refused(api: httpx.AsyncClient) -> 
         async with _as(api, forged) as client:
             response = await client.get("/api/agents")
             assert response.status_code == 401, forged
+
+
+async def test_a_teams_default_egress_policy_is_set_by_the_master_key_only(api: httpx.AsyncClient) -> None:
+    created = await api.post("/api/teams", json={"name": "egress-team", "egress": {"allow": ["github.com"]}})
+    assert created.status_code == 201, created.text
+    team = created.json()
+    assert team["egress"] == {"allow": ["github.com"], "deny": [], "presets": []}
+    changed = await api.patch(f"/api/teams/{team['id']}", json={"egress": {"presets": ["developer"]}})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["egress"]["presets"] == ["developer"]
+    assert changed.json()["name"] == "egress-team"  # only the fields given change
+    bad = await api.patch(f"/api/teams/{team['id']}", json={"egress": {"allow": ["*"], "presets": ["nope"]}})
+    assert bad.status_code == 422, bad.text
+    assert set(bad.json()["error"]["details"]) == {"egress"}
+    cleared = await api.patch(f"/api/teams/{team['id']}", json={"egress": None})
+    assert cleared.json()["egress"] is None
+    assert (await api.patch("/api/teams/team_missing", json={"egress": None})).status_code == 404
+    key = (await api.post("/api/keys", json={"name": "k", "team_id": team["id"]})).json()["key"]
+    async with _as(api, key) as member:
+        refused = await member.patch(f"/api/teams/{team['id']}", json={"egress": {"allow": ["*"]}})
+        assert refused.status_code == 403
+    assert (await api.get("/api/teams")).json()[-1]["egress"] is None

@@ -20,12 +20,18 @@ def utc(value: datetime) -> datetime:
 def team(row: Row) -> Team:
     """Return the `Team` of a `teams` row."""
     budget = Budget(tokens_per_month=row["budget_tokens_per_month"], usd_per_month=row["budget_usd_per_month"])
-    return Team(id=row["id"], name=row["name"], budget=budget, created_at=utc(row["created_at"]))
+    egress = msgspec.json.decode(row["egress"], type=EgressPolicy) if row["egress"] else None
+    return Team(id=row["id"], name=row["name"], budget=budget, egress=egress, created_at=utc(row["created_at"]))
 
 
-def budget_values(budget: Budget) -> dict[str, Any]:
-    """Return the `teams` columns of a budget by column name."""
-    return {"budget_tokens_per_month": budget.tokens_per_month, "budget_usd_per_month": budget.usd_per_month}
+def team_values(value: Team) -> dict[str, Any]:
+    """Return the `teams` columns of a team by column name (all but `id` and `created_at`)."""
+    return {
+        "name": value.name,
+        "budget_tokens_per_month": value.budget.tokens_per_month,
+        "budget_usd_per_month": value.budget.usd_per_month,
+        "egress": msgspec.json.encode(value.egress).decode() if value.egress is not None else None,
+    }
 
 
 def api_key(row: Row) -> ApiKey:

@@ -20,13 +20,14 @@ if TYPE_CHECKING:
 
 
 class TeamRow(Table, tablename="teams"):
-    """A row of `teams`; the budget columns are null for no limit."""
+    """A row of `teams`; the budget columns are null for no limit, `egress` for no default policy."""
 
     id = Text(primary_key=True)
     name = Text()
     created_at = Timestamptz()
     budget_tokens_per_month = BigInt(null=True, default=None)
     budget_usd_per_month = DoublePrecision(null=True, default=None)
+    egress = Text(null=True, default=None)
 
 
 class AgentRow(Table, tablename="agents"):
@@ -261,6 +262,9 @@ _USAGE = [
     "ALTER TABLE teams ADD COLUMN budget_usd_per_month DOUBLE PRECISION",
 ]
 
+# A team's default egress policy (a JSON EgressPolicy), for its agents that have none.
+_TEAM_EGRESS = ["ALTER TABLE teams ADD COLUMN egress TEXT"]
+
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS lap_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
 
 # Each migration is a list of statements run in one transaction. SQLite takes the column types
@@ -364,4 +368,5 @@ def migrations(dialect: Dialect) -> list[tuple[str, list[str]]]:
         ("0007_secrets", _SECRETS[dialect]),
         ("0008_usage", _USAGE),
         ("0009_egress", _EGRESS),
+        ("0010_team_egress", _TEAM_EGRESS),
     ]

@@ -8,13 +8,12 @@ from piccolo.querystring import QueryString
 
 from lap_core import InvalidInput, UsageGroup, UsageTotals
 from lap_sql import _rows
-from lap_sql._db import not_found
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from lap_core import Budget, Team, UsageRecord
+    from lap_core import UsageRecord
     from lap_sql._database import Database
     from lap_sql._schema import Tables
 
@@ -46,16 +45,6 @@ class Usage:
 
     _db: Database
     _t: Tables
-
-    async def set_team_budget(self, team_id: str, budget: Budget) -> Team:
-        """Replace a team's budget; return the team; raise `NotFound`."""
-        t = self._t.teams
-        values = {getattr(t, name): value for name, value in _rows.budget_values(budget).items()}
-        async with self._db.write(one_statement=True):
-            rows = await t.update(values, use_auto_update=False).where(t.id == team_id).returning(*t.all_columns())
-        if not rows:
-            raise not_found("team", team_id)
-        return _rows.team(rows[0])
 
     async def record_usage(self, record: UsageRecord) -> bool:
         """Store one model call's usage; return False, storing nothing, if its id is stored already."""

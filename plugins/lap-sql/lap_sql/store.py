@@ -79,10 +79,18 @@ class SqlStore(ApiKeys, Secrets, JobQueue, Usage, SessionStore):
         """Insert a team; raise `Conflict` if its id or name exists."""
         t = self._t.teams
         async with self._db.write(conflict=f"a team with id {team.id!r} or name {team.name!r} already exists"):
-            await t.insert(
-                t(id=team.id, name=team.name, created_at=_rows.utc(team.created_at), **_rows.budget_values(team.budget))
-            )
+            await t.insert(t(id=team.id, created_at=_rows.utc(team.created_at), **_rows.team_values(team)))
         return team
+
+    async def update_team(self, team: Team) -> Team:
+        """Replace a stored team (same id: its name, budget and egress); raise `NotFound` or `Conflict` (name taken)."""
+        t = self._t.teams
+        values = {getattr(t, name): value for name, value in _rows.team_values(team).items()}
+        async with self._db.write(conflict=f"a team named {team.name!r} already exists", one_statement=True):
+            rows = await t.update(values, use_auto_update=False).where(t.id == team.id).returning(*t.all_columns())
+        if not rows:
+            raise not_found("team", team.id)
+        return _rows.team(rows[0])
 
     async def get_team(self, team_id: str) -> Team:
         """Return a team; raise `NotFound`."""

@@ -46,6 +46,7 @@ MIGRATIONS = [
     "0007_secrets",
     "0008_usage",
     "0009_egress",
+    "0010_team_egress",
 ]
 PG_URL = os.environ.get("DATABASE_URL_TEST", "postgresql://postgres@127.0.0.1:5432/test")
 
