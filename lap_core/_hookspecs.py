@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 PROJECT = "lap"
 hookspec = pluggy.HookspecMarker(PROJECT)
+"""Marks a hook specification of LAP's project (`lap`); for plugins that add hooks of their own (`lap_addhooks`)."""
 hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Marks a plugin's implementation of a LAP hook: `@hookimpl def lap_harnesses(): ...` (see docs/plugins.md)."""
 
 
 @hookspec

@@ -90,6 +90,12 @@ class Lap:
     `note(session_id, event)` (appends an event outside any turn).
     """
 
+    # The operation groups (docs/api.md lists their methods), set when the `async with` starts.
+    teams: Teams
+    agents: Agents
+    sessions: Sessions
+    secrets: Secrets
+
     def __init__(
         self,
         *,
