@@ -93,7 +93,12 @@ class Harness(ABC):
         return msgspec.convert(agent.options, self.Options)
 
     def hydrate(self, agent: Agent, llm: LLMAccess) -> HydratePayload:
-        """Return the env and files a fresh sandbox needs for this agent (config, credentials stubs)."""
+        """Return the env and files a sandbox needs for this agent (config, credentials stubs).
+
+        Called before every turn, not only for a fresh sandbox: files are written again and the env
+        set again (cheap, and a restarted sandboxd is whole again), so return the same payload for
+        the same agent, and never write over what the harness itself keeps in its home.
+        """
         return HydratePayload(env={}, files=[], workdir=WORKSPACE_DIR)
 
     @abstractmethod
