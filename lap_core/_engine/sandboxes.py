@@ -13,6 +13,7 @@ import structlog
 from lap_core._egress import BoundSecret, EgressScope
 from lap_core._egress_policy import EgressPolicy, host_matches
 from lap_core._engine.checkout import checkout
+from lap_core._engine.resume import BringUp
 from lap_core._errors import HarnessError, NotFound, SandboxError
 from lap_core._events import Error, Status
 from lap_core._harness import LLMAccess
@@ -157,15 +158,16 @@ class SandboxProvider:
         emit: Callable[[SessionEvent], Awaitable[None]],
         *,
         retry: bool = True,
-    ) -> SandboxClient:
-        """Return a client of the session's sandbox, creating the sandbox if it is missing or dead.
+    ) -> tuple[SandboxClient, BringUp]:
+        """Return a client of the session's sandbox, creating the sandbox if it is missing or dead,
+        and what bringing it up found (a new sandbox, a lost volume).
 
         A sandbox that exists but does not let LAP in (its sandboxd gone, or answering with another
         token) is replaced, once: a session never stays `ready` on a sandbox LAP cannot drive.
         """
         name = sandbox_of(session)
         ref = await self._backend.status(name)
-        created = False
+        created = volume_lost = False
         if ref is not None and ref.state in ("stopped", "failed"):
             log.info("sandbox.replacing", sandbox=name, state=ref.state, detail=ref.detail)
             await self._backend.delete(name)
@@ -178,6 +180,7 @@ class SandboxProvider:
                     f"harness {agent.harness!r} is not installed: run `lap harness install {agent.harness}`"
                 )
             if session.native_session_id and not await self._backend.volume_exists(session.id):
+                volume_lost = True
                 await emit(Status(phase="volume_lost", detail="the workspace and the agent's own session are gone"))
             await emit(Status(phase="sandbox_creating", detail=name))
             spec = SandboxSpec(
@@ -230,7 +233,7 @@ class SandboxProvider:
                     with anyio.CancelScope(shield=True):
                         await self._backend.delete(name)
                     raise
-        return client
+        return client, BringUp(created=created, volume_lost=volume_lost)
 
     async def _token_for(self, agent: Agent, repo: str) -> str | None:
         """Return the name of the agent's secret bound to the repository's host (git's password), if any."""
@@ -269,7 +272,7 @@ class SandboxProvider:
         name = sandbox_of(session)
         await emit(Status(phase="sandbox_deleting", detail=name))
         await self._backend.delete(name)
-        client = await self.get(session, agent, harness, emit)
+        client, _ = await self.get(session, agent, harness, emit)
         await client.aclose()
 
     async def disk_problem(self, session_id: str) -> Error | None:

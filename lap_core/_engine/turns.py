@@ -8,6 +8,7 @@ event and `turn_end(status="failed")`, and the session stays usable for the next
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
@@ -15,14 +16,14 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
+from lap_core._engine.resume import from_harness, plan_attempt, restarts_in
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._engine.tails import read_log
 from lap_core._errors import HarnessError, LapError, StoreError
-from lap_core._events import Error, HarnessSession, SessionEvent, Status, TurnEnd, UserMessage
+from lap_core._events import Error, HarnessSession, SessionEvent, Status, TurnEnd
 from lap_core._models import Turn, process_id
 from lap_core._native_state import (
     REPLAYED,
-    began_new_session,
     native_session_before,
     restore_native_state,
     snapshot_native_state,
@@ -54,32 +55,6 @@ def error_event(error: BaseException) -> Error:
     if isinstance(error, TimeoutError):
         return Error(code="turn_timeout", message="the turn took longer than LAP_TURN_TIMEOUT")
     return Error(code="internal_error", message=f"{type(error).__name__}: {error}")
-
-
-PLATFORM_PHASES = frozenset(
-    "sandbox_creating sandbox_ready sandbox_deleting turn_resumed turn_restarted volume_lost"
-    " repo_cloning repo_cloned repo_skipped".split()
-)
-"""The `status` phases LAP itself logs in a turn; a harness's own status events use other names."""
-
-
-def _replay_of(logged: list[SessionEvent]) -> list[SessionEvent]:
-    """Return what a re-attached harness replays first: its events since the turn last started over."""
-    start = max(
-        (i + 1 for i, e in enumerate(logged) if isinstance(e, Status) and e.phase == "turn_restarted"), default=0
-    )
-    return [event for event in logged[start:] if _from_harness(event)]
-
-
-def _from_harness(event: SessionEvent) -> bool:
-    """Whether an event of a turn came from its harness (what a re-attached harness yields again).
-
-    `harness_session` is one of them: a re-attached harness reports its session id again, and
-    the log must hold it once (issue 12; tests/unit/test_worker.py).
-    """
-    if isinstance(event, Status):
-        return event.phase not in PLATFORM_PHASES
-    return not isinstance(event, (UserMessage, TurnEnd))
 
 
 SANDBOX_RETRIES = 2
@@ -299,38 +274,28 @@ class TurnRunner:
         With `logged` (the turn's events so far), the turn is continued: re-attached to its process
         if its sandbox is still there, else started over in a new one (`turn_restarted`).
         """
-        restarts = sum(1 for e in logged or [] if isinstance(e, Status) and e.phase == "turn_restarted")
-        replay = _replay_of(logged or [])
-        phases: set[str] = set()
-
-        async def bring_up(event: SessionEvent) -> None:
-            if isinstance(event, Status):
-                phases.add(event.phase)
-            await self._bring_up_event(turn.session_id, event, turn)
-
         # Read the session now: the turn before may have set the harness's native session id.
         session = await self._store.update_session(turn.session_id, status="starting", status_detail="")
-        current.sandbox = await self._sandboxes.get(session, agent, harness, bring_up)
-        recreated = "sandbox_creating" in phases or (
-            logged is not None and not await self._knows(current.sandbox, process_id(turn.id, restarts))
+        current.sandbox, bring_up = await self._sandboxes.get(
+            session, agent, harness, functools.partial(self._bring_up_event, turn.session_id, turn=turn)
         )
-        told = "volume_lost" in phases
-        if told:
-            # The harness's own session went with the volume: it starts a new one, told the story so far.
+        known = None
+        if logged is not None and not bring_up.created:
+            known = await self._knows(current.sandbox, process_id(turn.id, restarts_in(logged)))
+        plan = plan_attempt(
+            logged,
+            bring_up,
+            process_known=known,
+            stored_native=session.native_session_id,
+            native_before=await native_session_before(self._before(turn)) if logged is not None else None,
+        )
+        native, told = plan.native_session_id, plan.tell_history
+        if plan.forget_native:
             session = await self._store.update_session(session.id, native_session_id=None)
+        if told:
             text = await with_history(self._before(turn), text)
-        native = session.native_session_id
-        if logged is not None and not told:
-            # Resumed or restarted, the harness goes on from its session as it was before this
-            # turn: the store may hold the id the interrupted attempt reported already.
-            native = await native_session_before(self._before(turn))
-            if not recreated and began_new_session(logged):
-                native = None  # re-attached to an attempt that began a new one: what it was given
-        if recreated and logged is not None:
-            # The sandbox, and the turn's process with it, was lost: the harness starts over, from
-            # its own session as it was before the turn (the lost attempt stored the message in it).
-            replay, restarts = [], restarts + 1
-            if native is not None and not await restore_native_state(current.sandbox, harness, turn.id):
+        if plan.restart:
+            if plan.restore_native and not await restore_native_state(current.sandbox, harness, turn.id):
                 # No copy from before the turn (none declared, or not taken): the session as the
                 # lost attempt left it would hold the message twice. A new one is told the story.
                 log.info("turn.native_session_replayed")
@@ -338,19 +303,19 @@ class TurnRunner:
             session = await self._store.update_session(session.id, native_session_id=native)
             detail = f"the sandbox was lost; {REPLAYED}" if told else "the sandbox was lost"
             await self._append(turn, Status(phase="turn_restarted", detail=detail))
-        elif logged is None and native is not None:
+        elif plan.snapshot:
             await snapshot_native_state(current.sandbox, harness, turn.id)  # before the first attempt only
         await self._store.update_session(
             session.id, status="running", status_detail="", sandbox_name=sandbox_name(session.id)
         )
         current.turn = Turn(
-            id=turn.id, session_id=session.id, text=text, agent=agent, native_session_id=native, attempt=restarts
+            id=turn.id, session_id=session.id, text=text, agent=agent, native_session_id=native, attempt=plan.attempt
         )
         events = harness.run_turn(current.sandbox, current.turn)
-        replayed = 0
+        replay, replayed = plan.replay, 0
         try:
             async for event in events:
-                if replayed < len(replay) and _from_harness(event):
+                if replayed < len(replay) and from_harness(event):
                     # Re-attached: the harness replays its process's output from the start.
                     if event != replay[replayed]:
                         log.warning("turn.replay_differs", logged=replay[replayed], replayed=event)
