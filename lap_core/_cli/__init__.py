@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 import anyio  # noqa: E402
 import click  # noqa: E402
 
-from lap_core._cli._logging import configure  # noqa: E402
 from lap_core._errors import LapError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -59,6 +58,8 @@ def run(main: Callable[[], Awaitable[Any]]) -> Any:
 @click.option("--log-json", is_flag=True, envvar="LAP_LOG_JSON", help="Log JSON lines (for production).")
 def main(verbose: int, log_level: str, log_json: bool) -> None:
     """LAP: run AI coding agents in isolated sandboxes."""
+    from lap_core._cli._logging import configure  # when a command runs: `lap --help` logs nothing
+
     level = logging.getLevelNamesMapping()[log_level.upper()]
     configure(level=max(logging.DEBUG, level - 10 * verbose), json=log_json)
 
