@@ -13,7 +13,7 @@ from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from lap_core import Lap, LapError
+from lap_core import ConfigError, Lap, LapError
 from lap_server.auth import Principal, auth_guard
 from lap_server.errors import EXCEPTION_HANDLERS
 from lap_server.observability import Metrics, RequestObserver, metrics_route
@@ -146,7 +146,12 @@ class ServerApp:
                 await receive()  # lifespan.shutdown
         except LapError as error:  # the configuration, a store that cannot be reached …: a message, not a traceback
             failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
-            await send({"type": failed, "message": error.message})
+            hint = (
+                "\nevery variable, its default and meaning: docs/configuration.md"
+                if isinstance(error, ConfigError)
+                else ""
+            )
+            await send({"type": failed, "message": error.message + hint})
             return
         await send({"type": "lifespan.shutdown.complete"})
 

@@ -14,6 +14,8 @@ import click
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+CONFIG_HINT = "every variable, its default and meaning: docs/configuration.md (and .env.example)"
+
 
 async def serve(*, worker: bool, host: str | None = None, port: int | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C; with `worker=False` turns wait for `lap worker` processes.
@@ -75,11 +77,14 @@ def serve_command(no_worker: bool, host: str | None, port: int | None) -> None:
     """Serve the REST API and live event streams (web and worker in one process by default)."""
     import anyio
 
-    from lap_core import LapError
+    from lap_core import ConfigError, LapError
 
     try:
         anyio.run(lambda: serve(worker=not no_worker, host=host, port=port))
     except* LapError as group:
         for error in group.exceptions:
+            assert isinstance(error, LapError)
             click.secho(f"error: {error.message}", fg="red", err=True)
+            if isinstance(error, ConfigError):
+                click.secho(CONFIG_HINT, err=True)
         raise SystemExit(1) from None
