@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 
 from lap_core import ConfigError, Lap, LapError
 from lap_server.auth import Principal, auth_guard
+from lap_server.cli import CONFIG_HINT
 from lap_server.errors import EXCEPTION_HANDLERS
 from lap_server.observability import Metrics, RequestObserver, metrics_route
 from lap_server.ratelimit import RateLimited, RateLimiter, rate_limit_guard, rate_limited_response
@@ -146,11 +147,7 @@ class ServerApp:
                 await receive()  # lifespan.shutdown
         except LapError as error:  # the configuration, a store that cannot be reached …: a message, not a traceback
             failed = "lifespan.shutdown.failed" if started else "lifespan.startup.failed"
-            hint = (
-                "\nevery variable, its default and meaning: docs/configuration.md"
-                if isinstance(error, ConfigError)
-                else ""
-            )
+            hint = f"\n{CONFIG_HINT}" if isinstance(error, ConfigError) else ""
             await send({"type": failed, "message": error.message + hint})
             return
         await send({"type": "lifespan.shutdown.complete"})
