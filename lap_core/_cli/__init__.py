@@ -22,11 +22,20 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 import anyio  # noqa: E402
 import click  # noqa: E402
 
-from lap_core._cli._logging import configure  # noqa: E402
-from lap_core._errors import LapError  # noqa: E402
+from lap_core._errors import ConfigError, LapError  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+
+CONFIG_HINT = "every variable, its default and meaning: docs/configuration.md (and .env.example)"
+
+
+def show_error(error: LapError) -> None:
+    """Print a LAP error as the `lap` command does (a configuration error also says where settings are documented)."""
+    click.secho(f"error: {error.message}", fg="red", err=True)
+    if isinstance(error, ConfigError):
+        click.secho(CONFIG_HINT, err=True)
 
 
 def run(main: Callable[[], Awaitable[Any]]) -> Any:
@@ -40,7 +49,8 @@ def run(main: Callable[[], Awaitable[Any]]) -> Any:
         return anyio.run(main)
     except* LapError as group:
         for error in group.exceptions:
-            click.secho(f"error: {error.message}", fg="red", err=True)
+            assert isinstance(error, LapError)
+            show_error(error)
         sys.exit(1)
     except* KeyboardInterrupt:
         sys.exit(130)
@@ -59,6 +69,8 @@ def run(main: Callable[[], Awaitable[Any]]) -> Any:
 @click.option("--log-json", is_flag=True, envvar="LAP_LOG_JSON", help="Log JSON lines (for production).")
 def main(verbose: int, log_level: str, log_json: bool) -> None:
     """LAP: run AI coding agents in isolated sandboxes."""
+    from lap_core._cli._logging import configure  # when a command runs: `lap --help` logs nothing
+
     level = logging.getLevelNamesMapping()[log_level.upper()]
     configure(level=max(logging.DEBUG, level - 10 * verbose), json=log_json)
 

@@ -6,10 +6,8 @@ import signal
 
 import anyio
 import click
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from lap_core._cli import run
-from lap_core._metrics import DecisionCollector, UsageCollector
 from lap_core._runtime import Lap
 
 
@@ -49,6 +47,10 @@ def worker(metrics_port: int | None, metrics_host: str) -> None:
                 async with Lap() as lap:
                     started = True
                     if metrics_port is not None:
+                        from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
+                        from lap_core._metrics import DecisionCollector, UsageCollector
+
                         registry = CollectorRegistry()
                         registry.register(DecisionCollector(lap))
                         registry.register(UsageCollector(lap))

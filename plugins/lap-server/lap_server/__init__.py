@@ -1,16 +1,16 @@
 """The LAP platform server: REST API and live SSE event streams over the core engine (Litestar).
 
-Run it with `lap serve` (MASTER_KEY required). Other plugins add routes through the
-`lap_server_routes` hook, which this plugin adds to LAP with `lap_addhooks`.
+Run it with `lap serve` (MASTER_KEY required), or under any ASGI server:
+`uvicorn 'lap_server:app_factory' --factory` (see docs/server.md). Other plugins add routes
+through the `lap_server_routes` hook, which this plugin adds to LAP with `lap_addhooks`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lap_core import hookimpl
 from lap_server import hookspecs
-from lap_server.app import ServerSettings, create_app
 from lap_server.cli import serve_command
 
 if TYPE_CHECKING:
@@ -19,7 +19,18 @@ if TYPE_CHECKING:
     import click
     import pluggy
 
-__all__ = ["ServerSettings", "create_app", "lap_addhooks", "lap_cli_commands"]
+    from lap_server.app import ServerApp, ServerSettings, app_factory, create_app
+
+__all__ = ["ServerApp", "ServerSettings", "app_factory", "create_app", "lap_addhooks", "lap_cli_commands"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: every `lap` command loads this plugin, and Litestar is slow to import.
+    if name not in ("ServerApp", "ServerSettings", "app_factory", "create_app"):
+        raise AttributeError(f"module 'lap_server' has no attribute {name!r}")
+    from lap_server import app
+
+    return getattr(app, name)
 
 
 @hookimpl

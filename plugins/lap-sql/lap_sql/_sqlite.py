@@ -70,7 +70,9 @@ class SQLite(SQLiteEngine):
         thread = getattr(connection, "_thread", None)
         if isinstance(thread, Thread):
             thread.daemon = True  # a store nobody closed must not keep the process alive at exit
-        await connection
+        # Shielded: a connect cancelled half-way leaves its thread to answer a loop that is gone.
+        with anyio.CancelScope(shield=True):
+            await connection
         try:
             connection.row_factory = dict_factory  # type: ignore[assignment]  # typed as a class in aiosqlite
             for statement in setup + _SETUP:
