@@ -1,7 +1,7 @@
 """What masking secrets costs per log line (issue 12, finding 3): LAP's logging with and without redaction.
 
 Run: `.venv/bin/python bench/log_redaction.py [--lines N] [--secrets K]`. LAP's logging is set up
-as `lap -v` does (`lap_core._cli._logging.configure`, JSON and console), writing to a null
+as `lap -v` does (`lap_core.configure_logging`, JSON and console), writing to a null
 file; the same lines are logged through it as configured (with redaction: `mask_credentials`
 and `redact_text` on the rendered line) and through the same processors without the two. Lines:
 the server's access line (`http.request`, the most frequent), a line with nested headers, an
@@ -26,7 +26,8 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lap_core._cli._logging import RedactedRenderer, configure
+from lap_core import configure_logging as configure
+from lap_core._logging import RedactedRenderer
 from lap_core._redact import mask_credentials, redact_text, register_secret
 
 ACCESS = {

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from lap_core._harness import CliHarness, Harness, LineMapper, LLMAccess, NativeState, json_object
     from lap_core._hookspecs import hookimpl, hookspec
     from lap_core._integration import Integration
+    from lap_core._logging import configure_logging
     from lap_core._metrics import DecisionCollector, UsageCollector
     from lap_core._models import (
         DEFAULT_TEAM_ID,
@@ -141,6 +142,7 @@ _SOURCES = {
     "hookimpl": "lap_core._hookspecs",
     "hookspec": "lap_core._hookspecs",
     "Integration": "lap_core._integration",
+    "configure_logging": "lap_core._logging",
     "DecisionCollector": "lap_core._metrics",
     "UsageCollector": "lap_core._metrics",
     "Agent": "lap_core._models",
@@ -271,6 +273,7 @@ __all__ = [
     "UsageRecord",
     "UsageTotals",
     "UserMessage",
+    "configure_logging",
     "decode_event",
     "encode_event",
     "hookimpl",

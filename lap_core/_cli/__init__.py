@@ -69,10 +69,10 @@ def run(main: Callable[[], Awaitable[Any]]) -> Any:
 @click.option("--log-json", is_flag=True, envvar="LAP_LOG_JSON", help="Log JSON lines (for production).")
 def main(verbose: int, log_level: str, log_json: bool) -> None:
     """LAP: run AI coding agents in isolated sandboxes."""
-    from lap_core._cli._logging import configure  # when a command runs: `lap --help` logs nothing
+    from lap_core._logging import configure_logging  # when a command runs: `lap --help` logs nothing
 
     level = logging.getLevelNamesMapping()[log_level.upper()]
-    configure(level=max(logging.DEBUG, level - 10 * verbose), json=log_json)
+    configure_logging(level=max(logging.DEBUG, level - 10 * verbose), json=log_json)
 
 
 def _register() -> None:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -55,8 +56,11 @@ def serve_process(
     master_key: str,
     plugins: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
+    asgi: bool = False,
 ) -> Iterator[ServeProcess]:
     """Run `lap serve` as an operator does, on the shared process backend and scripted harness.
+
+    With `asgi`, run uvicorn on the ASGI factory (`lap_server:app_factory`) instead.
 
     `plugins` are more entry points (`module:object`, importable from the repository); with a `DATABASE_URL`, the
     database is migrated first. Stopped with SIGTERM afterwards, its sandboxes with it.
@@ -82,7 +86,9 @@ def serve_process(
         assert migrated.returncode == 0, migrated.stderr
     stdout, stderr = run_dir / "stdout.log", run_dir / "stderr.log"
     with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen([*LAP, "serve"], env=full_env, cwd=data_dir, stdout=out, stderr=err)
+        uvicorn = [sys.executable, "-m", "uvicorn", "lap_server:app_factory", "--factory", "--port", str(port)]
+        command = uvicorn if asgi else [*LAP, "serve"]
+        process = subprocess.Popen(command, env=full_env, cwd=data_dir, stdout=out, stderr=err)
     server = ServeProcess(f"http://127.0.0.1:{port}", master_key, stdout, stderr, process)
     try:
         deadline = time.monotonic() + 30

@@ -96,15 +96,19 @@ def _drive(base: str, master: str, data_dir: Path) -> dict[str, str]:
     return in_play
 
 
-@pytest.mark.parametrize("json_lines", [False, True], ids=["console", "json"])
-def test_no_log_line_holds_a_secret(data_dir: Path, tmp_path: Path, json_lines: bool) -> None:
+@pytest.mark.parametrize(
+    ("json_lines", "asgi"),
+    [(False, False), (True, False), (False, True)],
+    ids=["console", "json", "uvicorn-factory"],
+)
+def test_no_log_line_holds_a_secret(data_dir: Path, tmp_path: Path, json_lines: bool, asgi: bool) -> None:
     master = f"master-{secrets.token_urlsafe(24)}"
     gateway = f"sk-gateway-{secrets.token_urlsafe(24)}"
     encryption_key = secrets.token_hex(32)
     env = {"LITELLM_API_KEY": gateway, "LAP_LOG_LEVEL": "debug", "ENCRYPTION_KEY": encryption_key}
     env |= {"LAP_LOG_JSON": "1"} if json_lines else {}
     plugins = {"log-probe": "tests.server.log_probe:plugin"}
-    with serve_process(data_dir, tmp_path, master_key=master, plugins=plugins, env=env) as server:
+    with serve_process(data_dir, tmp_path, master_key=master, plugins=plugins, env=env, asgi=asgi) as server:
         in_play = {
             **_drive(server.base_url, master, data_dir),
             "gateway key": gateway,

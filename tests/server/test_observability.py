@@ -15,8 +15,8 @@ import structlog
 from litestar import get
 from prometheus_client.parser import text_string_to_metric_families
 
+from lap_core import configure_logging as configure
 from lap_core import hookimpl
-from lap_core._cli._logging import configure
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import structlog
 
-from lap_core._cli._logging import configure
+from lap_core import configure_logging as configure
 from lap_core._redact import MASK, mask_credentials, redact_text, register_environment, register_secret
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from lap_core import ConfigError, Lap, LapError
+from lap_core import ConfigError, Lap, LapError, configure_logging
 from lap_server.auth import Principal, auth_guard
 from lap_server.cli import CONFIG_HINT
 from lap_server.errors import EXCEPTION_HANDLERS
@@ -85,7 +85,7 @@ def create_app(lap: Lap, settings: ServerSettings) -> Litestar:
         openapi_config=OpenAPIConfig(title="LAP", version="0.1.0", path="/schema"),
         signature_types=[Lap, Principal],
         debug=False,
-        logging_config=None,  # the entry point configures logging (lap_core._cli._logging), never the app
+        logging_config=None,  # the entry point configures logging (lap_core.configure_logging), never the app
     )
     # Outermost, around Litestar's routing and error handling (app middleware runs only on
     # matched routes): unknown paths and 500s get a request id, a log line and metrics too.
@@ -154,5 +154,10 @@ class ServerApp:
 
 
 def app_factory() -> ServerApp:
-    """The server configured from the environment, for ASGI servers: `uvicorn 'lap_server:app_factory' --factory`."""
+    """The server configured from the environment, for ASGI servers: `uvicorn 'lap_server:app_factory' --factory`.
+
+    Sets up logging as `lap serve` does (`configure_logging`: `LAP_LOG_LEVEL`, `LAP_LOG_JSON`,
+    secrets masked in every line, the ASGI server's included).
+    """
+    configure_logging()
     return ServerApp()

@@ -1,4 +1,5 @@
-"""structlog set-up for LAP's entry points (never at import: embedders configure their own).
+"""structlog set-up for LAP's entry points (never at import: embedders configure their own or call
+`configure_logging`).
 
 Every line, LAP's own and the standard library's (Litestar, uvicorn, httpx, asyncpg, piccolo log
 through `logging`), goes through one pipeline that masks secrets (`lap_core._redact`), in both
@@ -9,6 +10,7 @@ headers (issue 12, finding 3; structlog's console default is rich's traceback *w
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -55,8 +57,21 @@ def _renderer(json: bool) -> Processor:
     return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback)
 
 
-def configure(*, level: int = logging.WARNING, json: bool = False) -> None:
-    """Log to stderr: JSON lines in production, readable in a terminal; secrets masked in both."""
+def configure_logging(*, level: int | str | None = None, json: bool | None = None) -> None:
+    """Send LAP's log lines, and the standard library's, to stderr with every secret masked.
+
+    JSON lines (`json=True`, for production) or lines for a terminal, from `level` up (a
+    `logging` level or its name, e.g. "info"). None reads `LAP_LOG_LEVEL` (default warning) and
+    `LAP_LOG_JSON`, as the `lap` command does. Entry points call it (the `lap` command, the ASGI
+    factory `lap_server:app_factory`); a service embedding LAP may call it or set up its own.
+    Uvicorn's loggers are routed through it too, so that its lines are masked as well.
+    """
+    if level is None:
+        level = os.environ.get("LAP_LOG_LEVEL", "warning")
+    if isinstance(level, str):
+        level = logging.getLevelNamesMapping()[level.upper()]
+    if json is None:
+        json = os.environ.get("LAP_LOG_JSON", "").lower() in ("1", "true", "yes", "on")
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -85,3 +100,7 @@ def configure(*, level: int = logging.WARNING, json: bool = False) -> None:
         logging.getLogger(name).setLevel(max(level, logging.INFO))
     # Libraries' own request logs (httpx logs every request at INFO) only when asked for.
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+    # An ASGI server's own handlers (uvicorn's dictConfig) would print its lines unmasked.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
