@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from lap_core import TextDelta, ToolCall, TurnEnd
-from lap_core.testing import pytest_plugin
+from lap_core.testing import BackendConformance, pytest_plugin
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -48,3 +48,13 @@ async def test_a_harness_calls_a_tool_and_answers_through_the_kit(
     requests = lap_llm.requests()
     assert {request["key"] for request in requests} == {pytest_plugin.GATEWAY_KEY}  # the real key, swapped in
     assert any(request["path"].endswith(api) for request in requests)
+
+
+class TestTheBackendSuiteOnTheKit(BackendConformance):
+    """The backend suite with nothing but the backend's name: the kit's `lap` gives the backend."""
+
+    sandbox_backend = "local"
+
+    @pytest.fixture(autouse=True)
+    def _needs_bwrap(self, bwrap: None) -> None:
+        """Skip (or fail, under bin/test) without bubblewrap."""

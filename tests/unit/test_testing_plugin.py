@@ -124,21 +124,34 @@ def test_lap_runs_the_plugins_under_test(kit: pytest.Pytester) -> None:
     kit.runpytest_subprocess(*KIT).assert_outcomes(passed=1)
 
 
-def test_the_harness_suite_needs_only_the_harness_name(kit: pytest.Pytester) -> None:
+def test_the_suites_need_only_what_they_test(kit: pytest.Pytester) -> None:
     kit.makepyfile(
         """
-        from lap_core.testing import HarnessConformance
+        from lap_core.testing import BackendConformance, HarnessConformance
 
 
-        class TestMine(HarnessConformance):
+        class TestMyHarness(HarnessConformance):
             harness = "mine"
+
+
+        class TestMyBackend(BackendConformance):
+            sandbox_backend = "mine"
+
+            def test_the_backend_is_selected(self, lap_env):
+                assert lap_env["LAP_SANDBOX_BACKEND"] == "mine"
         """
     )
-    result = kit.runpytest_subprocess(*KIT, "--setup-plan", "-k", "text_turn")
+    result = kit.runpytest_subprocess(*KIT, "--setup-plan", "-k", "text_turn or labels")
     result.assert_outcomes()
     result.stdout.fnmatch_lines(
-        ["*SETUP    F lap (fixtures used: anyio_backend, lap_env, lap_plugins)", "*SETUP    F scripted_llm (*lap_llm)"]
+        [
+            "*SETUP    F lap (fixtures used: anyio_backend, lap_env, lap_plugins)",
+            "*SETUP    F scripted_llm (*lap_llm)",
+            "*SETUP    F lap_env (fixtures used: lap_env)",
+            "*SETUP    F backend (fixtures used: lap)",
+        ]
     )
+    kit.runpytest_subprocess(*KIT, "-k", "selected").assert_outcomes(passed=1)
 
 
 def test_the_entry_point_named_after_the_module_loads_it_once_however_asked(
