@@ -37,7 +37,7 @@ READY_TIMEOUT = 120.0
 
 
 class BackendConformance(Suite):
-    """The sandbox backend conformance suite; a subclass provides the `backend` fixture."""
+    """The sandbox backend conformance suite; a subclass names `sandbox_backend` or provides a `backend` fixture."""
 
     harness: ClassVar[str] = "none"
     """The `SandboxSpec.harness` the suite's sandboxes get (one the backend can start)."""

@@ -105,7 +105,7 @@ def _is_harness_event(event: SessionEvent) -> bool:
 
 
 class HarnessConformance(Suite):
-    """The harness conformance suite; a subclass names `harness` (`lap` and `scripted_llm`: see the module)."""
+    """The harness conformance suite; a subclass names `harness` (the kit's pytest plugin gives `lap` and `lap_llm`)."""
 
     harness: ClassVar[str] = ""
     """The harness's registered name."""
