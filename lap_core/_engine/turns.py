@@ -48,10 +48,10 @@ log = structlog.get_logger("lap.engine")
 
 def error_event(error: BaseException) -> Error:
     """Return the `error` event that tells a user what went wrong (no traceback)."""
+    if isinstance(error, SandboxdError):  # before LapError, its base: users see the sandbox failed
+        return Error(code="sandbox_error", message=f"sandboxd: {error}")
     if isinstance(error, LapError):
         return Error(code=error.code, message=error.message)
-    if isinstance(error, SandboxdError):
-        return Error(code="sandbox_error", message=f"sandboxd: {error}")
     if isinstance(error, TimeoutError):
         return Error(code="turn_timeout", message="the turn took longer than LAP_TURN_TIMEOUT")
     return Error(code="internal_error", message=f"{type(error).__name__}: {error}")
