@@ -259,3 +259,18 @@ async def test_a_store_outage_mid_turn_pauses_the_turn_and_it_resumes_once(
                 await anyio.sleep(0.05)
         assert (job.status, job.attempts) == ("done", 2)
         await cleanup_sandboxes(lap)
+
+
+async def test_a_job_that_does_not_fit_its_kind_fails_with_a_message_and_the_worker_goes_on(data_dir: Path) -> None:
+    async with Lap(plugins=[FakesPlugin()], env=_env(data_dir)) as lap:
+        agent = await lap.agents.create("a", harness="script", model="m")
+        session = await lap.sessions.create(agent.id)
+        await lap.store.queue_job(Job(id="job_bad", kind="turn", session_id=session.id, payload={"turn": 1}))
+        lap.sessions._worker.wake()  # noqa: SLF001 - queued behind the engine's back, as a foreign writer would
+        with anyio.fail_after(20):
+            while (bad := (await lap.store.list_jobs(session_id=session.id))[0]).status != "failed":
+                await anyio.sleep(0.05)
+        assert "of kind 'turn' cannot be run" in bad.error
+        reply = [r async for r in lap.sessions.stream(session.id, "hello")]
+        assert reply[-1].event == TurnEnd(status="completed")
+        await cleanup_sandboxes(lap)
