@@ -266,7 +266,7 @@ async def test_a_job_that_does_not_fit_its_kind_fails_with_a_message_and_the_wor
         agent = await lap.agents.create("a", harness="script", model="m")
         session = await lap.sessions.create(agent.id)
         await lap.store.queue_job(Job(id="job_bad", kind="turn", session_id=session.id, payload={"turn": 1}))
-        lap.sessions._worker.wake()  # noqa: SLF001 - queued behind the engine's back, as a foreign writer would
+        lap.sessions._worker.wake()
         with anyio.fail_after(20):
             while (bad := (await lap.store.list_jobs(session_id=session.id))[0]).status != "failed":
                 await anyio.sleep(0.05)
