@@ -191,7 +191,7 @@ class Worker:
         end = next((event for event in logged if isinstance(event, TurnEnd)), None)
         if end is not None:
             if turn.status != end.status:
-                await self._store.finish_turn(turn.id, end.status)
+                await self._store.set_turn_status(turn.id, end.status)
             return True
         if turn.status in ("completed", "failed", "aborted"):  # stored, but not logged yet
             await self._store.append_events(turn.session_id, [TurnEnd(status=turn.status)], turn_id=turn.id)
@@ -265,7 +265,7 @@ class Worker:
                     [Error(code="turn_interrupted", message=reason), TurnEnd(status="failed", reason=reason)],
                     turn_id=turn.id,
                 )
-                await self._store.finish_turn(turn.id, "failed")
+                await self._store.set_turn_status(turn.id, "failed")
                 return "failed", reason
         tasks.start_soon(self._watch_abort, turn)
         try:

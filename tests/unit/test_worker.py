@@ -191,7 +191,7 @@ async def test_a_turn_that_keeps_losing_its_worker_is_failed_not_retried_forever
         for _ in range(worker_module.MAX_ATTEMPTS):  # workers that leased it, started it, and died
             assert await web.store.lease_job("dead-worker", lease_seconds=0.01) is not None
             await anyio.sleep(0.02)
-        await web.store.finish_turn(turn.id, "running")
+        await web.store.set_turn_status(turn.id, "running")
     plugin = FakesPlugin()
     async with Lap(plugins=[plugin], env=_env(data_dir)) as worker:
         with anyio.fail_after(20):
@@ -231,7 +231,7 @@ async def test_a_store_outage_mid_turn_pauses_the_turn_and_it_resumes_once(
             "append_events",
             "read_events",
             "get_turn",
-            "finish_turn",
+            "set_turn_status",
             "update_session",
             "lease_job",
             "heartbeat_job",
