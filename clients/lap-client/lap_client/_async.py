@@ -9,7 +9,7 @@ import anyio
 import httpx
 
 from lap_client import _calls as calls
-from lap_client._core import Call, Follower, connection, no_answer
+from lap_client._core import Call, Follower, Named, connection, method_signature, no_answer
 from lap_client._errors import ApiError, error_of
 
 if TYPE_CHECKING:
@@ -34,10 +34,11 @@ def _method(build: Callable[P, Call[T]]) -> Callable[Concatenate[_Sender, P], Aw
     async def method(self: _Sender, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._send(build(*args, **kwargs))
 
+    method.__signature__ = method_signature(build)  # type: ignore[attr-defined]
     return method
 
 
-class _Resource:
+class _Resource(Named):
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
@@ -183,7 +184,7 @@ class AsyncEventStream:
             await anyio.sleep(delay)
 
 
-class AsyncClient:
+class AsyncClient(Named):
     """An asynchronous client of a LAP server's REST API: `Client`'s methods, as coroutines.
 
     `base_url` defaults to `LAP_SERVER_URL` (else `http://127.0.0.1:3000`), `api_key` (the master key

@@ -7,6 +7,7 @@ to reconnect; the two `EventStream`s only move bytes and sleep.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,6 +46,24 @@ def connection(base_url: str | None, api_key: str | None, timeout: float) -> dic
     if key:
         headers["Authorization"] = f"Bearer {key}"
     return {"base_url": url, "headers": headers, "timeout": timeout}
+
+
+class Named:
+    """A base class whose methods made from call builders take their attribute's name (`Agents.create`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attribute, value in vars(cls).items():
+            if callable(value) and hasattr(value, "__wrapped__"):
+                value.__name__, value.__qualname__ = attribute, f"{cls.__qualname__}.{attribute}"
+
+
+def method_signature(build: Callable[..., Any]) -> inspect.Signature:
+    """The signature of a method made from the call builder `build`: `self` first, returning what the call does."""
+    signature = inspect.signature(build)
+    self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    answer = str(signature.return_annotation).removeprefix("Call[").removesuffix("]")
+    return signature.replace(parameters=[self, *signature.parameters.values()], return_annotation=answer)
 
 
 @dataclass(frozen=True)

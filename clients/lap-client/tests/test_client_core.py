@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import httpx
 import pytest
 
 from lap_client import (
     ApiError,
+    AsyncClient,
     Client,
     Conflict,
     Forbidden,
@@ -95,3 +98,16 @@ def test_url_and_key_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         assert client._http.headers["authorization"] == "Bearer lapk_abc_def"
     with Client("http://other:1", api_key="") as client:
         assert "authorization" not in client._http.headers
+
+
+def test_methods_have_their_own_names_and_signatures() -> None:
+    with Client("http://lap.test") as client:
+        update = client.agents.update
+        assert update.__qualname__ == "Agents.update"
+        signature = inspect.signature(update)
+        assert next(iter(signature.parameters)) == "agent_id"
+        assert signature.return_annotation == "Agent"
+        assert update.__doc__ is not None
+        assert update.__doc__.startswith("Change the fields given of an agent")
+    assert AsyncClient.usage.__qualname__ == "AsyncClient.usage"
+    assert inspect.iscoroutinefunction(AsyncClient.usage)
