@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from lap_client._errors import ApiError, ConnectionFailed, error_of
+from lap_client._errors import ApiError, ClientError, ConnectionFailed, error_of
 from lap_core import EventRecord, TurnEnd
 
 if TYPE_CHECKING:
@@ -95,7 +95,10 @@ class Call(Generic[T]):
         """Return the decoded answer, or raise the typed error of an error answer."""
         if response.status_code >= 400 and response.status_code not in self.answers:
             raise error_of(response)
-        return self.decode(response.content)
+        try:
+            return self.decode(response.content)
+        except msgspec.DecodeError as error:  # not a LAP server, or a proxy's page with a 200
+            raise ClientError(f"{self.method} {self.path}: the answer is not LAP's: {error}") from error
 
 
 def no_answer(error: httpx.TransportError) -> ConnectionFailed:
@@ -107,9 +110,15 @@ def no_answer(error: httpx.TransportError) -> ConnectionFailed:
     return ConnectionFailed(f"no answer from the LAP server{where}: {type(error).__name__}: {error}")
 
 
+_DECODERS: dict[object, Callable[[bytes], Any]] = {}
+
+
 def decoder(kind: type[T]) -> Callable[[bytes], T]:
-    """Decode a JSON answer as `kind`."""
-    return msgspec.json.Decoder(kind).decode
+    """Decode a JSON answer as `kind` (one decoder per type, made once)."""
+    decode = _DECODERS.get(kind)
+    if decode is None:
+        decode = _DECODERS[kind] = msgspec.json.Decoder(kind).decode
+    return decode
 
 
 def nothing(content: bytes) -> None:
@@ -118,8 +127,11 @@ def nothing(content: bytes) -> None:
 
 
 def path(template: str, *ids: str) -> str:
-    """Fill a path's `{}` slots with ids, each quoted whole (an id never becomes more path)."""
-    return template.format(*(quote(value, safe="") for value in ids))
+    """Fill a path's `{}` slots with ids, each quoted whole (an id never becomes more path, nor less)."""
+    if "" in ids:
+        raise ValueError("an id or name may not be empty")
+    # `.` and `..` would be read as the path's own dot segments: %2E is the same name to the server.
+    return template.format(*(quote(value, safe="") if value.strip(".") else "%2E" * len(value) for value in ids))
 
 
 def query(**values: object) -> dict[str, str]:

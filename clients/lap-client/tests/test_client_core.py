@@ -11,6 +11,7 @@ from lap_client import (
     ApiError,
     AsyncClient,
     Client,
+    ClientError,
     Conflict,
     Forbidden,
     InvalidInput,
@@ -19,8 +20,9 @@ from lap_client import (
     ServerError,
     Unauthorized,
 )
-from lap_client._core import Follower, SseDecoder
+from lap_client._core import Call, Follower, SseDecoder, decoder, path
 from lap_client._errors import error_of
+from lap_core import Agent
 
 
 def _answer(status: int, body: object = None, content: bytes = b"", **headers: str) -> httpx.Response:
@@ -111,3 +113,17 @@ def test_methods_have_their_own_names_and_signatures() -> None:
         assert update.__doc__.startswith("Change the fields given of an agent")
     assert AsyncClient.usage.__qualname__ == "AsyncClient.usage"
     assert inspect.iscoroutinefunction(AsyncClient.usage)
+
+
+def test_ids_are_one_path_segment_each() -> None:
+    assert path("/api/agents/{}", "a/b?c") == "/api/agents/a%2Fb%3Fc"
+    assert path("/api/agents/{}", "..") == "/api/agents/%2E%2E"
+    assert path("/api/agents/{}", "a.b") == "/api/agents/a.b"
+    with pytest.raises(ValueError, match="empty"):
+        path("/api/agents/{}", "")
+
+
+def test_an_answer_that_is_not_laps_is_a_client_error() -> None:
+    call = Call("GET", "/api/agents/x", decoder(Agent))
+    with pytest.raises(ClientError, match="not LAP's"):
+        call.result(_answer(200, {"hello": "world"}))
