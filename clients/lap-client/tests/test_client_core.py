@@ -7,6 +7,7 @@ import inspect
 import httpx
 import pytest
 
+import lap_client
 from lap_client import (
     ApiError,
     AsyncClient,
@@ -127,3 +128,15 @@ def test_an_answer_that_is_not_laps_is_a_client_error() -> None:
     call = Call("GET", "/api/agents/x", decoder(Agent))
     with pytest.raises(ClientError, match="not LAP's"):
         call.result(_answer(200, {"hello": "world"}))
+
+
+def test_every_public_name_and_method_has_a_docstring() -> None:
+    assert lap_client.__all__ == sorted(lap_client.__all__)
+    undocumented = []
+    for name in lap_client.__all__:
+        value = getattr(lap_client, name)
+        members = [(f"{name}.{m}", v) for m, v in vars(value).items() if not m.startswith("_") and callable(v)]
+        for label, thing in [(name, value), *members]:
+            if not (getattr(thing, "__doc__", None) or "").strip():
+                undocumented.append(label)
+    assert undocumented == []
