@@ -74,6 +74,7 @@ async def test_agents_and_sessions(admin: AsyncClient, name: str) -> None:
                 assert (record.turn_id, record.event.status) == (accepted.turn_id, "aborted")
                 break
     assert (await admin.sessions.restart(session.id)).job_id
+    assert (await admin.sessions.send_and_wait(session.id, "again")).text == "you said: again"  # after the restart
     with pytest.raises(Conflict):
         await admin.agents.delete(made[0].id)
     await admin.sessions.delete(session.id)

@@ -107,6 +107,9 @@ def test_a_session_answers_streams_aborts_restarts_and_goes(admin: Client, name:
     restarted = admin.sessions.restart(session.id)
     assert isinstance(restarted, RestartAccepted)
     assert restarted.session_url == f"/api/sessions/{session.id}"
+    # A session's jobs run in order: this turn runs in the new sandbox, after the restart (deleting the
+    # session while the restart still brings a sandbox up would race it).
+    assert admin.sessions.send_and_wait(session.id, "again").text == "you said: again"
     with pytest.raises(Conflict):  # the agent still has a session
         admin.agents.delete(agent.id)
     admin.sessions.delete(session.id)
