@@ -17,10 +17,12 @@ from lap_core._config import CoreSettings, default_data_dir, host_port, load_set
 from lap_core._crypto import cipher_from, key_problems
 from lap_core._egress import EgressGateway, build_gateway
 from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRunner, Worker
+from lap_core._engine.keys import Keys
 from lap_core._engine.reconciler import Decisions, Reconciler
 from lap_core._engine.sandboxes import egress_scope, llm_scope
 from lap_core._engine.secrets import Secrets
 from lap_core._engine.teams import Teams
+from lap_core._engine.usage import Usage
 from lap_core._errors import ConfigError, Conflict, NotFound
 from lap_core._loop import quiet_cancelled_wakeups
 from lap_core._models import DEFAULT_TEAM_ID, Team
@@ -83,7 +85,7 @@ class Lap:
     and no proxy runs. `settings` adds settings structs of your own (e.g. a server's), validated
     with everything else; read them back with `settings_of(key)`.
 
-    Attributes available inside the `async with`: `teams`, `agents`, `sessions`, `secrets`, `store`,
+    Attributes available inside the `async with`: `teams`, `keys`, `usage`, `agents`, `sessions`, `secrets`, `store`,
     `backend`, `harnesses`, `settings`, `data_dir`, `plugins`, `decisions` (the reconciler's,
     counted by action and reason: `decisions.counts`), `usage_counters` (what this process's LLM
     proxy metered, per team), `egress` (this process's egress gateway, when it runs turns) and
@@ -92,6 +94,8 @@ class Lap:
 
     # The operation groups (docs/api.md lists their methods), set when the `async with` starts.
     teams: Teams
+    keys: Keys
+    usage: Usage
     agents: Agents
     sessions: Sessions
     secrets: Secrets
@@ -200,6 +204,8 @@ class Lap:
             for name, spec in self.plugins.harnesses().items()
         }
         self.teams = Teams(self.store)
+        self.keys = Keys(self.store)
+        self.usage = Usage(self.store)
         self.agents = Agents(self.store, self.harnesses)
         self.secrets = Secrets(self.store, self.agents, cipher_from(core, self.data_dir))
         tasks = await stack.enter_async_context(anyio.create_task_group())
@@ -279,6 +285,12 @@ class Lap:
         # Shielded and bounded: exiting on a cancellation (Ctrl-C) still hands running turns back.
         with anyio.CancelScope(shield=True), anyio.move_on_after(grace + 15):
             await worker.drain(grace)
+
+    async def health(self) -> None:
+        """Raise a `LapError` (`StoreError`, `SandboxError`...) unless the store is reachable and
+        migrated and the sandbox backend answers (a readiness probe)."""
+        await self.store.check()
+        await self.backend.list({"lap.health": "probe"})
 
     def settings_of(self, key: str) -> Any:
         """Return the validated settings struct passed as `settings={key: Struct}` (e.g. a server's)."""

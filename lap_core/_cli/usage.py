@@ -88,7 +88,7 @@ def usage(
             agent_id = (await lap.agents.get(agent, team_id=team_id)).id if agent else None
 
             async def totals(*by: UsageGroup) -> list[UsageTotals]:
-                return await lap.store.usage_totals(
+                return await lap.usage.totals(
                     team_id=team_id,
                     agent_id=agent_id,
                     session_id=session_id,

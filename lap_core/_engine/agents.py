@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from lap_core._store import SessionStore
 
 MAX_NAME = 64
+PAGE = 500  # agents read from the store at once
 _REPO = re.compile(r"^https?://[^\s/@]+(?::\d+)?/\S+$")
 _BRANCH = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]{1,200}$")
 
@@ -115,9 +116,25 @@ class Agents:
         except NotFound:
             return await self._store.find_agent(ref, team_id=team_id or DEFAULT_TEAM_ID)
 
-    async def list(self, *, team_id: str | None = DEFAULT_TEAM_ID, search: str | None = None) -> list[Agent]:
-        """Return the team's agents (every team's with `team_id=None`)."""
-        return await self._store.list_agents(team_id=team_id, search=search)
+    async def list(
+        self,
+        *,
+        team_id: str | None = DEFAULT_TEAM_ID,
+        search: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Agent]:
+        """Return the team's agents (every team's with `team_id=None`), by name: all of them, or a page
+        of `limit` from `offset`."""
+        if limit is not None:
+            return await self._store.list_agents(team_id=team_id, search=search, limit=limit, offset=offset)
+        found: list[Agent] = []
+        while page := await self._store.list_agents(team_id=team_id, search=search, limit=PAGE, offset=offset):
+            found += page
+            offset += len(page)
+            if len(page) < PAGE:
+                break
+        return found
 
     async def update(self, agent: Agent) -> Agent:
         """Store changes to an agent, validated like `create`."""

@@ -34,6 +34,8 @@ FOLLOW_POLL = 2.0
 FOLLOW_POLL_WATCHED = 30.0
 STORE_RETRY = 1.0  # seconds between a follower's reads while the store is unavailable
 
+PAGE = 500  # sessions read from the store at once
+
 
 class Sessions:
     """The session operations of a running `Lap` (`lap.sessions`)."""
@@ -68,10 +70,26 @@ class Sessions:
         """Return a session; raise `NotFound`."""
         return await self._store.get_session(session_id, team_id=team_id)
 
-    async def list(self, *, team_id: str | None = DEFAULT_TEAM_ID, agent: str | None = None) -> list[Session]:
-        """Return sessions, newest first (of one agent, by id or name, when given)."""
+    async def list(
+        self,
+        *,
+        team_id: str | None = DEFAULT_TEAM_ID,
+        agent: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Session]:
+        """Return sessions, newest first (of one agent, by id or name, when given): all of them, or a
+        page of `limit` from `offset`."""
         agent_id = (await self._agents.get(agent, team_id=team_id)).id if agent else None
-        return await self._store.list_sessions(team_id=team_id, agent_id=agent_id)
+        if limit is not None:
+            return await self._store.list_sessions(team_id=team_id, agent_id=agent_id, limit=limit, offset=offset)
+        found: list[Session] = []
+        while page := await self._store.list_sessions(team_id=team_id, agent_id=agent_id, limit=PAGE, offset=offset):
+            found += page
+            offset += len(page)
+            if len(page) < PAGE:
+                break
+        return found
 
     async def delete(self, session_id: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> None:
         """Abort the running turn, delete the sandbox, its workspace and the session's log."""

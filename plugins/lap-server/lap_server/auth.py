@@ -1,20 +1,15 @@
 """Who is calling: the master key (an admin, every team) or a team API key (that team only).
 
-A team key looks like `lapk_<prefix>_<secret>`; the store keeps the prefix and a SHA-256 of the
-secret (32 random bytes: a slow hash buys nothing), never the secret itself.
+A team key (`lapk_<prefix>_<secret>`) is checked by the engine (`lap.keys.authenticate`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar.exceptions import NotAuthorizedException
-
-from lap_core import ApiKey, NotFound, new_id
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -23,7 +18,6 @@ if TYPE_CHECKING:
     from lap_core import Lap
 
 OPEN_PATHS = ("/healthz", "/readyz", "/schema")
-KEY_PREFIX = "lapk"
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,17 +29,6 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     team_id: str | None
     key_id: str | None = None
     key_prefix: str | None = None
-
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def new_api_key(team_id: str, name: str) -> tuple[ApiKey, str]:
-    """Return a new key's record (to store) and its full text (to show once)."""
-    prefix, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-    record = ApiKey(id=new_id("key"), team_id=team_id, name=name, prefix=prefix, secret_hash=_digest(secret))
-    return record, f"{KEY_PREFIX}_{prefix}_{secret}"
 
 
 def auth_guard(lap: Lap, master_key: str) -> Any:
@@ -61,16 +44,10 @@ def auth_guard(lap: Lap, master_key: str) -> Any:
             if hmac.compare_digest(token.encode(), master):
                 connection.state.principal = Principal(team_id=None)
                 return
-            kind, _, rest = token.partition("_")
-            prefix, _, secret = rest.partition("_")
-            if kind == KEY_PREFIX and prefix and secret:
-                try:
-                    key = await lap.store.find_api_key(prefix)
-                except NotFound:
-                    key = None
-                if key is not None and hmac.compare_digest(key.secret_hash, _digest(secret)):
-                    connection.state.principal = Principal(team_id=key.team_id, key_id=key.id, key_prefix=prefix)
-                    return
+            key = await lap.keys.authenticate(token)
+            if key is not None:
+                connection.state.principal = Principal(team_id=key.team_id, key_id=key.id, key_prefix=key.prefix)
+                return
         raise NotAuthorizedException("missing or invalid API key (Authorization: Bearer <key>)")
 
     return guard

@@ -55,7 +55,7 @@ async def create_agent(data: JSONBody[AgentIn], lap: LapDep, caller: Caller) -> 
     if data.team_id and data.team_id != team:
         raise PermissionDeniedException("a team key creates agents in its own team only")
     if caller.team_id is None:
-        await lap.store.get_team(team)  # 404 for an unknown team
+        await lap.teams.get(team)  # 404 for an unknown team
     agent = await lap.agents.create(
         data.name,
         harness=data.harness,
@@ -76,7 +76,7 @@ async def list_agents(
     lap: LapDep, caller: Caller, search: FromQuery[str | None] = None, limit: Limit = 50, offset: Offset = 0
 ) -> AgentList:
     """List agents by name, optionally those whose name contains `search`."""
-    found = await lap.store.list_agents(team_id=caller.team_id, search=search, limit=limit + 1, offset=offset)
+    found = await lap.agents.list(team_id=caller.team_id, search=search, limit=limit + 1, offset=offset)
     more = len(found) > limit
     return AgentList(items=[AgentOut.of(a) for a in found[:limit]], next_offset=offset + limit if more else None)
 
@@ -216,8 +216,7 @@ async def healthz() -> dict[str, bool]:
 async def readyz(lap: LapDep) -> Response[Any]:
     """The store is reachable and migrated, and the sandbox backend answers."""
     try:
-        await lap.store.check()
-        await lap.backend.list({"lap.readyz": "probe"})
+        await lap.health()
     except Exception as error:
         return error_response(503, "not_ready", f"{type(error).__name__}: {error}")
     return Response({"ok": True})

@@ -26,7 +26,7 @@ async def create_secret(data: JSONBody[SecretIn], lap: LapDep, caller: Caller) -
     if data.team_id and data.team_id != team:
         raise PermissionDeniedException("a team key creates secrets in its own team only")
     if caller.team_id is None:
-        await lap.store.get_team(team)  # 404 for an unknown team
+        await lap.teams.get(team)  # 404 for an unknown team
     return await lap.secrets.create(data.name, data.value, hosts=data.hosts, team_id=team, agent_id=data.agent_id)
 
 

@@ -9,7 +9,7 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, JSONBody
 
 from lap_core import DEFAULT_TEAM_ID, ApiKey, Lap, NotFound, Team
-from lap_server.auth import Principal, new_api_key
+from lap_server.auth import Principal
 from lap_server.schemas import KeyIn, KeyOut, TeamIn, TeamPatch
 
 LapDep = NamedDependency[Lap]
@@ -57,21 +57,19 @@ async def create_key(data: JSONBody[KeyIn], lap: LapDep, caller: Caller) -> KeyO
     team = caller.team_id or data.team_id or DEFAULT_TEAM_ID
     if data.team_id and data.team_id != team:
         raise NotFound(f"team {data.team_id!r} not found")
-    await lap.store.get_team(team)
-    record, secret = new_api_key(team, data.name)
-    return _key_out(await lap.store.create_api_key(record), secret)
+    return _key_out(*await lap.keys.create(data.name, team_id=team))
 
 
 @get("/api/keys")
 async def list_keys(lap: LapDep, caller: Caller) -> list[KeyOut]:
     """List API keys (never their secrets): every team's for the master key, else the caller's team's."""
-    return [_key_out(key) for key in await lap.store.list_api_keys(team_id=caller.team_id)]
+    return [_key_out(key) for key in await lap.keys.list(team_id=caller.team_id)]
 
 
 @delete("/api/keys/{key_id:str}")
 async def delete_key(key_id: FromPath[str], lap: LapDep, caller: Caller) -> None:
     """Revoke an API key at once."""
-    await lap.store.delete_api_key(key_id, team_id=caller.team_id)
+    await lap.keys.delete(key_id, team_id=caller.team_id)
 
 
 TEAM_ROUTES = [create_team, list_teams, update_team, create_key, list_keys, delete_key]

@@ -73,7 +73,7 @@ async def usage(
     groups, since, until = _groups(group_by), _utc(since), _utc(until)
 
     async def totals(*by: UsageGroup) -> list[UsageTotals]:
-        return await lap.store.usage_totals(
+        return await lap.usage.totals(
             team_id=team_id, agent_id=agent_id, session_id=session_id, since=since, until=until, group_by=by
         )
 
