@@ -5,6 +5,7 @@ import pluggy
 from lap_core import _hookspecs
 from lap_core.testing.backend import BackendConformance
 from lap_core.testing.harness import HarnessConformance, ScriptedLLM
+from lap_core.testing.integration import IntegrationConformance, IntegrationStoreConformance, deliveries
 from lap_core.testing.jobs import JobQueueConformance
 from lap_core.testing.keys import ApiKeyConformance
 from lap_core.testing.store import StoreConformance
@@ -13,9 +14,12 @@ __all__ = [
     "ApiKeyConformance",
     "BackendConformance",
     "HarnessConformance",
+    "IntegrationConformance",
+    "IntegrationStoreConformance",
     "JobQueueConformance",
     "ScriptedLLM",
     "StoreConformance",
+    "deliveries",
     "plugin_manager",
 ]
 
