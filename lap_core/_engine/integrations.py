@@ -58,6 +58,8 @@ class IntegrationDelivery:
         self._wake = anyio.Event()
         self._attempts: dict[str, int] = {}  # delivery key -> failed tries so far
         self._retry_at: dict[str, float] = {}  # session id -> when its failed event may be tried again
+        self._in_flight: set[str] = set()  # sessions being delivered
+        self._delivered: dict[str, int] = {}  # session id -> the last seq this process delivered
 
     def wake(self) -> None:
         """Look for new events now (rather than at the next poll)."""
@@ -111,43 +113,50 @@ class IntegrationDelivery:
         self._wake = anyio.Event()
 
     async def _deliver_forever(self) -> None:
-        while True:
-            wake = self._wake = anyio.Event()  # before reading: a wake-up from now on is not lost
-            try:
-                backlog = await self._store.delivery_backlog(self.name, limit=BACKLOG_SESSIONS)
-            except LapError as error:
-                log.warning("integration.backlog_failed", integration=self.name, error=error.message)
-                backlog = {}
-            now = anyio.current_time()
-            ready = {session: seq for session, seq in backlog.items() if self._retry_at.get(session, 0) <= now}
-            if ready:
-                async with anyio.create_task_group() as tasks:
-                    for session_id, seq in ready.items():
-                        tasks.start_soon(self._deliver_session, session_id, seq)
-                continue
-            waits = [at - now for session, at in self._retry_at.items() if session in backlog]
-            with anyio.move_on_after(min([self._poll_seconds, *waits])):
-                await wake.wait()
+        """Start a delivery task for each session with new events (one per session at a time), as they come.
 
-    async def _deliver_session(self, session_id: str, after: int) -> None:
-        """Deliver the session's events after `after` in order, until its log ends or one fails."""
-        async with self._limiter:
-            acknowledged, acked_at = after, anyio.current_time()
-            try:
+        A session whose integration is slow or failing holds up only its own later events.
+        """
+        async with anyio.create_task_group() as tasks:
+            while True:
+                wake = self._wake = anyio.Event()  # before reading: a wake-up from now on is not lost
+                try:
+                    backlog = await self._store.delivery_backlog(self.name, limit=BACKLOG_SESSIONS)
+                except LapError as error:
+                    log.warning("integration.backlog_failed", integration=self.name, error=error.message)
+                    backlog = {}
+                now = anyio.current_time()
+                for session_id, acknowledged in backlog.items():
+                    if session_id not in self._in_flight and self._retry_at.get(session_id, 0) <= now:
+                        self._in_flight.add(session_id)
+                        tasks.start_soon(self._deliver_session, session_id, acknowledged)
+                waits = [at - now for session, at in self._retry_at.items() if session in backlog]
+                with anyio.move_on_after(min([self._poll_seconds, *waits])):
+                    await wake.wait()
+
+    async def _deliver_session(self, session_id: str, acknowledged: int) -> None:
+        """Deliver the session's events after those delivered, in order, until its log ends or one fails."""
+        # What this process delivered may be ahead of the cursor read before its last acknowledgement.
+        after = max(acknowledged, self._delivered.get(session_id, 0))
+        acked_at = anyio.current_time()
+        try:
+            async with self._limiter:
                 while records := await self._store.read_events(session_id, after=after, limit=READ_BATCH):
                     for record in records:
                         if not await self._deliver(record):
                             return
-                        after = record.seq
+                        after = self._delivered[session_id] = record.seq
                         if anyio.current_time() - acked_at >= ACK_EVERY:
                             await self._acknowledge(session_id, after)
                             acknowledged, acked_at = after, anyio.current_time()
-            except LapError as error:
-                log.warning("integration.read_failed", integration=self.name, session=session_id, error=error.message)
-            finally:
-                if after > acknowledged:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                        await self._acknowledge(session_id, after)
+        except LapError as error:
+            log.warning("integration.read_failed", integration=self.name, session=session_id, error=error.message)
+        finally:
+            if after > acknowledged:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await self._acknowledge(session_id, after)
+            self._in_flight.discard(session_id)
+            self.wake()  # its log may have grown meanwhile
 
     async def _acknowledge(self, session_id: str, seq: int) -> None:
         try:

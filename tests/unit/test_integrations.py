@@ -128,6 +128,31 @@ async def test_a_failed_event_is_retried_before_the_next_one_of_its_session(data
         assert integration.delivered(other.id) == [1, 2, 3]
 
 
+async def test_a_slow_session_holds_up_only_its_own_events(data_dir: Path) -> None:
+    release = anyio.Event()
+
+    class Slow(Recorder):
+        async def on_event(self, delivery: Delivery) -> None:
+            await super().on_event(delivery)
+            if delivery.record.session_id in slow:
+                await release.wait()
+
+    slow: set[str] = set()
+    integration = Slow()
+    async with Lap(plugins=[FakesPlugin(), RecorderPlugin(integration)], env=_env(data_dir)) as lap:
+        agent = await lap.agents.create("a", harness="script", model="m")
+        stuck, other = await lap.sessions.create(agent.name), await lap.sessions.create(agent.name)
+        slow.add(stuck.id)
+        await lap.note(stuck.id, _text("one"))
+        await lap.note(stuck.id, _text("two"))
+        await _until(lambda: integration.delivered(stuck.id) == [1])
+        await lap.note(other.id, _text("one"))
+        await _until(lambda: integration.delivered(other.id) == [1])
+        assert integration.delivered(stuck.id) == [1]
+        release.set()
+        await _until(lambda: integration.delivered(stuck.id) == [1, 2])
+
+
 async def test_an_event_failing_every_try_is_skipped_after_max_attempts(data_dir: Path) -> None:
     class Fragile(Recorder):
         max_attempts = 3
