@@ -32,7 +32,7 @@ EVENTS = 40
 class Workers:
     """`python -m tests.fakes.recording_integration` processes (LAP workers with the recorder)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str) -> None:
         self.data_dir = data_dir
         self.recorded = data_dir / "deliveries.jsonl"
         self.env = {
@@ -44,6 +44,7 @@ class Workers:
                 LAP_JOB_LEASE="1",  # the integration's lease too: a dead worker's is taken over within a second
                 RECORDER_FILE=str(self.recorded),
                 RECORDER_DELAY="0.02",  # a worker is inside a delivery most of the time: killed mid-delivery
+                DATABASE_URL=database_url,
             ),
             "PYTHONPATH": str(REPO),
         }
@@ -77,9 +78,17 @@ class Workers:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{data_dir / 'lap.db'}"
+    url: str = request.getfixturevalue("pg_database")
+    return url
+
+
 @pytest.fixture
-def workers(data_dir: Path) -> Iterator[Workers]:
-    running = Workers(data_dir)
+def workers(data_dir: Path, database_url: str) -> Iterator[Workers]:
+    running = Workers(data_dir, database_url)
     yield running
     running.stop()
 
@@ -93,8 +102,8 @@ async def _until(workers: Workers, check: Any, what: str) -> None:
     pytest.fail(f"timed out waiting for {what}\n{workers.log()}")
 
 
-async def test_every_event_survives_a_worker_killed_mid_delivery(data_dir: Path, workers: Workers) -> None:
-    async with SqlStore(f"sqlite:///{data_dir / 'lap.db'}") as store:
+async def test_every_event_survives_a_worker_killed_mid_delivery(database_url: str, workers: Workers) -> None:
+    async with SqlStore(database_url) as store:
         await store.migrate()
         team = await store.create_team(Team(id=new_id("team"), name="t"))
         agent = await store.create_agent(Agent(id=new_id("agt"), team_id=team.id, name="a", harness="h", model="m"))
