@@ -70,6 +70,27 @@ class SandboxError(LapError):
     code = "sandbox_error"
 
 
+class SandboxdError(LapError):
+    """sandboxd answered with an error, or could not be reached.
+
+    Apart from `SandboxError` (a backend's failure): the engine tells a sandboxd that went away
+    (`status` 0: the turn re-attaches or starts over) from one that answered.
+
+    Attributes:
+        status: The HTTP status of sandboxd's answer; 0 when there was no answer.
+        message: sandboxd's error message (or why it could not be reached).
+    """
+
+    code = "sandboxd_error"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message, details={"status": status})
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"{self.message} (HTTP {self.status})" if self.status else self.message
+
+
 class HarnessError(LapError):
     """The harness failed to run a turn or is not installed."""
 

@@ -31,8 +31,11 @@ def harness_dir(root: Path, name: str, harness: Harness) -> Path:
 
 
 def is_installed(root: Path, name: str, harness: Harness) -> bool:
-    """Return whether the harness's packages are installed (an interrupted install does not count)."""
-    return (harness_dir(root, name, harness) / MARKER).is_file()
+    """Return whether the harness's packages are installed (an interrupted install does not count).
+
+    A harness without npm packages has nothing to install: it always is.
+    """
+    return not harness.npm_packages or (harness_dir(root, name, harness) / MARKER).is_file()
 
 
 async def install_harness(

@@ -1,7 +1,7 @@
 """`SandboxClient`: the platform's async client of the `lap_sandboxd` daemon in a sandbox.
 
 The wire types live in `lap_sandboxd.protocol`, shared with the daemon. Imports only that,
-msgspec, httpx and anyio.
+LAP's errors, msgspec, httpx and anyio.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import httpx
 import msgspec
 from anyio.abc import AsyncResource
 
+from lap_core._errors import SandboxdError
 from lap_sandboxd.protocol import (
     ErrorBody,
     ExecRequest,
@@ -45,23 +46,6 @@ _decode_record = msgspec.json.Decoder(OutputRecord).decode
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
-
-
-class SandboxdError(RuntimeError):
-    """sandboxd answered with an error, or could not be reached.
-
-    Attributes:
-        status: The HTTP status of sandboxd's answer; 0 when there was no answer.
-        message: sandboxd's error message (or why it could not be reached).
-    """
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.message} (HTTP {self.status})" if self.status else self.message
 
 
 def _error(response: httpx.Response) -> SandboxdError:

@@ -245,7 +245,7 @@ class SessionStore(IntegrationStore, AsyncResource):
         """Return a session's turns, oldest first."""
 
     @abstractmethod
-    async def finish_turn(self, turn_id: str, status: str) -> TurnRecord:
+    async def set_turn_status(self, turn_id: str, status: str) -> TurnRecord:
         """Set a turn's status (`running`, `completed`, `failed`, `aborted`); end states set `finished_at`."""
 
     @abstractmethod

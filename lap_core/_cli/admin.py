@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -78,15 +79,21 @@ def list_harnesses() -> None:
 @click.command()
 def plugins() -> None:
     """List the loaded plugins, the hooks they implement and what they provide."""
-    lap = Lap(run_turns=False)
-    for row in lap.plugins.describe():
+    try:
+        lap = Lap(run_turns=False)
+        rows = lap.plugins.describe()
+        kinds = (
+            ("backends", lap.plugins.sandbox_backends()),
+            ("harnesses", lap.plugins.harnesses()),
+            ("stores", lap.plugins.session_stores()),
+            ("integrations", lap.plugins.integrations()),
+        )
+    except LapError as error:  # a plugin that does not load: what is wrong, never a traceback
+        click.secho(f"error: {error.message}", fg="red", err=True)
+        sys.exit(1)
+    for row in rows:
         click.echo(f"{row['name']:<18} {row['version']:<10} {', '.join(row['hooks'])}")
-    for kind, specs in (
-        ("backends", lap.plugins.sandbox_backends()),
-        ("harnesses", lap.plugins.harnesses()),
-        ("stores", lap.plugins.session_stores()),
-        ("integrations", lap.plugins.integrations()),
-    ):
+    for kind, specs in kinds:
         click.echo(f"{kind}: {', '.join(specs) or '-'}")
 
 

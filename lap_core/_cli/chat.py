@@ -14,7 +14,7 @@ from lap_core._cli import run
 from lap_core._cli.admin import ensure_installed
 from lap_core._cli.render import EventPrinter
 from lap_core._errors import NotFound
-from lap_core._events import UserMessage
+from lap_core._events import TurnEnd, UserMessage
 from lap_core._runtime import Lap
 
 if TYPE_CHECKING:
@@ -65,8 +65,9 @@ class LineReader:
         self._receive.close()
 
 
-async def _turn(lap: Lap, session_id: str, text: str, printer: EventPrinter) -> None:
-    """Stream one turn; Ctrl-C aborts the turn (not the chat)."""
+async def _turn(lap: Lap, session_id: str, text: str, printer: EventPrinter) -> TurnEnd | None:
+    """Stream one turn and return its end; Ctrl-C aborts the turn (not the chat)."""
+    end = None
     async with anyio.create_task_group() as tasks:
 
         async def abort_on_interrupt() -> None:
@@ -79,7 +80,10 @@ async def _turn(lap: Lap, session_id: str, text: str, printer: EventPrinter) -> 
         async for record in lap.sessions.stream(session_id, text):
             if not isinstance(record.event, UserMessage):
                 printer.print(record)
+            if isinstance(record.event, TurnEnd):
+                end = record.event
         tasks.cancel_scope.cancel()
+    return end
 
 
 @click.command()
@@ -93,10 +97,11 @@ def chat(agent: str | None, session_id: str | None, messages: tuple[str, ...]) -
 
     Reads messages from the terminal (or from standard input, one per line, when it is not one).
     Ctrl-C aborts the running turn; Ctrl-D or /exit leaves. The session, its sandbox and its
-    workspace remain: continue it later with --session.
+    workspace remain: continue it later with --session. Not at a terminal (-m, or piped input), a
+    turn that does not complete stops the chat with exit code 1.
     """
 
-    async def main() -> None:
+    async def main() -> bool:
         async with Lap() as lap:
             found = await _agent(lap, agent)
             await ensure_installed(lap, found.harness)
@@ -115,12 +120,19 @@ def chat(agent: str | None, session_id: str | None, messages: tuple[str, ...]) -
                 while (text := queue.pop(0) if reader is None else await reader.read()) is not None:
                     if text.strip() in ("/exit", "/quit"):
                         break
-                    if text.strip():
-                        await _turn(lap, session.id, text, printer)
+                    if not text.strip():
+                        continue
+                    end = await _turn(lap, session.id, text, printer)
+                    if not interactive and (end is None or end.status != "completed"):
+                        # A script must see it: the error event was printed above, on stderr.
+                        click.secho(f"error: the turn {end.status if end else 'failed'}", fg="red", err=True)
+                        return False
             finally:
                 if reader is not None:
                     reader.close()
                 if interactive:
                     click.secho(f"\nbye. continue with: lap chat {found.name} --session {session.id}", dim=True)
+        return True
 
-    run(main)
+    if not run(main):
+        raise SystemExit(1)

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
+from lap_core._engine.jobs import SuspendJob, job_for
 from lap_core._engine.sandboxes import sandbox_of
 from lap_core._errors import LapError, NotFound, NotSupported
-from lap_core._models import Job, new_id, utcnow
+from lap_core._models import utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lap.reconciler")
 
-SUSPEND = "suspend"
 PAGE = 500
 JOB_RETENTION = timedelta(days=7)
 """How long finished jobs stay in the queue's table (for `list_jobs` and debugging)."""
@@ -146,9 +146,7 @@ class Reconciler:
             queued = await self._store.list_jobs(session_id=session.id, status="queued", limit=1)
             if queued or await self._store.list_jobs(session_id=session.id, status="leased", limit=1):
                 continue  # work is waiting: not idle (or a suspend is queued already)
-            job = Job(
-                id=new_id("job"), kind=SUSPEND, session_id=session.id, payload={"idle_before": before.isoformat()}
-            )
+            job = job_for(session.id, SuspendJob(idle_before=before))
             await self._store.queue_job(job)
             self._on_queued()
             self._decisions.record("queue_suspend", f"idle for {self._idle_timeout:.0f} s", session_id=session.id)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 PLATFORM_PHASES = frozenset(
-    "sandbox_creating sandbox_ready sandbox_deleting turn_resumed turn_restarted volume_lost"
+    "sandbox_creating sandbox_ready sandbox_resuming sandbox_deleting turn_resumed turn_restarted volume_lost"
     " repo_cloning repo_cloned repo_skipped".split()
 )
 """The `status` phases LAP itself logs in a turn; a harness's own status events use other names."""

@@ -168,6 +168,11 @@ class SandboxProvider:
         name = sandbox_of(session)
         ref = await self._backend.status(name)
         created = volume_lost = False
+        if ref is not None and ref.state == "suspended":
+            # Suspended when it was idle (a backend with the `suspend` capability): the same
+            # sandbox and volume, its processes new.
+            await emit(Status(phase="sandbox_resuming", detail=name))
+            ref = await self._backend.resume(name)
         if ref is not None and ref.state in ("stopped", "failed"):
             log.info("sandbox.replacing", sandbox=name, state=ref.state, detail=ref.detail)
             await self._backend.delete(name)
@@ -292,12 +297,17 @@ class SandboxProvider:
         )
 
     async def suspend_if_idle(self, session: Session) -> bool:
-        """Delete the session's sandbox (its volume stays) unless a process still runs in it."""
+        """Suspend the session's sandbox unless a process still runs in it: the backend's own suspend
+        where it has one (capability `suspend`: Kubernetes' operating mode), else delete it (its
+        volume stays either way)."""
         name = sandbox_of(session)
         ref = await self._backend.status(name)
         if ref is not None and ref.state == "ready":
             async with await self._backend.connect(name) as client:
                 if (await client.health()).processes:
                     return False
-        await self._backend.delete(name)
+        if "suspend" in self._backend.capabilities and ref is not None and ref.state == "ready":
+            await self._backend.suspend(name)
+        else:
+            await self._backend.delete(name)
         return True

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, get_args, overload
 import anyio
 import structlog
 
+from lap_core._engine.jobs import RestartJob, TurnJob, job_for
 from lap_core._engine.sandboxes import sandbox_of
 from lap_core._engine.tails import LogTails, read_log
-from lap_core._engine.worker import RESTART, TURN
 from lap_core._errors import Conflict, InvalidInput, NotFound, NotSupported, StoreError
 from lap_core._events import EventRecord, TurnEnd, UserMessage
 from lap_core._models import DEFAULT_TEAM_ID, BusyPolicy, Job, Session, TurnRecord, new_id
@@ -117,7 +117,7 @@ class Sessions:
         if policy == "interrupt":
             await self._request_abort(session.id, pending=True)
         turn = TurnRecord(id=new_id("turn"), session_id=session.id, client_key=client_key)
-        job = Job(id=new_id("job"), kind=TURN, session_id=session.id, payload={"turn_id": turn.id})
+        job = job_for(session.id, TurnJob(turn_id=turn.id))
         try:
             turn, _ = await self._store.start_turn(turn, UserMessage(text=text), job=job, if_idle=policy == "reject")
         except Conflict as error:
@@ -158,7 +158,7 @@ class Sessions:
         """
         session = await self.get(session_id, team_id=team_id)
         await self._request_abort(session.id, pending=True)
-        job = await self._store.queue_job(Job(id=new_id("job"), kind=RESTART, session_id=session.id))
+        job = await self._store.queue_job(job_for(session.id, RestartJob()))
         self._worker.wake()
         return job
 

@@ -48,10 +48,10 @@ log = structlog.get_logger("lap.engine")
 
 def error_event(error: BaseException) -> Error:
     """Return the `error` event that tells a user what went wrong (no traceback)."""
+    if isinstance(error, SandboxdError):  # before LapError, its base: users see the sandbox failed
+        return Error(code="sandbox_error", message=f"sandboxd: {error}")
     if isinstance(error, LapError):
         return Error(code=error.code, message=error.message)
-    if isinstance(error, SandboxdError):
-        return Error(code="sandbox_error", message=f"sandboxd: {error}")
     if isinstance(error, TimeoutError):
         return Error(code="turn_timeout", message="the turn took longer than LAP_TURN_TIMEOUT")
     return Error(code="internal_error", message=f"{type(error).__name__}: {error}")
@@ -188,7 +188,7 @@ class TurnRunner:
                     self._running[turn.session_id] = (turn.id, scope)
                     try:
                         # Flagged while it waited in the queue: it ends aborted, never having run.
-                        if not (await self._store.finish_turn(turn.id, "running")).abort_requested:
+                        if not (await self._store.set_turn_status(turn.id, "running")).abort_requested:
                             return await self._run(agent, turn, text, logged=logged)
                     finally:
                         del self._running[turn.session_id]
@@ -352,7 +352,7 @@ class TurnRunner:
             full = await self._sandboxes.disk_problem(turn.session_id)
             if full is not None:
                 before = (*before, full)
-            await self._store.finish_turn(turn.id, status)
+            await self._store.set_turn_status(turn.id, status)
             # The session stays usable after a failed turn; the detail says why the last one failed.
             detail = event.reason if status == "failed" else ""
             await self._store.update_session(turn.session_id, status="ready", status_detail=detail)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 import anyio
 import structlog
 
 from lap_core._engine.bus import EventBus
-from lap_core._engine.reconciler import SUSPEND, Decisions
+from lap_core._engine.jobs import KINDS, EngineJob, RestartJob, SuspendJob, TurnJob, work_of
+from lap_core._engine.reconciler import Decisions
 from lap_core._errors import LapError, NotFound, StoreError
 from lap_core._events import Error, SessionEvent, TurnEnd, UserMessage
 from lap_core._models import Job, new_id
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("lap.worker")
 
-TURN = "turn"
-RESTART = "restart"
 MAX_ATTEMPTS = 10
 """Leases of a turn's job after which a turn that keeps losing its worker is failed."""
 # How often a running turn's abort flag is re-read when no notification came (a store that cannot watch).
@@ -88,9 +86,7 @@ class Worker:
                 job = None
                 if not self._draining:
                     try:
-                        job = await self._store.lease_job(
-                            self.name, lease_seconds=self._lease_seconds, kinds=(TURN, RESTART, SUSPEND)
-                        )
+                        job = await self._store.lease_job(self.name, lease_seconds=self._lease_seconds, kinds=KINDS)
                     except StoreError as error:
                         log.warning("worker.lease_failed", error=error.message)  # retried after the poll
                 if job is None:
@@ -127,10 +123,7 @@ class Worker:
             with structlog.contextvars.bound_contextvars(job_id=job.id, session_id=job.session_id):
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(self._heartbeat, job, tasks.cancel_scope)
-                    if job.kind == TURN:
-                        outcome = await self._run_turn(job, tasks)
-                    else:
-                        outcome = await (self._run_restart(job) if job.kind == RESTART else self._run_suspend(job))
+                    outcome = await self._dispatch(job, tasks)
                     tasks.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     await self._settle(job, outcome)
@@ -139,6 +132,21 @@ class Worker:
             self._lost.discard(job.id)
             self._slots.release()
             self._wake.set()  # the session's next job may be eligible now
+
+    async def _dispatch(self, job: Job, tasks: TaskGroup) -> tuple[Literal["done", "failed"], str] | None:
+        try:
+            work: EngineJob = work_of(job)
+        except LapError as error:
+            return "failed", error.message
+        if job.session_id is None:
+            return "failed", f"job {job.id} names no session"
+        match work:
+            case TurnJob():
+                return await self._run_turn(job, work, tasks)
+            case RestartJob():
+                return await self._run_restart(job.session_id)
+            case SuspendJob():
+                return await self._run_suspend(job.session_id, work)
 
     async def _settle(self, job: Job, outcome: tuple[Literal["done", "failed"], str] | None) -> None:
         """Finish the job, or hand it back (`outcome` None) unless another worker has it already."""
@@ -170,7 +178,11 @@ class Worker:
                 log.warning("worker.lease_lost", reason="heartbeat refused")
                 self._lost.add(job.id)
                 # Another worker has re-attached to the turn: stop following it, without stopping it.
-                if not (job.kind == TURN and job.session_id and self._runner.hand_off(job.session_id)):
+                if not (
+                    job.kind == TurnJob.__struct_config__.tag
+                    and job.session_id
+                    and self._runner.hand_off(job.session_id)
+                ):
                     scope.cancel()
                 return
 
@@ -179,7 +191,7 @@ class Worker:
         end = next((event for event in logged if isinstance(event, TurnEnd)), None)
         if end is not None:
             if turn.status != end.status:
-                await self._store.finish_turn(turn.id, end.status)
+                await self._store.set_turn_status(turn.id, end.status)
             return True
         if turn.status in ("completed", "failed", "aborted"):  # stored, but not logged yet
             await self._store.append_events(turn.session_id, [TurnEnd(status=turn.status)], turn_id=turn.id)
@@ -200,45 +212,44 @@ class Worker:
             if flagged and self._runner.abort(turn.session_id, turn_id=turn.id):
                 return
 
-    async def _run_suspend(self, job: Job) -> tuple[Literal["done", "failed"], str]:
+    async def _run_suspend(self, session_id: str, work: SuspendJob) -> tuple[Literal["done", "failed"], str]:
         try:
-            idle_before = datetime.fromisoformat(str(job.payload["idle_before"]))
-            action, reason = await self._runner.suspend(str(job.session_id), idle_before)
-        except (KeyError, ValueError, NotFound) as error:
-            return "failed", f"not a suspend job of a live session: {error!r}"
+            action, reason = await self._runner.suspend(session_id, work.idle_before)
+        except NotFound as error:
+            return "failed", f"not a suspend job of a live session: {error.message}"
         except LapError as error:
             return "failed", error.message
-        self._decisions.record(action, reason, session_id=job.session_id)
+        self._decisions.record(action, reason, session_id=session_id)
         return "done", ""
 
-    async def _run_restart(self, job: Job) -> tuple[Literal["done", "failed"], str]:
-        if job.session_id is None:
-            return "failed", "a restart job names no session"
+    async def _run_restart(self, session_id: str) -> tuple[Literal["done", "failed"], str]:
         try:
-            await self._runner.restart(job.session_id)
+            await self._runner.restart(session_id)
         except NotFound as error:
             return "failed", error.message  # deleted meanwhile
         except Exception as error:  # logged and shown on the session by the runner
             return "failed", str(error) or type(error).__name__
         return "done", ""
 
-    async def _run_turn(self, job: Job, tasks: TaskGroup) -> tuple[Literal["done", "failed"], str] | None:
+    async def _run_turn(
+        self, job: Job, work: TurnJob, tasks: TaskGroup
+    ) -> tuple[Literal["done", "failed"], str] | None:
         """Run the turn of a job; return the job's end status and error (None: hand the job back)."""
         try:
-            return await self._turn_of(job, tasks)
+            return await self._turn_of(job, work, tasks)
         except StoreError as error:
             # The store is down: nothing can be logged or finished. The lease runs out, and a worker
             # resumes the turn (its work goes on in the sandbox) once the store is back.
             log.warning("worker.store_unavailable", error=error.message)
             return None
 
-    async def _turn_of(self, job: Job, tasks: TaskGroup) -> tuple[Literal["done", "failed"], str] | None:
+    async def _turn_of(self, job: Job, work: TurnJob, tasks: TaskGroup) -> tuple[Literal["done", "failed"], str] | None:
         try:
-            turn = await self._store.get_turn(str(job.payload["turn_id"]))
+            turn = await self._store.get_turn(work.turn_id)
             session = await self._store.get_session(turn.session_id)
             agent = await self._store.get_agent(session.agent_id)
             message = (await self._store.read_events(turn.session_id, after=turn.user_seq - 1, limit=1))[0].event
-        except (NotFound, KeyError, IndexError) as error:
+        except (NotFound, IndexError) as error:
             return "failed", f"the job names no runnable turn: {error!r}"
         assert isinstance(message, UserMessage)
         logged = None
@@ -254,7 +265,7 @@ class Worker:
                     [Error(code="turn_interrupted", message=reason), TurnEnd(status="failed", reason=reason)],
                     turn_id=turn.id,
                 )
-                await self._store.finish_turn(turn.id, "failed")
+                await self._store.set_turn_status(turn.id, "failed")
                 return "failed", reason
         tasks.start_soon(self._watch_abort, turn)
         try:

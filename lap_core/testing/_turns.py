@@ -56,14 +56,14 @@ class TurnTests(StoreSuite):
         first = await start_if_idle()
         with pytest.raises(Conflict):
             await start_if_idle()  # queued
-        await store.finish_turn(first.id, "running")
+        await store.set_turn_status(first.id, "running")
         with pytest.raises(Conflict):
             await start_if_idle()
         assert await store.list_turns(session.id) == [await store.get_turn(first.id)]
         assert len(await store.read_events(session.id)) == 1  # the refused messages were not stored
-        await store.finish_turn(first.id, "failed")
+        await store.set_turn_status(first.id, "failed")
         second = await start_if_idle()
-        await store.finish_turn(second.id, "completed")
+        await store.set_turn_status(second.id, "completed")
         # Racing on an idle session: exactly one wins.
         results: list[object] = []
 
@@ -84,9 +84,9 @@ class TurnTests(StoreSuite):
         assert await store.request_abort(session.id) == []
         assert await store.request_abort(session.id, pending=True) == []
         done, _ = await _start(store, session.id)
-        await store.finish_turn(done.id, "completed")
+        await store.set_turn_status(done.id, "completed")
         running, _ = await _start(store, session.id)
-        await store.finish_turn(running.id, "running")
+        await store.set_turn_status(running.id, "running")
         queued = [(await _start(store, session.id))[0] for _ in range(2)]
         other_turn, _ = await _start(store, other.id)
         flagged = await store.request_abort(session.id)
@@ -112,19 +112,19 @@ class TurnTests(StoreSuite):
         await _start(store, other.id)
         assert await store.list_turns(session.id) == started
 
-    async def test_finish_turn(self, store: SessionStore) -> None:
+    async def test_set_turn_status(self, store: SessionStore) -> None:
         session = await _new_session(store)
         turn, _ = await _start(store, session.id)
-        running = await store.finish_turn(turn.id, "running")
+        running = await store.set_turn_status(turn.id, "running")
         assert (running.status, running.finished_at) == ("running", None)
         for status in ("completed", "failed", "aborted"):
-            done = await store.finish_turn(turn.id, status)
+            done = await store.set_turn_status(turn.id, status)
             assert done.status == status
             assert _utc_aware(done.finished_at)
             assert await store.get_turn(turn.id) == done
             assert msgspec.structs.replace(done, status="queued", finished_at=None) == turn
         with pytest.raises(NotFound):
-            await store.finish_turn("turn_missing", "completed")
+            await store.set_turn_status("turn_missing", "completed")
 
     async def test_client_keys_are_unique_per_session(self, store: SessionStore) -> None:
         session, other = await _new_session(store), await _new_session(store)

@@ -1,12 +1,16 @@
 """`BackendConformance`: what every `SandboxBackend` must do, run against real sandboxes.
 
-Subclass it in your backend's tests and give a `backend` fixture: an open backend whose
-sandboxes can start (the suite creates sandboxes named `conf-<random>` and deletes them).
+Subclass it in your backend's tests and name your backend: with the kit's pytest plugin
+(`lap_core.testing.pytest_plugin`), the suite runs on the backend of its `lap` fixture, selected
+with `LAP_SANDBOX_BACKEND`. Or give a `backend` fixture of your own: an open backend whose
+sandboxes can start. The suite creates sandboxes named `conf-<random>` and deletes them.
 
 ```python
 class TestMyBackend(BackendConformance):
+    sandbox_backend = "mine"
+
     @pytest.fixture
-    async def backend(self) -> AsyncIterator[SandboxBackend]: ...
+    async def backend(self) -> AsyncIterator[SandboxBackend]: ...  # optional
 ```
 """
 
@@ -25,6 +29,7 @@ from lap_core.testing._base import Suite
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from lap_core._runtime import Lap
     from lap_core._sandbox import SandboxBackend
 
 READY_TIMEOUT = 120.0
@@ -32,17 +37,25 @@ READY_TIMEOUT = 120.0
 
 
 class BackendConformance(Suite):
-    """The sandbox backend conformance suite; a subclass provides the `backend` fixture."""
+    """The sandbox backend conformance suite; a subclass names `sandbox_backend` or provides a `backend` fixture."""
 
     harness: ClassVar[str] = "none"
     """The `SandboxSpec.harness` the suite's sandboxes get (one the backend can start)."""
     spec_fields: ClassVar[dict[str, Any]] = {}
     """Further `SandboxSpec` fields the backend needs (an image, say)."""
 
+    sandbox_backend: ClassVar[str] = ""
+    """The registered name of the backend `lap` runs (`LAP_SANDBOX_BACKEND`); empty: LAP's default."""
+
     @pytest.fixture
-    def backend(self) -> SandboxBackend:
-        """Yield an open backend: override this."""
-        raise NotImplementedError(f"subclass {type(self).__name__} and override the `backend` fixture")
+    def lap_env(self, lap_env: dict[str, str]) -> dict[str, str]:
+        """The kit's `lap_env`, selecting `sandbox_backend`."""
+        return {**lap_env, "LAP_SANDBOX_BACKEND": self.sandbox_backend} if self.sandbox_backend else lap_env
+
+    @pytest.fixture
+    def backend(self, lap: Lap) -> SandboxBackend:
+        """Return the backend of the kit's `lap` (its proxy runs: sandboxes mount its socket); or override this."""
+        return lap.backend
 
     @pytest.fixture
     async def names(self, backend: SandboxBackend) -> AsyncIterator[list[str]]:

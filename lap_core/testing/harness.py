@@ -1,19 +1,21 @@
 """`HarnessConformance`: what every harness plugin must do, run with its real CLI in a real sandbox.
 
-Subclass it in your plugin's tests, name the harness and give two fixtures: a running `Lap`
-(`lap`) whose LLM gateway leads to a scripted LLM (`scripted_llm`), for instance a LiteLLM
-proxy in front of a small fake server speaking your CLI's wire format:
+Subclass it in your plugin's tests and name the harness. It needs two fixtures: a running `Lap`
+(`lap`) whose LLM gateway leads to a scripted LLM (`scripted_llm`). The kit's pytest plugin
+(`lap_core.testing.pytest_plugin`) gives both: its `lap`, with the gateway at its `FakeLLM`
+(`lap_llm`), which speaks chat completions, Responses and Anthropic Messages. Override either
+to run the suite elsewhere (behind a real LiteLLM proxy, in a cluster):
 
 ```python
 class TestMyHarness(HarnessConformance):
     harness = "my-harness"
-    model = "fake-model"  # a model the gateway serves from the scripted LLM
+    model = "fake-model"  # any name: the fake LLM serves every model
 
     @pytest.fixture
-    async def lap(self, ...) -> AsyncIterator[Lap]: ...
+    async def lap(self, ...) -> AsyncIterator[Lap]: ...  # optional
 
     @pytest.fixture
-    def scripted_llm(self, ...) -> ScriptedLLM: ...
+    def scripted_llm(self, ...) -> ScriptedLLM: ...  # optional
 ```
 """
 
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import anyio
 import pytest
 
+from lap_core._engine.resume import from_harness
 from lap_core._errors import InvalidInput
 from lap_core._events import (
     Error,
@@ -50,9 +53,6 @@ if TYPE_CHECKING:
 
 TURN_TIMEOUT = 180.0
 """Seconds one turn may take (a CLI may retry a failing gateway for a while)."""
-
-PLATFORM_PHASES = ("sandbox_", "turn_", "volume_")
-"""Status phases LAP itself logs (a harness's own phases never start so)."""
 
 
 class ScriptedLLM(Protocol):
@@ -96,14 +96,11 @@ def _describe(event: SessionEvent) -> str:
     return f"{type(event).__name__}:{detail}"
 
 
-def _is_harness_event(event: SessionEvent) -> bool:
-    if isinstance(event, UserMessage | TurnEnd):
-        return False
-    return not (isinstance(event, Status) and event.phase.startswith(PLATFORM_PHASES))
+_is_harness_event = from_harness  # the platform's phases are defined once, by the engine
 
 
 class HarnessConformance(Suite):
-    """The harness conformance suite; a subclass names `harness` and provides `lap` and `scripted_llm`."""
+    """The harness conformance suite; a subclass names `harness` (the kit's pytest plugin gives `lap` and `lap_llm`)."""
 
     harness: ClassVar[str] = ""
     """The harness's registered name."""
@@ -112,15 +109,12 @@ class HarnessConformance(Suite):
     options: ClassVar[dict[str, Any]] = {}
     """Agent options the suite's agents get (valid ones)."""
 
-    @pytest.fixture
-    def lap(self) -> Lap:
-        """Yield a running `Lap` whose gateway leads to `scripted_llm`: override this."""
-        raise NotImplementedError(f"subclass {type(self).__name__} and override the `lap` fixture")
+    # `lap` comes from the kit's pytest plugin (`lap_core.testing.pytest_plugin`) unless overridden.
 
     @pytest.fixture
-    def scripted_llm(self) -> ScriptedLLM:
-        """Return the scripted LLM behind the gateway: override this."""
-        raise NotImplementedError(f"subclass {type(self).__name__} and override the `scripted_llm` fixture")
+    def scripted_llm(self, lap_llm: ScriptedLLM) -> ScriptedLLM:
+        """Return the scripted LLM behind the gateway: the kit's `lap_llm` unless overridden."""
+        return lap_llm
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -1,14 +1,15 @@
 """The conformance suites of the Integration contract.
 
 `IntegrationStoreConformance` tests a store's part (delivery cursors, delivery leases, external links;
-`StoreConformance` includes it). `IntegrationConformance` tests an integration: subclass it and
-override its `integration` fixture::
+`StoreConformance` includes it). `IntegrationConformance` tests an integration: subclass it and name
+it; with the kit's pytest plugin (`lap_core.testing.pytest_plugin`) the suite takes it from the kit's
+`lap` fixture. Or give an `integration` fixture of your own::
 
     class TestMyIntegration(IntegrationConformance):
+        name = "mine"
+
         @pytest.fixture
-        async def integration(self, tmp_path):
-            async with Lap(plugins=[my_plugin], env=...) as lap:
-                yield lap.integrations["mine"]
+        async def integration(self) -> AsyncIterator[Integration]: ...  # optional
 
 A few store tests wait for real leases to expire (leases of 0.2 s).
 """
@@ -16,7 +17,7 @@ A few store tests wait for real leases to expire (leases of 0.2 s).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import anyio
 import pytest
@@ -30,6 +31,7 @@ from lap_core.testing._base import StoreSuite, Suite, _new_session, _start
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from lap_core._runtime import Lap
     from lap_core._store import SessionStore
 
 __all__ = ["IntegrationConformance", "IntegrationStoreConformance", "deliveries"]
@@ -157,18 +159,19 @@ class IntegrationStoreConformance(StoreSuite):
 
 
 class IntegrationConformance(Suite):
-    """Tests what every integration must do; subclass it and provide the `integration` fixture.
+    """Tests what every integration must do; a subclass sets `name` (and may provide `integration`)."""
 
-    The fixture yields a started integration (inside a running `Lap`, whose store knows none of the
-    sessions these tests make up). Set `name` to its `IntegrationSpec` name.
-    """
-
-    name = "integration"
+    name: ClassVar[str] = ""
+    """The registered name of the integration (its `IntegrationSpec.name`)."""
 
     @pytest.fixture
-    def integration(self) -> Integration:
-        """Yield a started integration: override this in your subclass."""
-        raise NotImplementedError(f"subclass {type(self).__name__} and override the `integration` fixture")
+    def integration(self, lap: Lap) -> Integration:
+        """Return the started integration `name` of the kit's `lap` (whose store knows none of the
+        sessions these tests make up); or override this."""
+        if self.name not in lap.integrations:
+            installed = ", ".join(lap.integrations) or "none"
+            raise LookupError(f"no integration {self.name!r} is registered (installed: {installed}): set `name`")
+        return lap.integrations[self.name]
 
     async def test_it_is_an_integration_with_sane_delivery_settings(self, integration: Integration) -> None:
         assert isinstance(integration, Integration)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lap_core import HarnessSpec, SandboxBackendSpec, hookimpl
-from tests.fakes.process_backend import ProcessBackend
+from tests.fakes.process_backend import ProcessBackend, SuspendingProcessBackend
 from tests.fakes.script_harness import ScriptHarness
 
 if TYPE_CHECKING:
@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 
 class FakesPlugin:
-    """Registers backend `process` and harness `script`, keeping the instances for assertions."""
+    """Registers backends `process` (and `process-suspend`, which can suspend) and harness `script`,
+    keeping the instances for assertions."""
 
     def __init__(self) -> None:
         self.harness = ScriptHarness()
@@ -23,9 +24,14 @@ class FakesPlugin:
         self.backend = ProcessBackend(**kwargs)  # type: ignore[arg-type]
         return self.backend
 
+    def _suspending_backend(self, **kwargs: object) -> ProcessBackend:
+        self.backend = SuspendingProcessBackend(**kwargs)  # type: ignore[arg-type]
+        return self.backend
+
     @hookimpl
     def lap_sandbox_backends(self) -> Iterator[SandboxBackendSpec]:
         yield SandboxBackendSpec(name="process", factory=self._backend)
+        yield SandboxBackendSpec(name="process-suspend", factory=self._suspending_backend)
 
     @hookimpl
     def lap_harnesses(self) -> Iterator[HarnessSpec]:

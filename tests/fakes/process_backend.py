@@ -125,3 +125,39 @@ class ProcessBackend(SandboxBackend):
     async def aclose(self) -> None:
         for name in builtins.list(self._sandboxes):
             await self.delete(name)
+
+
+class SuspendingProcessBackend(ProcessBackend):
+    """`ProcessBackend` with the `suspend` capability: a suspended sandbox keeps its name and volume
+    (status `suspended`), its sandboxd stopped; `resume` starts a new one in its place."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"suspend"})
+
+    def __init__(self, *, context: SandboxContext) -> None:
+        super().__init__(context=context)
+        self.suspended: dict[str, SandboxSpec] = {}
+        self.resumed: builtins.list[str] = []
+
+    async def suspend(self, name: str) -> None:
+        spec = self.specs[name]
+        await super().delete(name)
+        self.suspended[name] = spec
+
+    async def resume(self, name: str) -> SandboxRef:
+        spec = self.suspended.pop(name)
+        self.resumed.append(name)
+        await self.create(spec)
+        return await self.wait_ready(name, timeout=10)
+
+    async def status(self, name: str) -> SandboxRef | None:
+        if name in self.suspended:
+            return SandboxRef(name=name, state="suspended", labels=dict(self.suspended[name].labels))
+        return await super().status(name)
+
+    async def delete(self, name: str) -> None:
+        self.suspended.pop(name, None)
+        await super().delete(name)
+
+    async def list(self, labels: dict[str, str] | None = None) -> builtins.list[SandboxRef]:
+        refs = [*await super().list(labels), *[r for n in self.suspended if (r := await self.status(n))]]
+        return [ref for ref in refs if (labels or {}).items() <= ref.labels.items()]

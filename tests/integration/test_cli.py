@@ -225,3 +225,9 @@ def test_serve_with_a_bad_configuration_says_what_is_wrong(env: dict[str, str]) 
     result = lap({k: v for k, v in env.items() if k != "MASTER_KEY"}, "serve")
     assert result.returncode == 1
     assert "MASTER_KEY" in result.stderr
+
+
+def test_plugins_with_a_misspelled_plugin_name_says_so(env: dict[str, str]) -> None:
+    result = lap({**env, "LAP_LOAD_PLUGINS": "lap-sqll"}, "plugins")
+    assert result.returncode == 1
+    assert "lap-sqll" in result.stderr

@@ -13,8 +13,16 @@ import pytest
 import lap_core
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = [ROOT / "lap_core", ROOT / "lap_sandboxd", *ROOT.glob("plugins/*/lap_*"), *ROOT.glob("harnesses/*/lap_*")]
-PLUGINS = [*ROOT.glob("plugins/*/lap_*"), *ROOT.glob("harnesses/*/lap_*")]
+CLIENTS = [*ROOT.glob("clients/*/lap_*")]
+PRODUCT = [
+    ROOT / "lap_core",
+    ROOT / "lap_sandboxd",
+    *ROOT.glob("plugins/*/lap_*"),
+    *ROOT.glob("harnesses/*/lap_*"),
+    *CLIENTS,
+]
+# The clients are held to the public core as plugins are.
+PLUGINS = [*ROOT.glob("plugins/*/lap_*"), *ROOT.glob("harnesses/*/lap_*"), *CLIENTS]
 # A plugin's tests are held to what a third party has too: `lap_core` and `lap_core.testing`.
 PLUGIN_TESTS = [*ROOT.glob("plugins/*/tests"), *ROOT.glob("harnesses/*/tests"), ROOT / "examples"]
 MAX_LINES = 400
@@ -37,6 +45,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_the_guards_see_the_code() -> None:
     assert len(PLUGINS) >= 3
+    assert CLIENTS
     assert len(_modules(*PRODUCT)) > 30
 
 
@@ -78,7 +87,9 @@ def test_importing_the_core_loads_no_heavy_dependency() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", _modules(*PRODUCT, ROOT / "tests", ROOT / "bench"), ids=lambda p: str(p.relative_to(ROOT))
+    "path",
+    _modules(*PRODUCT, ROOT / "tests", ROOT / "bench", *ROOT.glob("clients/*/tests")),
+    ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_modules_stay_small(path: Path) -> None:
     lines = len(path.read_text().splitlines())

@@ -10,6 +10,7 @@ import pytest
 
 from lap_core import ConfigError, Delivery, Integration, IntegrationSpec, Lap, PluginError, TextDelta, hookimpl
 from lap_core.testing import IntegrationConformance
+from tests.fakes import recording_integration
 from tests.fakes.plugin import FakesPlugin
 from tests.fixtures import lap_env
 
@@ -211,3 +212,17 @@ class TestRecorderConformance(IntegrationConformance):
     @pytest.fixture
     async def integration(self, recorder: tuple[Lap, Recorder]) -> Recorder:
         return recorder[1]
+
+
+class TestRecorderThroughTheKit(IntegrationConformance):
+    """As a plugin author runs it: the kit's `lap`, the integration named."""
+
+    name = "recorder"
+
+    @pytest.fixture
+    def lap_plugins(self) -> list[object]:
+        return [recording_integration]
+
+    @pytest.fixture
+    def lap_env(self, lap_env: dict[str, str], lap_data_dir: Path) -> dict[str, str]:
+        return {**lap_env, "RECORDER_FILE": str(lap_data_dir / "deliveries.jsonl")}

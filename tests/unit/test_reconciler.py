@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 
-from lap_core import Lap, SandboxSpec, StartProcess, ToolResult, TurnEnd
+from lap_core import Lap, SandboxSpec, StartProcess, Status, ToolResult, TurnEnd
 from lap_core._engine import reconciler, tails
 from lap_core._engine.sandboxes import sandbox_name
 from tests.fakes.plugin import FakesPlugin
@@ -25,10 +25,10 @@ IDLE = 1.0
 
 
 @pytest.fixture
-async def lap(data_dir: Path) -> AsyncIterator[Lap]:
+async def lap(data_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[Lap]:
     env = lap_env(
         data_dir,
-        LAP_SANDBOX_BACKEND="process",
+        LAP_SANDBOX_BACKEND=getattr(request, "param", "process"),
         LITELLM_API_BASE="http://127.0.0.1:9",
         LITELLM_API_KEY="k",
         SESSION_IDLE_TIMEOUT=str(IDLE),
@@ -70,6 +70,27 @@ async def test_an_idle_session_is_suspended_and_the_next_message_resumes_it(lap:
     assert reply[-1].event == TurnEnd(status="completed")
     assert [r.event.output for r in reply if isinstance(r.event, ToolResult)] == ["kept"]
     assert (await lap.sessions.get(session.id)).status == "ready"
+
+
+@pytest.mark.parametrize("lap", ["process-suspend"], indirect=True)
+async def test_a_backend_that_can_suspend_suspends_and_resumes_the_same_sandbox(lap: Lap) -> None:
+    session = await _session_with_sandbox(lap)
+    name = sandbox_name(session.id)
+
+    async def suspended() -> bool:
+        return (await lap.sessions.get(session.id)).status == "suspended"
+
+    await _until(suspended)
+    ref = await lap.backend.status(name)
+    assert ref is not None
+    assert ref.state == "suspended"  # suspended by the backend, not deleted
+    reply = [r async for r in lap.sessions.stream(session.id, "run: cat notes.txt")]
+    assert reply[-1].event == TurnEnd(status="completed")
+    assert [r.event.output for r in reply if isinstance(r.event, ToolResult)] == ["kept"]
+    phases = [r.event.phase for r in reply if isinstance(r.event, Status)]
+    assert phases == ["sandbox_resuming"]  # not created again: no clone, no new stub keys
+    assert lap.backend.resumed == [name]  # type: ignore[attr-defined]
+    assert (await lap.sessions.get(session.id)).sandbox_generation == session.sandbox_generation
 
 
 async def test_an_open_stream_or_a_running_process_keeps_a_session_awake(

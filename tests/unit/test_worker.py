@@ -191,7 +191,7 @@ async def test_a_turn_that_keeps_losing_its_worker_is_failed_not_retried_forever
         for _ in range(worker_module.MAX_ATTEMPTS):  # workers that leased it, started it, and died
             assert await web.store.lease_job("dead-worker", lease_seconds=0.01) is not None
             await anyio.sleep(0.02)
-        await web.store.finish_turn(turn.id, "running")
+        await web.store.set_turn_status(turn.id, "running")
     plugin = FakesPlugin()
     async with Lap(plugins=[plugin], env=_env(data_dir)) as worker:
         with anyio.fail_after(20):
@@ -231,7 +231,7 @@ async def test_a_store_outage_mid_turn_pauses_the_turn_and_it_resumes_once(
             "append_events",
             "read_events",
             "get_turn",
-            "finish_turn",
+            "set_turn_status",
             "update_session",
             "lease_job",
             "heartbeat_job",
@@ -258,4 +258,19 @@ async def test_a_store_outage_mid_turn_pauses_the_turn_and_it_resumes_once(
             while (job := (await lap.store.list_jobs(session_id=session.id))[0]).status == "leased":
                 await anyio.sleep(0.05)
         assert (job.status, job.attempts) == ("done", 2)
+        await cleanup_sandboxes(lap)
+
+
+async def test_a_job_that_does_not_fit_its_kind_fails_with_a_message_and_the_worker_goes_on(data_dir: Path) -> None:
+    async with Lap(plugins=[FakesPlugin()], env=_env(data_dir)) as lap:
+        agent = await lap.agents.create("a", harness="script", model="m")
+        session = await lap.sessions.create(agent.id)
+        await lap.store.queue_job(Job(id="job_bad", kind="turn", session_id=session.id, payload={"turn": 1}))
+        lap.sessions._worker.wake()
+        with anyio.fail_after(20):
+            while (bad := (await lap.store.list_jobs(session_id=session.id))[0]).status != "failed":
+                await anyio.sleep(0.05)
+        assert "of kind 'turn' cannot be run" in bad.error
+        reply = [r async for r in lap.sessions.stream(session.id, "hello")]
+        assert reply[-1].event == TurnEnd(status="completed")
         await cleanup_sandboxes(lap)

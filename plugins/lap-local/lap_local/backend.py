@@ -15,6 +15,7 @@ it, measures it and deletes it).
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import secrets
@@ -45,12 +46,14 @@ from lap_core import (
 from lap_local import cgroups
 from lap_local.bwrap import bwrap_argv, sandbox_env, write_etc
 from lap_local.disk import Volumes
-from lap_local.doctor import diagnose
+from lap_local.doctor import diagnose, unreachable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 log = structlog.get_logger("lap.local")
+_PYTHON_LIB_SOURCES = (Path(lap_sandboxd.__file__).parent, Path(msgspec.__file__).parent)
+"""What sandboxd runs on, copied into the data directory (the sandbox's user reads nothing else of LAP's)."""
 DEFAULT_SANDBOX_UID = 64000
 SOCKET_NAME = "api/sandboxd.sock"
 
@@ -125,6 +128,8 @@ class LocalBackend(SandboxBackend):
             "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
         )
         self.volumes = Volumes(self._root / "volumes", uid=self._uid, limit_mb=settings.lap_sandbox_disk_mb)
+        if problem := unreachable(self._root, self._uid):
+            log.warning("sandbox.data_dir_unreachable", problem=problem)  # every sandbox will fail: say so now
 
     def _dir(self, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):
@@ -145,15 +150,20 @@ class LocalBackend(SandboxBackend):
             file.write(msgspec.json.encode(meta))
         tmp.replace(path)
 
-    def _python_lib(self) -> Path:
-        """Copy sandboxd and msgspec where the sandbox's user can read them (once per version)."""
-        sources = [Path(lap_sandboxd.__file__).parent, Path(msgspec.__file__).parent]
+    @functools.cached_property
+    def _python_lib_version(self) -> str:
+        """A digest of sandboxd's and msgspec's files: taken once per process, not per sandbox."""
         digest = hashlib.sha256()
-        for source in sources:
+        for source in _PYTHON_LIB_SOURCES:
             for file in sorted(source.rglob("*")):
                 if file.is_file() and "__pycache__" not in file.parts:
                     digest.update(str(file.relative_to(source.parent)).encode() + file.read_bytes())
-        target = self._root / "runtime" / digest.hexdigest()[:12]
+        return digest.hexdigest()[:12]
+
+    def _python_lib(self) -> Path:
+        """Copy sandboxd and msgspec where the sandbox's user can read them (once per version)."""
+        sources = _PYTHON_LIB_SOURCES
+        target = self._root / "runtime" / self._python_lib_version
         if not target.exists():
             staging = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
             for source in sources:
@@ -173,6 +183,9 @@ class LocalBackend(SandboxBackend):
 
     def _launch(self, spec: SandboxSpec, meta: _Meta) -> None:
         directory = self._dir(spec.name)
+        for path in (self._root, Path(spec.harness_root) if spec.harness_root else None, Path(self._python)):
+            if path is not None and (problem := unreachable(path, self._uid)):
+                raise SandboxError(problem)
         volume = self.volumes.prepare(spec.volume)
         workspace, home, run = volume / "workspace", volume / "home", volume / "run"
         # What sandboxd kept of the processes of the sandbox before goes with it.
@@ -363,7 +376,8 @@ class LocalBackend(SandboxBackend):
 
     async def diagnose(self) -> list[Check]:
         """Check bwrap (with user namespaces, as the sandbox user), the sandbox's Python, cgroups, disk limits."""
-        return await diagnose(self._settings.lap_bwrap, self._uid, self._python, self._settings.lap_sandbox_disk_mb)
+        settings = self._settings
+        return await diagnose(settings.lap_bwrap, self._uid, self._python, settings.lap_sandbox_disk_mb, self._root)
 
     async def volume_exists(self, volume: str) -> bool:
         """Whether the volume is there."""

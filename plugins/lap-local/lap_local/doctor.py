@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+from pathlib import Path
 
 import anyio
 
@@ -12,9 +14,42 @@ from lap_local import cgroups
 from lap_local.disk import hard_limits_available
 
 
-async def diagnose(bwrap_name: str, uid: int, python: str, disk_mb: int) -> list[Check]:
+def unreachable(path: Path, uid: int) -> str | None:
+    """Say why the sandbox user `uid` (no groups but its own) cannot reach `path`, with the fix; None if it can.
+
+    bwrap opens its mounts' sources as that user: each directory on the way must let it search
+    (`x`). `path` itself need not: LAP opens it (0711) where it owns it.
+    """
+    if os.geteuid() != 0 or uid == 0:
+        return None  # sandboxes run as this user, who made the path
+    current = Path("/")
+    for part in path.resolve().parts[1:]:
+        try:
+            info = current.stat()
+        except OSError:
+            return None  # not there yet: LAP makes it
+        bit = 0o100 if info.st_uid == uid else 0o010 if info.st_gid == uid else 0o001
+        if not info.st_mode & bit:
+            return (
+                f"the sandbox user (uid {uid}) cannot reach {path}: {current} does not let it through"
+                f" (mode {stat.filemode(info.st_mode)}); fix: `chmod o+x {current}`, or put it under a"
+                " directory others can traverse (a `mktemp -d` directory is 0700)"
+            )
+        current = current / part
+    return None
+
+
+async def diagnose(bwrap_name: str, uid: int, python: str, disk_mb: int, data_dir: Path) -> list[Check]:
     """Return the checks of a host that runs sandboxes with `bwrap_name` as `uid` on `python`, `disk_mb` each."""
-    checks = []
+    problem = unreachable(data_dir, uid)
+    checks = [
+        Check(
+            name="data directory",
+            ok=problem is None,
+            detail=problem or f"{data_dir}: the sandbox user (uid {uid}) reaches it",
+            fix="" if problem is None else problem.rpartition("fix: ")[2],
+        )
+    ]
     bwrap = shutil.which(bwrap_name)
     if bwrap is None:
         checks.append(

@@ -341,7 +341,7 @@ class SqlStore(ApiKeys, Secrets, JobQueue, Usage, Integrations, SessionStore):
             rows = await t.select().where(t.session_id == session_id).order_by(t.user_seq, t.created_at, t.id)
         return [_rows.turn(row) for row in rows]
 
-    async def finish_turn(self, turn_id: str, status: str) -> TurnRecord:
+    async def set_turn_status(self, turn_id: str, status: str) -> TurnRecord:
         """Set a turn's status (`running`, `completed`, `failed`, `aborted`); end states set `finished_at`."""
         if status not in get_args(TurnStatus):
             raise InvalidInput(f"unknown turn status {status!r} (expected one of {', '.join(get_args(TurnStatus))})")

@@ -386,7 +386,7 @@ async def test_invalid_values_are_invalid_input(tmp_path: Path) -> None:
             with pytest.raises(InvalidInput):
                 await store.update_session(session.id, **{field: value})
         with pytest.raises(InvalidInput):
-            await store.finish_turn(turn.id, "done")
+            await store.set_turn_status(turn.id, "done")
         with pytest.raises(InvalidInput):
             await store.list_agents(limit=-1)
         assert await store.read_events(session.id, limit=0) == []
