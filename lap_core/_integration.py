@@ -19,6 +19,8 @@ from anyio.abc import AsyncResource
 from lap_core._events import EventRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from lap_core._runtime import Lap
 
 
@@ -100,11 +102,14 @@ class IntegrationStore(ABC):
         """Give up `holder`'s lease of the integration's delivery; return False if it did not hold it."""
 
     @abstractmethod
-    async def delivery_backlog(self, integration: str, *, limit: int = 100) -> dict[str, int]:
+    async def delivery_backlog(
+        self, integration: str, *, sessions: Sequence[str] | None = None, limit: int = 100
+    ) -> dict[str, int]:
         """Return the sessions whose log has events the integration has not acknowledged, at most `limit`.
 
         Maps each session id to the last seq the integration acknowledged (0 for none): read the rest
-        with `read_events(session_id, after=seq)`. Raise `InvalidInput` for a negative limit.
+        with `read_events(session_id, after=seq)`. Only of `sessions`, when given (unknown ids are
+        left out). Raise `InvalidInput` for a negative limit.
         """
 
     @abstractmethod

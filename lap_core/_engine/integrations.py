@@ -29,6 +29,8 @@ log = structlog.get_logger("lap.integrations")
 
 BACKLOG_SESSIONS = 1000
 """Sessions with undelivered events looked at in one round."""
+FULL_SCAN_EVERY = 30.0
+"""Seconds between two looks at every session, when the store tells which sessions' logs grew (`watch`)."""
 READ_BATCH = 100
 ACK_EVERY = 1.0
 """Seconds between two acknowledgements of a session's delivered events (each costs a write)."""
@@ -60,6 +62,8 @@ class IntegrationDelivery:
         self._retry_at: dict[str, float] = {}  # session id -> when its failed event may be tried again
         self._in_flight: set[str] = set()  # sessions being delivered
         self._delivered: dict[str, int] = {}  # session id -> the last seq this process delivered
+        self._changed: set[str] = set()  # sessions whose log grew since the last look (a store that watches)
+        self._full_scan_at = 0.0  # when to look at every session next
 
     def wake(self) -> None:
         """Look for new events now (rather than at the next poll)."""
@@ -115,24 +119,67 @@ class IntegrationDelivery:
     async def _deliver_forever(self) -> None:
         """Start a delivery task for each session with new events (one per session at a time), as they come.
 
-        A session whose integration is slow or failing holds up only its own later events.
+        A session whose integration is slow or failing holds up only its own later events. Looking
+        for them reads every session: with a store that tells which sessions' logs grew (PostgreSQL),
+        only those are read but every `FULL_SCAN_EVERY` seconds; else every `poll_seconds`.
         """
+        watches = self._store.watches_changes
+        self._full_scan_at = 0.0
         async with anyio.create_task_group() as tasks:
+            if watches:
+                tasks.start_soon(self._watch)
             while True:
                 wake = self._wake = anyio.Event()  # before reading: a wake-up from now on is not lost
-                try:
-                    backlog = await self._store.delivery_backlog(self.name, limit=BACKLOG_SESSIONS)
-                except LapError as error:
-                    log.warning("integration.backlog_failed", integration=self.name, error=error.message)
-                    backlog = {}
+                backlog = await self._backlog(watches)
                 now = anyio.current_time()
+                if backlog is None:  # the store failed: try again in a while
+                    backlog = {}
+                    self._full_scan_at = now + self._poll_seconds
+                else:  # a due retry of a session with nothing left (deleted, say) is no more
+                    for session_id in [s for s, at in self._retry_at.items() if at <= now and s not in backlog]:
+                        if session_id not in self._in_flight:
+                            del self._retry_at[session_id]
                 for session_id, acknowledged in backlog.items():
                     if session_id not in self._in_flight and self._retry_at.get(session_id, 0) <= now:
                         self._in_flight.add(session_id)
                         tasks.start_soon(self._deliver_session, session_id, acknowledged)
-                waits = [at - now for session, at in self._retry_at.items() if session in backlog]
-                with anyio.move_on_after(min([self._poll_seconds, *waits])):
+                # Until the next retry falls due (the session's task wakes us if it is still running).
+                waits = [at - now for at in self._retry_at.values() if at > now]
+                if watches:
+                    waits.append(self._full_scan_at - now)
+                with anyio.move_on_after(min([self._poll_seconds if not watches else FULL_SCAN_EVERY, *waits])):
                     await wake.wait()
+
+    async def _backlog(self, watches: bool) -> dict[str, int] | None:
+        """Return the sessions to deliver now (with their cursors), or None if the store failed."""
+        now = anyio.current_time()
+        full = not watches or now >= self._full_scan_at
+        if full:
+            changed, self._changed = None, set()
+            self._full_scan_at = now + FULL_SCAN_EVERY
+        else:  # the sessions whose log grew, and those whose retry is due
+            changed, self._changed = self._changed, set()
+            changed |= {session for session, at in self._retry_at.items() if at <= now}
+            if not changed:
+                return {}
+        try:
+            return await self._store.delivery_backlog(
+                self.name, sessions=None if changed is None else sorted(changed), limit=BACKLOG_SESSIONS
+            )
+        except LapError as error:  # look at every session next time: these changes are lost
+            log.warning("integration.backlog_failed", integration=self.name, error=error.message)
+            return None
+
+    async def _watch(self) -> None:
+        """Note the sessions whose log grew (in any process), and look at them now."""
+        async for change in self._store.watch():
+            if change.kind != "events":
+                continue
+            if change.session_id is None:  # anything may have changed (a reconnect)
+                self._full_scan_at = 0.0
+            else:
+                self._changed.add(change.session_id)
+            self.wake()
 
     async def _deliver_session(self, session_id: str, acknowledged: int) -> None:
         """Deliver the session's events after those delivered, in order, until its log ends or one fails."""
@@ -156,7 +203,8 @@ class IntegrationDelivery:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await self._acknowledge(session_id, after)
             self._in_flight.discard(session_id)
-            self.wake()  # its log may have grown meanwhile
+            self._changed.add(session_id)  # its log may have grown meanwhile
+            self.wake()
 
     async def _acknowledge(self, session_id: str, seq: int) -> None:
         try:

@@ -68,6 +68,15 @@ class IntegrationStoreConformance(StoreSuite):
         await _start(store, quiet.id)  # a turn's user message is an event like any other
         assert await store.delivery_backlog("mine") == {quiet.id: 0}
 
+    async def test_the_backlog_of_some_sessions(self, store: SessionStore) -> None:
+        first, second, idle = await _new_session(store), await _new_session(store), await _new_session(store)
+        for session in (first, second):
+            await store.append_events(session.id, [ev.TextDelta(text="x")])
+        assert await store.delivery_backlog("mine", sessions=[first.id, idle.id, new_id("ses")]) == {first.id: 0}
+        assert await store.delivery_backlog("mine", sessions=[first.id, first.id]) == {first.id: 0}
+        assert await store.delivery_backlog("mine", sessions=[]) == {}
+        assert await store.delivery_backlog("mine") == {first.id: 0, second.id: 0}
+
     async def test_a_cursor_never_moves_back(self, store: SessionStore) -> None:
         session = await _new_session(store)
         await store.append_events(session.id, [ev.TextDelta(text=str(i)) for i in range(3)])

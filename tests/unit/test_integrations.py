@@ -9,6 +9,7 @@ import msgspec
 import pytest
 
 from lap_core import ConfigError, Delivery, Integration, IntegrationSpec, Lap, PluginError, TextDelta, hookimpl
+from lap_core._engine import integrations as delivery_engine
 from lap_core.testing import IntegrationConformance
 from tests.fakes import recording_integration
 from tests.fakes.plugin import FakesPlugin
@@ -226,3 +227,21 @@ class TestRecorderThroughTheKit(IntegrationConformance):
     @pytest.fixture
     def lap_env(self, lap_env: dict[str, str], lap_data_dir: Path) -> dict[str, str]:
         return {**lap_env, "RECORDER_FILE": str(lap_data_dir / "deliveries.jsonl")}
+
+
+@pytest.mark.postgres
+async def test_with_a_store_that_watches_new_events_are_found_without_reading_every_session(
+    data_dir: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the first look reads every session: the rest must come from the store's notifications.
+    monkeypatch.setattr(delivery_engine, "FULL_SCAN_EVERY", 3600.0)
+    integration = Recorder()
+    env = _env(data_dir, DATABASE_URL=pg_database)
+    async with Lap(plugins=[FakesPlugin(), RecorderPlugin(integration)], env=env, migrate=True) as lap:
+        assert lap.store.watches_changes
+        agent = await lap.agents.create("a", harness="script", model="m")
+        session = await lap.sessions.create(agent.name)
+        await anyio.sleep(1.5)  # past the first look at every session
+        await lap.note(session.id, _text("one"))
+        await lap.note(session.id, _text("two"))
+        await _until(lambda: integration.delivered(session.id) == [1, 2])

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from lap_core import Conflict, InvalidInput, NotFound, utcnow
 from lap_sql._db import not_found
-from lap_sql._jobs import Clock, check_lease, compile_sql
+from lap_sql._jobs import Clock, Sql, check_lease, compile_sql
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from lap_sql._database import Database
     from lap_sql._schema import Tables
 
@@ -27,7 +29,7 @@ RETURNING integration"""
 
 _BACKLOG = """SELECT s.id AS session_id, COALESCE(c.seq, 0) AS seq FROM sessions AS s
 LEFT JOIN integration_cursors AS c ON c.integration = {integration} AND c.session_id = s.id
-WHERE s.last_seq > COALESCE(c.seq, 0)
+WHERE s.last_seq > COALESCE(c.seq, 0){only}
 ORDER BY s.id
 LIMIT {limit}"""
 # Inserts nothing when the session is gone; never moves a cursor back.
@@ -72,12 +74,22 @@ class Integrations:
             rows = await self._sql(_RELEASE, integration=integration, holder=holder)
         return bool(rows)
 
-    async def delivery_backlog(self, integration: str, *, limit: int = 100) -> dict[str, int]:
-        """Return session id -> last acknowledged seq, for sessions with events the integration lacks."""
+    async def delivery_backlog(
+        self, integration: str, *, sessions: Sequence[str] | None = None, limit: int = 100
+    ) -> dict[str, int]:
+        """Return session id -> last acknowledged seq, of the sessions (of `sessions`) with undelivered events."""
         if limit < 0:
             raise InvalidInput(f"limit must not be negative (got {limit})")
+        if isinstance(sessions, str):
+            raise InvalidInput(f"sessions is a sequence of session ids, not one string (got {sessions!r})")
+        if sessions is not None and not sessions:
+            return {}
+        only = Sql("")
+        if sessions is not None:
+            ids = tuple(dict.fromkeys(sessions))
+            only = Sql(f" AND s.id IN ({', '.join('{}' for _ in ids)})", ids)
         async with self._db.read():
-            rows = await self._sql(_BACKLOG, integration=integration, limit=limit)
+            rows = await self._sql(_BACKLOG, integration=integration, only=only, limit=limit)
         return {row["session_id"]: int(row["seq"]) for row in rows}
 
     async def acknowledge_delivery(self, integration: str, session_id: str, seq: int) -> None:
