@@ -88,7 +88,7 @@ class Lap:
     Attributes available inside the `async with`: `teams`, `agents`, `sessions`, `secrets`, `store`,
     `backend`, `harnesses`, `settings`, `data_dir`, `plugins`, `decisions` (the reconciler's,
     counted by action and reason: `decisions.counts`), `usage_counters` (what this process's LLM
-    proxy metered, per team), `egress` (this process's egress gateway, when it runs turns) and
+    proxy metered, per team), `egress` (this process's egress gateway, when it runs turns),
     `note(session_id, event)` (appends an event outside any turn) and `integrations` (each installed
     `Integration` by name, started; in a process that runs turns, every session event is delivered to each).
     """
