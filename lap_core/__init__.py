@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     )
     from lap_core._harness import CliHarness, Harness, LineMapper, LLMAccess, NativeState, json_object
     from lap_core._hookspecs import hookimpl, hookspec
-    from lap_core._integration import Integration
+    from lap_core._integration import Delivery, Integration, IntegrationStore, delivery_key
     from lap_core._logging import configure_logging
     from lap_core._metrics import DecisionCollector, UsageCollector
     from lap_core._models import (
@@ -141,7 +141,10 @@ _SOURCES = {
     "json_object": "lap_core._harness",
     "hookimpl": "lap_core._hookspecs",
     "hookspec": "lap_core._hookspecs",
+    "Delivery": "lap_core._integration",
     "Integration": "lap_core._integration",
+    "IntegrationStore": "lap_core._integration",
+    "delivery_key": "lap_core._integration",
     "configure_logging": "lap_core._logging",
     "DecisionCollector": "lap_core._metrics",
     "UsageCollector": "lap_core._metrics",
@@ -213,6 +216,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "DecisionCollector",
+    "Delivery",
     "DiskUsage",
     "EgressDenied",
     "EgressPolicy",
@@ -227,6 +231,7 @@ __all__ = [
     "HydratePayload",
     "Integration",
     "IntegrationSpec",
+    "IntegrationStore",
     "InvalidInput",
     "Job",
     "JobStatus",
@@ -275,6 +280,7 @@ __all__ = [
     "UserMessage",
     "configure_logging",
     "decode_event",
+    "delivery_key",
     "encode_event",
     "hookimpl",
     "hookspec",

@@ -17,13 +17,15 @@ from lap_core._config import CoreSettings, default_data_dir, host_port, load_set
 from lap_core._crypto import cipher_from, key_problems
 from lap_core._egress import EgressGateway, build_gateway
 from lap_core._engine import Agents, EventBus, SandboxProvider, Sessions, TurnRunner, Worker
+from lap_core._engine.integrations import IntegrationDelivery
 from lap_core._engine.keys import Keys
 from lap_core._engine.reconciler import Decisions, Reconciler
 from lap_core._engine.sandboxes import egress_scope, llm_scope
 from lap_core._engine.secrets import Secrets
 from lap_core._engine.teams import Teams
 from lap_core._engine.usage import Usage
-from lap_core._errors import ConfigError, Conflict, NotFound
+from lap_core._errors import ConfigError, Conflict, NotFound, PluginError
+from lap_core._integration import Integration
 from lap_core._loop import quiet_cancelled_wakeups
 from lap_core._models import DEFAULT_TEAM_ID, Team
 from lap_core._plugins import PluginRegistry
@@ -88,8 +90,9 @@ class Lap:
     Attributes available inside the `async with`: `teams`, `keys`, `usage`, `agents`, `sessions`, `secrets`, `store`,
     `backend`, `harnesses`, `settings`, `data_dir`, `plugins`, `decisions` (the reconciler's,
     counted by action and reason: `decisions.counts`), `usage_counters` (what this process's LLM
-    proxy metered, per team), `egress` (this process's egress gateway, when it runs turns) and
-    `note(session_id, event)` (appends an event outside any turn).
+    proxy metered, per team), `egress` (this process's egress gateway, when it runs turns),
+    `note(session_id, event)` (appends an event outside any turn) and `integrations` (each installed
+    `Integration` by name, started; in a process that runs turns, every session event is delivered to each).
     """
 
     # The operation groups (docs/api.md lists their methods), set when the `async with` starts.
@@ -162,6 +165,9 @@ class Lap:
         self.container_env, env_problems = container_environment(self._env)
         problems.update(env_problems)
         component_types = {f"harness:{name}": spec.settings for name, spec in harness_specs.items() if spec.settings}
+        component_types |= {
+            f"integration:{name}": spec.settings for name, spec in self.plugins.integrations().items() if spec.settings
+        }
         component_types |= {f"extra:{key}": struct_type for key, struct_type in self._extra_settings.items()}
         if backend_spec is not None and backend_spec.settings is not None:
             component_types["backend"] = backend_spec.settings
@@ -278,7 +284,30 @@ class Lap:
             stack.push_async_callback(self._drain, worker, core.lap_shutdown_grace)
         tasks.start_soon(_relay_changes, self.store, bus, worker)
         self.sessions = Sessions(self.store, self.agents, self.backend, runner, bus, worker)
+        await self._start_integrations(component_settings, worker.name, core.lap_job_lease)
         log.debug("lap.started", data_dir=str(self.data_dir), store=store_spec.name, backend=backend_spec.name)
+
+    async def _start_integrations(
+        self, component_settings: dict[str, msgspec.Struct | None], holder: str, lease_seconds: float
+    ) -> None:
+        """Build, start (and close on exit) every integration; in a worker, deliver the event log to each."""
+        self.integrations: dict[str, Integration] = {}
+        for name, spec in self.plugins.integrations().items():
+            integration = _build(spec, component_settings.get(f"integration:{name}"))
+            if not isinstance(integration, Integration):
+                built = type(integration).__name__
+                raise PluginError(f"integration {name!r}: its factory returned {built}, not an Integration")
+            self.integrations[name] = await self._stack.enter_async_context(integration)
+        for integration in self.integrations.values():
+            await integration.start(self)
+        if not self._run_turns or not self.integrations:
+            return
+        # Entered after the integrations, so it exits first: delivery stops before they close.
+        deliveries = await self._stack.enter_async_context(anyio.create_task_group())
+        self._stack.callback(deliveries.cancel_scope.cancel)
+        for name, integration in self.integrations.items():
+            delivery = IntegrationDelivery(name, integration, self.store, holder=holder, lease_seconds=lease_seconds)
+            await deliveries.start(delivery.run)
 
     @staticmethod
     async def _drain(worker: Worker, grace: float) -> None:

@@ -14,6 +14,8 @@ import anyio
 import msgspec
 from anyio.abc import AsyncResource
 
+from lap_core._integration import IntegrationStore
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
     from datetime import datetime
@@ -43,11 +45,12 @@ class StoreChange(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str | None = None
 
 
-class SessionStore(AsyncResource):
+class SessionStore(IntegrationStore, AsyncResource):
     """Persistent state of a LAP installation. Subclass it to store LAP somewhere new.
 
     Set `watches_changes` if `watch()` reports every change any process commits: followers then
     re-read the log only when told (and rarely otherwise) instead of every couple of seconds.
+    The methods integrations need (delivery cursors, leases, links) come from `IntegrationStore`.
     """
 
     watches_changes: bool = False

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from lap_core.testing.backend import BackendConformance
     from lap_core.testing.fake_llm import FakeLLM
     from lap_core.testing.harness import HarnessConformance, ScriptedLLM
+    from lap_core.testing.integration import IntegrationConformance, IntegrationStoreConformance, deliveries
     from lap_core.testing.jobs import JobQueueConformance
     from lap_core.testing.keys import ApiKeyConformance
     from lap_core.testing.store import StoreConformance
@@ -23,9 +24,12 @@ _SOURCES = {
     "BackendConformance": "lap_core.testing.backend",
     "FakeLLM": "lap_core.testing.fake_llm",
     "HarnessConformance": "lap_core.testing.harness",
+    "IntegrationConformance": "lap_core.testing.integration",
+    "IntegrationStoreConformance": "lap_core.testing.integration",
     "JobQueueConformance": "lap_core.testing.jobs",
     "ScriptedLLM": "lap_core.testing.harness",
     "StoreConformance": "lap_core.testing.store",
+    "deliveries": "lap_core.testing.integration",
 }
 
 __all__ = [
@@ -33,9 +37,12 @@ __all__ = [
     "BackendConformance",
     "FakeLLM",
     "HarnessConformance",
+    "IntegrationConformance",
+    "IntegrationStoreConformance",
     "JobQueueConformance",
     "ScriptedLLM",
     "StoreConformance",
+    "deliveries",
     "plugin_manager",
 ]
 

@@ -35,6 +35,7 @@ from lap_core.testing._base import (
     _without_at,
 )
 from lap_core.testing._turns import TurnTests
+from lap_core.testing.integration import IntegrationStoreConformance
 from lap_core.testing.secrets import SecretTests
 from lap_core.testing.usage import UsageTests
 
@@ -63,7 +64,7 @@ EVERY_EVENT: tuple[ev.SessionEvent, ...] = (
 """At least one event of every type of `SessionEvent`, with optional fields both set and defaulted."""
 
 
-class StoreConformance(SecretTests, UsageTests, TurnTests):
+class StoreConformance(SecretTests, UsageTests, TurnTests, IntegrationStoreConformance):
     """Tests every method of `SessionStore`; subclass it and provide the `store` fixture."""
 
     # migrations

@@ -109,7 +109,8 @@ _FINISH = "UPDATE jobs SET status = {status}, error = {error}, lease_expires_at 
 _RELEASE = "UPDATE jobs SET status = 'queued', leased_by = NULL, lease_expires_at = NULL, updated_at = {now} " + _HELD
 
 
-def _check_lease(lease_seconds: float) -> float:
+def check_lease(lease_seconds: float) -> float:
+    """Return `lease_seconds` as a float; raise `InvalidInput` unless 0 < it <= `MAX_LEASE_SECONDS`."""
     if not (math.isfinite(lease_seconds) and 0 < lease_seconds <= MAX_LEASE_SECONDS):
         raise InvalidInput(f"lease_seconds must be above 0 and at most {MAX_LEASE_SECONDS:g} (got {lease_seconds})")
     return float(lease_seconds)
@@ -140,7 +141,7 @@ class JobQueue:
         self, worker_id: str, *, lease_seconds: float, kinds: Sequence[str] | None = None
     ) -> Job | None:
         """Lease the oldest eligible job to `worker_id` (see `SessionStore.lease_job`), or return None."""
-        seconds = _check_lease(lease_seconds)
+        seconds = check_lease(lease_seconds)
         if isinstance(kinds, str):
             raise InvalidInput(f"kinds is a sequence of job kinds, not one string (got {kinds!r})")
         if kinds is not None and not kinds:
@@ -158,7 +159,7 @@ class JobQueue:
 
     async def heartbeat_job(self, job_id: str, worker_id: str, *, lease_seconds: float) -> bool:
         """Extend `worker_id`'s lease of the job; False if it does not hold it any more."""
-        seconds = _check_lease(lease_seconds)
+        seconds = check_lease(lease_seconds)
         clock = self._clock()
         async with self._db.write():
             rows = await self._run(

@@ -265,6 +265,32 @@ _USAGE = [
 # A team's default egress policy (a JSON EgressPolicy), for its agents that have none.
 _TEAM_EGRESS = ["ALTER TABLE teams ADD COLUMN egress TEXT"]
 
+# Integrations: a delivery cursor per integration and session (the last seq it acknowledged), the lease
+# that lets one worker at a time deliver an integration's events, and links from an integration's own
+# records to sessions. Cursors and links go with their session.
+_INTEGRATIONS = [
+    """CREATE TABLE integration_leases (
+        integration TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE integration_cursors (
+        integration TEXT NOT NULL,
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (integration, session_id)
+    )""",
+    "CREATE INDEX integration_cursors_session ON integration_cursors (session_id)",
+    """CREATE TABLE integration_links (
+        integration TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+        created_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (integration, external_id)
+    )""",
+    "CREATE INDEX integration_links_session ON integration_links (session_id, integration)",
+]
+
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS lap_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
 
 # Each migration is a list of statements run in one transaction. SQLite takes the column types
@@ -369,4 +395,5 @@ def migrations(dialect: Dialect) -> list[tuple[str, list[str]]]:
         ("0008_usage", _USAGE),
         ("0009_egress", _EGRESS),
         ("0010_team_egress", _TEAM_EGRESS),
+        ("0011_integrations", _INTEGRATIONS),
     ]

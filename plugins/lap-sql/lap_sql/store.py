@@ -12,6 +12,7 @@ from lap_core import Conflict, EventRecord, InvalidInput, SessionStore, StoreCha
 from lap_sql import _events, _notify, _rows
 from lap_sql._database import Database
 from lap_sql._db import not_found
+from lap_sql._integrations import Integrations
 from lap_sql._jobs import JobQueue
 from lap_sql._keys import ApiKeys
 from lap_sql._secrets import Secrets
@@ -32,14 +33,14 @@ def _check_page(limit: int, offset: int) -> None:
         raise InvalidInput(f"limit and offset must not be negative (got limit={limit}, offset={offset})")
 
 
-class SqlStore(ApiKeys, Secrets, JobQueue, Usage, SessionStore):
+class SqlStore(ApiKeys, Secrets, JobQueue, Usage, Integrations, SessionStore):
     """A `SessionStore` in SQLite (`sqlite:///path/lap.db`) or PostgreSQL (`postgresql://...`).
 
     Each instance has its own engine and table classes, so stores of different databases can be
     used side by side. Event seqs come from `sessions.last_seq`, bumped and read back in the
     transaction that inserts the events, so concurrent appends never share or skip a seq. The job
     queue's methods come from `JobQueue`, the API keys' from `ApiKeys`, the secrets' from `Secrets`, the
-    usage methods from `Usage`.
+    usage methods from `Usage`, the integrations' from `Integrations`.
     """
 
     def __init__(self, url: str) -> None:

@@ -47,6 +47,7 @@ MIGRATIONS = [
     "0008_usage",
     "0009_egress",
     "0010_team_egress",
+    "0011_integrations",
 ]
 PG_URL = os.environ.get("DATABASE_URL_TEST", "postgresql://postgres@127.0.0.1:5432/test")
 
