@@ -48,29 +48,39 @@ def new_api_key(team_id: str, name: str) -> tuple[ApiKey, str]:
     return record, f"{KEY_PREFIX}_{prefix}_{secret}"
 
 
+async def principal_of(lap: Lap, master: bytes, token: str) -> Principal | None:
+    """The caller a key names: the master key, a stored team key, or None (no such key)."""
+    if hmac.compare_digest(token.encode(), master):
+        return Principal(team_id=None)
+    kind, _, rest = token.partition("_")
+    prefix, _, secret = rest.partition("_")
+    if kind == KEY_PREFIX and prefix and secret:
+        try:
+            key = await lap.store.find_api_key(prefix)
+        except NotFound:
+            return None
+        if hmac.compare_digest(key.secret_hash, _digest(secret)):
+            return Principal(team_id=key.team_id, key_id=key.id, key_prefix=prefix)
+    return None
+
+
 def auth_guard(lap: Lap, master_key: str) -> Any:
-    """Return a guard that admits the master key or a team key, and records the `Principal`."""
+    """Return a guard that admits the master key or a team key, and records the `Principal`.
+
+    Routes whose `opt` has `dashboard` are left to the dashboard's own guard (a session cookie).
+    """
     master = master_key.encode()
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        if connection.url.path.startswith(OPEN_PATHS):
+        if connection.url.path.startswith(OPEN_PATHS) or handler.opt.get("dashboard"):
             return
         scheme, _separator, token = connection.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() == "bearer" and token:
-            if hmac.compare_digest(token.encode(), master):
-                connection.state.principal = Principal(team_id=None)
+            principal = await principal_of(lap, master, token)
+            if principal is not None:
+                connection.state.principal = principal
                 return
-            kind, _, rest = token.partition("_")
-            prefix, _, secret = rest.partition("_")
-            if kind == KEY_PREFIX and prefix and secret:
-                try:
-                    key = await lap.store.find_api_key(prefix)
-                except NotFound:
-                    key = None
-                if key is not None and hmac.compare_digest(key.secret_hash, _digest(secret)):
-                    connection.state.principal = Principal(team_id=key.team_id, key_id=key.id, key_prefix=prefix)
-                    return
         raise NotAuthorizedException("missing or invalid API key (Authorization: Bearer <key>)")
 
     return guard
