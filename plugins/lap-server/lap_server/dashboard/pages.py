@@ -84,7 +84,14 @@ async def _agents_page(dash: Dashboard, me: Viewer, *, status: int = 200, error:
     teams = await dash.lap.teams.list() if me.team_id is None else []
     harnesses = sorted(dash.lap.harnesses)
     return dash.render(
-        "agents.html", status=status, viewer=me, agents=agents, teams=teams, harnesses=harnesses, error=error
+        "agents.html",
+        status=status,
+        viewer=me,
+        agents=agents,
+        teams=teams,
+        team_names={team.id: team.name for team in teams},
+        harnesses=harnesses,
+        error=error,
     )
 
 
