@@ -168,6 +168,16 @@ async def test_https_base_url_makes_the_cookie_secure(
             assert "secure" in {part.strip().lower() for part in cookie.split(";")}
 
 
+async def test_the_admin_is_shown_as_ui_username(
+    serve: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
+) -> None:
+    async with serve(UI_USERNAME="Ada <b>Lovelace</b>") as api:
+        async with httpx.AsyncClient(base_url=api.base_url) as client:
+            await log_in(client, KEY)
+            page = (await client.get("/agents")).text
+            assert 'id="user-name">Ada &lt;b&gt;Lovelace&lt;/b&gt;<' in page
+
+
 async def test_a_team_key_sees_its_own_team_only(browser: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
     red, red_key = await new_team_key(api, "red")
     blue, _blue_key = await new_team_key(api, "blue")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 from importlib import resources
 from typing import Any, cast
 
@@ -12,7 +13,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect
 
 from lap_core import DEFAULT_TEAM_ID, LapError, NotFound
-from lap_server.auth import Principal, principal_of
+from lap_server.auth import principal_of
 from lap_server.dashboard.cookies import LOGIN_SECONDS, SESSION_SECONDS
 from lap_server.dashboard.state import (
     ERROR_STATUS,
@@ -30,7 +31,7 @@ from lap_server.dashboard.state import (
 @get("/login", opt={"open": True})
 async def login_page(dash: DashDep) -> Response[str]:
     """The login form, with a fresh login nonce in its own cookie (the form's CSRF token is its HMAC)."""
-    nonce = dash.signer.new_login(Principal(team_id=None))[0].nonce
+    nonce = secrets.token_urlsafe(18)
     response = dash.render("login.html", csrf=dash.signer.csrf(f"login:{nonce}"), error="")
     response.cookies.append(dash.cookie(dash.login_cookie_name, nonce, LOGIN_SECONDS))
     return response
