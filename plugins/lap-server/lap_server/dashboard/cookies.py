@@ -15,10 +15,12 @@ import hashlib
 import hmac
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from lap_server.auth import Principal
+if TYPE_CHECKING:
+    from lap_server.auth import Principal
 
 SESSION_SECONDS = 12 * 3600
 """How long a login lasts (there is no refresh: log in again after)."""
@@ -34,11 +36,6 @@ class Login(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     key_prefix: str | None
     nonce: str
     expires: int
-
-    @property
-    def principal(self) -> Principal:
-        """The caller this login acts as."""
-        return Principal(team_id=self.team_id, key_id=self.key_id, key_prefix=self.key_prefix)
 
 
 def _b64(data: bytes) -> str:

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
     from lap_core import Lap
     from lap_server.app import ServerSettings
-    from lap_server.auth import Principal
 
 LOGIN_ATTEMPTS = 10
 """Login attempts a minute per client address (per web process)."""
@@ -49,11 +48,6 @@ class Viewer(msgspec.Struct, frozen=True, kw_only=True):
     login: Login
     name: str
     csrf: str
-
-    @property
-    def principal(self) -> Principal:
-        """The caller the dashboard acts as."""
-        return self.login.principal
 
     @property
     def team_id(self) -> str | None:
@@ -138,6 +132,7 @@ async def require_login(connection: ASGIConnection[Any, Any, Any, Any], handler:
 
 
 def form_field(fields: dict[str, str], name: str, *, max_length: int = 100_000) -> str:
+    """A form field's value, stripped ("" when absent); 422 when longer than `max_length`."""
     value = fields.get(name, "").strip()
     if len(value) > max_length:
         raise InvalidInput(f"{name} is longer than {max_length} characters")
@@ -145,4 +140,5 @@ def form_field(fields: dict[str, str], name: str, *, max_length: int = 100_000) 
 
 
 def see_other(path: str) -> Redirect:
+    """Go to `path` with a GET (after a form's POST)."""
     return Redirect(path, status_code=303)
