@@ -16,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from lap_core import ConfigError, Lap, LapError, configure_logging
 from lap_server.auth import Principal, auth_guard
 from lap_server.cli import CONFIG_HINT
+from lap_server.dashboard import dashboard_router
 from lap_server.errors import EXCEPTION_HANDLERS
 from lap_server.observability import Metrics, RequestObserver, metrics_route
 from lap_server.ratelimit import RateLimited, RateLimiter, rate_limit_guard, rate_limited_response
@@ -50,7 +51,7 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, rename="upper"):
     lap_rate_limit: Annotated[int, msgspec.Meta(ge=0)] = 600
     # The server's public URL (behind a proxy, say), for links LAP gives to others.
     base_url: HttpUrl | None = None
-    # The admin's (the master key's) display name, for the web UI (a later issue); accepted and checked now.
+    # The admin's (the master key's) display name, shown by the dashboard.
     ui_username: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")] = "admin"
 
 
@@ -75,7 +76,15 @@ def create_app(lap: Lap, settings: ServerSettings) -> Litestar:
     if settings.lap_rate_limit:
         guard = rate_limit_guard(guard, RateLimiter(settings.lap_rate_limit), metrics.rate_limited)
     app = Litestar(
-        route_handlers=[*ROUTES, *TEAM_ROUTES, *SECRET_ROUTES, *USAGE_ROUTES, metrics_route(lap, metrics), *extra],
+        route_handlers=[
+            *ROUTES,
+            *TEAM_ROUTES,
+            *SECRET_ROUTES,
+            *USAGE_ROUTES,
+            metrics_route(lap, metrics),
+            dashboard_router(lap, settings),
+            *extra,
+        ],
         dependencies={"lap": Provide(provide_lap), "caller": Provide(provide_caller)},
         guards=[guard],
         before_request=strict_parameters,

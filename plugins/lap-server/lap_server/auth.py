@@ -31,22 +31,30 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     key_prefix: str | None = None
 
 
+async def principal_of(lap: Lap, master: bytes, token: str) -> Principal | None:
+    """The caller a key names: the master key, a stored team key, or None (no such key)."""
+    if hmac.compare_digest(token.encode(), master):
+        return Principal(team_id=None)
+    key = await lap.keys.authenticate(token)
+    return None if key is None else Principal(team_id=key.team_id, key_id=key.id, key_prefix=key.prefix)
+
+
 def auth_guard(lap: Lap, master_key: str) -> Any:
-    """Return a guard that admits the master key or a team key, and records the `Principal`."""
+    """Return a guard that admits the master key or a team key, and records the `Principal`.
+
+    Routes whose `opt` has `dashboard` are left to the dashboard's own guard (a session cookie).
+    """
     master = master_key.encode()
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        if connection.url.path.startswith(OPEN_PATHS):
+        if connection.url.path.startswith(OPEN_PATHS) or handler.opt.get("dashboard"):
             return
         scheme, _separator, token = connection.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() == "bearer" and token:
-            if hmac.compare_digest(token.encode(), master):
-                connection.state.principal = Principal(team_id=None)
-                return
-            key = await lap.keys.authenticate(token)
-            if key is not None:
-                connection.state.principal = Principal(team_id=key.team_id, key_id=key.id, key_prefix=key.prefix)
+            principal = await principal_of(lap, master, token)
+            if principal is not None:
+                connection.state.principal = principal
                 return
         raise NotAuthorizedException("missing or invalid API key (Authorization: Bearer <key>)")
 
