@@ -13,6 +13,7 @@ import click
 import httpx
 import pytest
 from litestar import get
+from litestar.di import NamedDependency
 
 from lap_core import (
     HarnessSpec,
@@ -26,7 +27,7 @@ from lap_core import (
 )
 from lap_core import _hookspecs as core_hookspecs
 from lap_core._plugins import PluginRegistry
-from lap_server import ServerSettings, create_app
+from lap_server import Principal, ServerSettings, create_app
 from lap_server import hookspecs as server_hookspecs
 from lap_sql import SqlStore
 from tests.fakes.process_backend import ProcessBackend
@@ -171,3 +172,30 @@ async def test_hook_lap_server_routes(data_dir: Path) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://lap", headers=headers) as client:
             answer = await client.get("/api/mine")
     assert answer.json() == {"hello": "from a plugin"}
+
+
+async def test_a_plugin_route_gets_lap_and_the_caller_and_may_opt_out_of_authentication(data_dir: Path) -> None:
+    @get("/api/mine/whoami", sync_to_thread=False)
+    def whoami(lap: NamedDependency[Lap], caller: NamedDependency[Principal]) -> dict[str, str | None]:
+        return {"team": caller.team_id, "lap": type(lap).__name__}
+
+    @get("/api/mine/hook", opt={"exclude_from_auth": True}, sync_to_thread=False)
+    def hook() -> str:
+        return "open"
+
+    class Plugin:
+        @hookimpl
+        def lap_server_routes(self) -> Iterator[object]:
+            yield from (whoami, hook)
+
+    env = _env(data_dir, MASTER_KEY="lap_test_master_key_0123456789")
+    async with Lap(plugins=[Plugin()], env=env, settings={"server": ServerSettings}, run_turns=False) as lap:
+        _, key = await lap.keys.create("k")
+        transport = httpx.ASGITransport(app=create_app(lap, lap.settings_of("server")))
+        async with httpx.AsyncClient(transport=transport, base_url="http://lap") as client:
+            anonymous = await client.get("/api/mine/whoami")
+            mine = await client.get("/api/mine/whoami", headers={"Authorization": f"Bearer {key}"})
+            opened = await client.get("/api/mine/hook")
+    assert anonymous.status_code == 401
+    assert mine.json() == {"team": "team_default", "lap": "Lap"}
+    assert (opened.status_code, opened.text) == (200, "open")

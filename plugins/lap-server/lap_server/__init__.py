@@ -20,12 +20,25 @@ if TYPE_CHECKING:
     import pluggy
 
     from lap_server.app import ServerApp, ServerSettings, app_factory, create_app
+    from lap_server.auth import Principal
 
-__all__ = ["ServerApp", "ServerSettings", "app_factory", "create_app", "lap_addhooks", "lap_cli_commands"]
+__all__ = [
+    "Principal",
+    "ServerApp",
+    "ServerSettings",
+    "app_factory",
+    "create_app",
+    "lap_addhooks",
+    "lap_cli_commands",
+]
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: every `lap` command loads this plugin, and Litestar is slow to import.
+    if name == "Principal":
+        from lap_server import auth
+
+        return auth.Principal
     if name not in ("ServerApp", "ServerSettings", "app_factory", "create_app"):
         raise AttributeError(f"module 'lap_server' has no attribute {name!r}")
     from lap_server import app

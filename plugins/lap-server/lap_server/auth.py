@@ -42,12 +42,15 @@ async def principal_of(lap: Lap, master: bytes, token: str) -> Principal | None:
 def auth_guard(lap: Lap, master_key: str) -> Any:
     """Return a guard that admits the master key or a team key, and records the `Principal`.
 
-    Routes whose `opt` has `dashboard` are left to the dashboard's own guard (a session cookie).
+    Routes whose `opt` has `dashboard` are left to the dashboard's own guard (a session cookie),
+    and those whose `opt` has `exclude_from_auth` (a plugin's webhook, which checks its own
+    signature) to themselves.
     """
     master = master_key.encode()
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        if connection.url.path.startswith(OPEN_PATHS) or handler.opt.get("dashboard"):
+        opt = handler.opt
+        if connection.url.path.startswith(OPEN_PATHS) or opt.get("dashboard") or opt.get("exclude_from_auth"):
             return
         scheme, _separator, token = connection.headers.get("authorization", "").partition(" ")
         token = token.strip()
