@@ -16,9 +16,14 @@ from lap_core._models import Job, new_id
 
 
 class TurnJob(msgspec.Struct, frozen=True, tag="turn"):
-    """Run a stored turn (queued with its user message, in one transaction)."""
+    """Run a stored turn (queued with its user message, in one transaction).
+
+    `traceparent` (W3C) is the span that sent the message, when tracing is on: the worker that runs
+    the turn, or resumes it, continues that trace.
+    """
 
     turn_id: str
+    traceparent: str | None = None
 
 
 class RestartJob(msgspec.Struct, frozen=True, tag="restart"):
