@@ -1,7 +1,7 @@
 """OpenTelemetry tracing: one trace per turn, off unless `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
-The code that makes spans calls `opentelemetry-api` only (`tracer`): without an SDK tracer
-provider those calls make non-recording spans and cost next to nothing (bench/tracing_overhead.py).
+The code that makes spans calls `span` (the `opentelemetry-api` tracer's, once a provider is
+installed); with tracing off it costs a global's test (bench/tracing_overhead.py).
 `setup()`, called as a runtime starts (never at import), installs the SDK provider with the
 OTLP/HTTP exporter when the variable is set; the standard `OTEL_*` variables configure it.
 
@@ -19,10 +19,12 @@ import os
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
+    from contextlib import AbstractContextManager
 
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
@@ -36,12 +38,34 @@ tracer = trace.get_tracer("lap")
 
 _propagator = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
+_OFF = contextlib.nullcontext(trace.INVALID_SPAN)
 # session id -> the span of the harness running its turn in this process (the proxy's model calls' parent)
 _harness_spans: dict[str, trace.Span] = {}
 
 
+def span(
+    name: str,
+    attributes: Mapping[str, str | int | bool] | None = None,
+    *,
+    context: Context | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+) -> AbstractContextManager[trace.Span]:
+    """Start a span as the current one (`context`: its parent, else the current span).
+
+    With tracing off, a shared do-nothing context: the API's no-op spans cost more than this.
+    """
+    if _provider is None:
+        return _OFF
+    return tracer.start_as_current_span(name, context, kind, attributes)
+
+
 def session_attributes(session: Session, **more: str | int | bool) -> dict[str, str | int | bool]:
-    """Return a span's attributes naming a session, its team and agent, and `more` (`lap.<key>`)."""
+    """Return a span's attributes naming a session, its team and agent, and `more` (`lap.<key>`).
+
+    Nothing with tracing off: nobody reads them.
+    """
+    if _provider is None:
+        return {}
     return {
         "lap.session.id": session.id,
         "lap.team.id": session.team_id,
@@ -84,7 +108,7 @@ def flush() -> None:
 
 def traceparent() -> str | None:
     """Return the current span's W3C `traceparent`, None when there is no recording span."""
-    if not trace.get_current_span().get_span_context().is_valid:
+    if _provider is None or not trace.get_current_span().get_span_context().is_valid:
         return None
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)

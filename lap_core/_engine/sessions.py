@@ -119,7 +119,7 @@ class Sessions:
             await self._request_abort(session.id, pending=True)
         turn = TurnRecord(id=new_id("turn"), session_id=session.id, client_key=client_key)
         attributes = _tracing.session_attributes(session, turn_id=turn.id)
-        with _tracing.tracer.start_as_current_span("lap.send_message", attributes=attributes):
+        with _tracing.span("lap.send_message", attributes):
             job = job_for(session.id, TurnJob(turn_id=turn.id, traceparent=_tracing.traceparent()))
             turn = await self._start_turn(turn, text, job, policy, client_key)
         self._bus.notify(session.id)

@@ -277,9 +277,7 @@ class TurnRunner:
         """
         # Read the session now: the turn before may have set the harness's native session id.
         session = await self._store.update_session(turn.session_id, status="starting", status_detail="")
-        with _tracing.tracer.start_as_current_span(
-            "lap.sandbox.bring_up", attributes=_tracing.session_attributes(session)
-        ) as span:
+        with _tracing.span("lap.sandbox.bring_up", _tracing.session_attributes(session)) as span:
             current.sandbox, bring_up = await self._sandboxes.get(
                 session, agent, harness, functools.partial(self._bring_up_event, turn.session_id, turn=turn)
             )
@@ -320,7 +318,7 @@ class TurnRunner:
             session, turn_id=turn.id, harness=agent.harness, model=agent.model, attempt=plan.attempt
         )
         with (
-            _tracing.tracer.start_as_current_span("lap.harness", attributes=attributes) as span,
+            _tracing.span("lap.harness", attributes) as span,
             _tracing.harness_span(session.id, span),  # the parent of the model calls the proxy relays
         ):
             return await self._drive(turn, harness, current.sandbox, current.turn, plan.replay)

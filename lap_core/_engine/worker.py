@@ -265,7 +265,7 @@ class Worker:
             worker=self.name,
         )
         context = _tracing.context_of(work.traceparent)
-        with _tracing.tracer.start_as_current_span("lap.turn", context, SpanKind.CONSUMER, attributes) as span:
+        with _tracing.span("lap.turn", attributes, context=context, kind=SpanKind.CONSUMER) as span:
             outcome = await self._resume_or_run(job, turn, agent, message, tasks)
             span.set_attribute("lap.turn.outcome", "handed_off" if outcome is None else outcome[0])
             return outcome

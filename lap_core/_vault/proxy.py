@@ -297,7 +297,7 @@ class LLMProxy:
         }
         # A child of the harness span of the session's turn, when that runs in this process.
         context = _tracing.model_call_context(grant.session_id)
-        with _tracing.tracer.start_as_current_span("lap.llm.call", context, SpanKind.CLIENT, attributes) as span:
+        with _tracing.span("lap.llm.call", attributes, context=context, kind=SpanKind.CLIENT) as span:
             call = None if self._meter is None else await self._meter.admit(grant.session_id, scope, route.path, fields)
             if call is not None and call.hide_usage and not body.extend_object(INCLUDE_USAGE):
                 raise Refusal(400, "invalid_body", "the body is not a JSON object")

@@ -6,6 +6,7 @@ paths and errors that became 500s are logged and counted like every other reques
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -33,6 +34,8 @@ from lap_core import DecisionCollector, UsageCollector
 from lap_server.auth import Principal
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from litestar.handlers import HTTPRouteHandler
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
     from opentelemetry.context import Context
@@ -44,6 +47,7 @@ log = structlog.get_logger("lap.http")
 # One span per request (a no-op unless the runtime installed an exporter: OTEL_EXPORTER_OTLP_ENDPOINT).
 tracer = trace.get_tracer("lap.http")
 _propagator = TraceContextTextMapPropagator()
+_NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # Anything else a client sends as a method is counted as "OTHER": labels must stay few.
@@ -135,6 +139,17 @@ def _caller_fields(scope: Scope) -> dict[str, Any]:
     return {"team_id": principal.team_id, "key_prefix": principal.key_prefix}
 
 
+def request_span(scope: Scope, method: str) -> AbstractContextManager[Span]:
+    """Start the request's span (renamed after its route by `_describe`), as the current span.
+
+    With no tracer provider installed (tracing off), a shared do-nothing context: the API's no-op
+    spans cost more than this.
+    """
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return _NO_SPAN
+    return tracer.start_as_current_span(method, _trace_context(scope), SpanKind.SERVER)
+
+
 def _trace_context(scope: Scope) -> Context | None:
     """The context of the client's W3C `traceparent`, if it sent one (the request's span joins its trace)."""
     for name, value in scope["headers"]:
@@ -196,7 +211,7 @@ class RequestObserver:
             await send(message)
 
         with (
-            tracer.start_as_current_span(method, _trace_context(scope), SpanKind.SERVER) as span,
+            request_span(scope, method) as span,
             structlog.contextvars.bound_contextvars(request_id=rid, method=method, path=scope["path"]),
         ):
             try:
