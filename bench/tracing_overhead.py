@@ -24,12 +24,15 @@ from opentelemetry.trace import SpanKind
 
 from lap_core import Session
 from lap_core import _tracing as tracing
+from lap_core._vault.answer import Tokens
 from lap_server.observability import request_span
 
 ROUNDS = 2_000
 REPEATS = 20
 CALL_SITES = 6  # send, turn, bring-up, harness (+ registered for the proxy), model call, its traceparent
 SCOPE: Any = {"headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer x")]}
+HEADERS = [(b"content-type", b"application/json")]
+TOKENS = Tokens(input=12, output=7)
 SESSION = Session(id="ses_bench", team_id="team_default", agent_id="agt_bench", title="")
 
 
@@ -45,10 +48,9 @@ def one_turn() -> None:
             tracing.span("lap.harness", tracing.session_attributes(SESSION)) as span,
             tracing.harness_span(SESSION.id, span),
         ):
-            context = tracing.model_call_context(SESSION.id)
-            with tracing.span("lap.llm.call", {"lap.model": "m"}, context=context, kind=SpanKind.CLIENT) as call:
-                tracing.traceparent()
-                call.set_attribute("gen_ai.usage.input_tokens", 12)
+            with tracing.model_call(SESSION.id, SESSION.team_id, SESSION.agent_id, "m", "/v1/chat/completions") as call:
+                tracing.with_traceparent(HEADERS)
+                tracing.model_call_ended(call, 200, TOKENS)
 
 
 def one_request() -> None:

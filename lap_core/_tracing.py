@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
     from lap_core._models import Session
+    from lap_core._vault.answer import Tokens
 
 
 ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
@@ -56,7 +57,8 @@ def span(
     """
     if _provider is None:
         return _OFF
-    return tracer.start_as_current_span(name, context, kind, attributes)
+    # A failure sets the span's status (the exception's type and message), no stack trace.
+    return tracer.start_as_current_span(name, context, kind, attributes, record_exception=False)
 
 
 def session_attributes(session: Session, **more: str | int | bool) -> dict[str, str | int | bool]:
@@ -136,7 +138,47 @@ def harness_span(session_id: str, span: trace.Span) -> Iterator[None]:
             del _harness_spans[session_id]
 
 
-def model_call_context(session_id: str) -> Context | None:
-    """Return the context of the session's harness span in this process, if one is running."""
-    span = _harness_spans.get(session_id)
-    return None if span is None else trace.set_span_in_context(span)
+def model_call(
+    session_id: str, team_id: str, agent_id: str, model: str, path: str
+) -> AbstractContextManager[trace.Span]:
+    """Start the span of a model call the LLM proxy relays for a session.
+
+    Its parent is the session's harness span when that runs in this process (the sandbox's
+    requests come to the proxy of the process running its turn), else it starts a trace.
+    """
+    if _provider is None:
+        return _OFF
+    harness = _harness_spans.get(session_id)
+    context = None if harness is None else trace.set_span_in_context(harness)
+    attributes = {
+        "lap.session.id": session_id,
+        "lap.team.id": team_id,
+        "lap.agent.id": agent_id,
+        "lap.model": model,
+        "lap.llm.path": path,
+    }
+    return span("lap.llm.call", attributes, context=context, kind=SpanKind.CLIENT)
+
+
+def model_call_ended(call: trace.Span, status: int, tokens: Tokens | None) -> None:
+    """Give a model call's span the gateway's answer status and the tokens the call used, as metered."""
+    if not call.is_recording():
+        return
+    call.set_attribute("http.response.status_code", status)
+    if tokens is not None:
+        call.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": tokens.input,
+                "gen_ai.usage.output_tokens": tokens.output,
+                "lap.llm.cached_tokens": tokens.cached,
+            }
+        )
+
+
+def with_traceparent(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Return request headers that carry the current span's `traceparent` (in place of any they had)."""
+    parent = traceparent()
+    if parent is None:
+        return headers
+    kept = [(name, value) for name, value in headers if name not in (b"traceparent", b"tracestate")]
+    return [*kept, (b"traceparent", parent.encode())]

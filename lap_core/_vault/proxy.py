@@ -32,7 +32,6 @@ import h11
 import httpx
 import msgspec
 import structlog
-from opentelemetry.trace import SpanKind
 
 from lap_core import _tracing
 from lap_core._errors import StoreError
@@ -288,29 +287,12 @@ class LLMProxy:
         if model not in scope.models:
             log.warning("vault.forbidden_model", model=model[:200])
             raise Refusal(403, "forbidden_model", f"model {model[:200]!r} is not this agent's model")
-        attributes = {
-            "lap.session.id": grant.session_id,
-            "lap.team.id": scope.team_id,
-            "lap.agent.id": scope.agent_id,
-            "lap.model": model,
-            "lap.llm.path": route.path,
-        }
-        # A child of the harness span of the session's turn, when that runs in this process.
-        context = _tracing.model_call_context(grant.session_id)
-        with _tracing.span("lap.llm.call", attributes, context=context, kind=SpanKind.CLIENT) as span:
+        with _tracing.model_call(grant.session_id, scope.team_id, scope.agent_id, model, route.path) as span:
             call = None if self._meter is None else await self._meter.admit(grant.session_id, scope, route.path, fields)
             if call is not None and call.hide_usage and not body.extend_object(INCLUDE_USAGE):
                 raise Refusal(400, "invalid_body", "the body is not a JSON object")
             status = await self._forward(conn, stream, request, route, body, call)
-            span.set_attribute("http.response.status_code", status)
-            if call is not None and call.tokens is not None:
-                span.set_attributes(
-                    {
-                        "gen_ai.usage.input_tokens": call.tokens.input,
-                        "gen_ai.usage.output_tokens": call.tokens.output,
-                        "lap.llm.cached_tokens": call.tokens.cached,
-                    }
-                )
+            _tracing.model_call_ended(span, status, None if call is None else call.tokens)
         log.debug(
             "vault.forwarded",
             path=route.path,
@@ -377,10 +359,7 @@ class LLMProxy:
         call: MeteredCall | None,
     ) -> int:
         headers = [(name, value) for name, value in request.headers if _forwardable(name)]
-        traceparent = _tracing.traceparent()
-        if traceparent is not None:  # the gateway's spans join the turn's trace (in place of the sandbox's)
-            headers = [(name, value) for name, value in headers if name not in (b"traceparent", b"tracestate")]
-            headers.append((b"traceparent", traceparent.encode()))
+        headers = _tracing.with_traceparent(headers)  # the gateway's spans join the turn's trace
         headers.append((b"authorization", b"Bearer " + self._api_key.encode()))
         if any(name == b"x-api-key" for name, _ in request.headers):
             headers.append((b"x-api-key", self._api_key.encode()))

@@ -147,7 +147,7 @@ def request_span(scope: Scope, method: str) -> AbstractContextManager[Span]:
     """
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return _NO_SPAN
-    return tracer.start_as_current_span(method, _trace_context(scope), SpanKind.SERVER)
+    return tracer.start_as_current_span(method, _trace_context(scope), SpanKind.SERVER, record_exception=False)
 
 
 def _trace_context(scope: Scope) -> Context | None:
