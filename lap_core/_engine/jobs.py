@@ -15,11 +15,11 @@ from lap_core._errors import InvalidInput
 from lap_core._models import Job, new_id
 
 
-class TurnJob(msgspec.Struct, frozen=True, tag="turn"):
+class TurnJob(msgspec.Struct, frozen=True, tag="turn", omit_defaults=True):
     """Run a stored turn (queued with its user message, in one transaction).
 
     `traceparent` (W3C) is the span that sent the message, when tracing is on: the worker that runs
-    the turn, or resumes it, continues that trace.
+    the turn, or resumes it, continues that trace. Left out of the payload when None.
     """
 
     turn_id: str

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 import structlog
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from lap_core import _tracing
 from lap_core._engine.bus import EventBus
@@ -268,6 +268,8 @@ class Worker:
         with _tracing.span("lap.turn", attributes, context=context, kind=SpanKind.CONSUMER) as span:
             outcome = await self._resume_or_run(job, turn, agent, message, tasks)
             span.set_attribute("lap.turn.outcome", "handed_off" if outcome is None else outcome[0])
+            if outcome is not None and outcome[0] == "failed":
+                span.set_status(StatusCode.ERROR, outcome[1])
             return outcome
 
     async def _resume_or_run(
