@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import anyio
 import structlog
 
+from lap_core import _tracing
 from lap_core._config import CoreSettings, default_data_dir, host_port, load_settings, read_environment
 from lap_core._crypto import cipher_from, key_problems
 from lap_core._egress import EgressGateway, build_gateway
@@ -189,6 +190,8 @@ class Lap:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         stack = self._stack
         stack.enter_context(quiet_cancelled_wakeups())
+        if _tracing.setup():  # OTEL_EXPORTER_OTLP_ENDPOINT: spans are exported (flushed as it stops)
+            stack.callback(_tracing.flush)
         self.store: SessionStore = await stack.enter_async_context(store_spec.factory(url))
         # The embedded default keeps itself migrated; a shared database is migrated by `lap migrate`.
         if self._migrate or (self._migrate is None and core.database_url is None):

@@ -15,10 +15,15 @@ from lap_core._errors import InvalidInput
 from lap_core._models import Job, new_id
 
 
-class TurnJob(msgspec.Struct, frozen=True, tag="turn"):
-    """Run a stored turn (queued with its user message, in one transaction)."""
+class TurnJob(msgspec.Struct, frozen=True, tag="turn", omit_defaults=True):
+    """Run a stored turn (queued with its user message, in one transaction).
+
+    `traceparent` (W3C) is the span that sent the message, when tracing is on: the worker that runs
+    the turn, or resumes it, continues that trace. Left out of the payload when None.
+    """
 
     turn_id: str
+    traceparent: str | None = None
 
 
 class RestartJob(msgspec.Struct, frozen=True, tag="restart"):

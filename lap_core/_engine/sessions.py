@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, get_args, overload
 import anyio
 import structlog
 
+from lap_core import _tracing
 from lap_core._engine.jobs import RestartJob, TurnJob, job_for
 from lap_core._engine.sandboxes import sandbox_of
 from lap_core._engine.tails import LogTails, read_log
@@ -135,22 +136,31 @@ class Sessions:
         if policy == "interrupt":
             await self._request_abort(session.id, pending=True)
         turn = TurnRecord(id=new_id("turn"), session_id=session.id, client_key=client_key)
-        job = job_for(session.id, TurnJob(turn_id=turn.id))
+        attributes = _tracing.session_attributes(session, turn_id=turn.id)
+        with _tracing.span("lap.send_message", attributes):
+            job = job_for(session.id, TurnJob(turn_id=turn.id, traceparent=_tracing.traceparent()))
+            turn = await self._start_turn(turn, text, job, policy, client_key)
+        self._bus.notify(session.id)
+        self._worker.wake()
+        return turn
+
+    async def _start_turn(
+        self, turn: TurnRecord, text: str, job: Job, policy: BusyPolicy, client_key: str | None
+    ) -> TurnRecord:
+        session_id = turn.session_id
         try:
             turn, _ = await self._store.start_turn(turn, UserMessage(text=text), job=job, if_idle=policy == "reject")
         except Conflict as error:
             if client_key is not None:
                 with contextlib.suppress(NotFound):
-                    return await self._store.find_turn(session.id, client_key)  # sent twice at once
+                    return await self._store.find_turn(session_id, client_key)  # sent twice at once
             if policy != "reject":
                 raise
             raise Conflict(
                 "the session is busy with another turn; wait for its turn_end, or send with on_busy "
                 "'enqueue' (run after it) or 'interrupt' (abort it)",
-                details={"session_id": session.id, "on_busy": policy},
+                details={"session_id": session_id, "on_busy": policy},
             ) from error
-        self._bus.notify(session.id)
-        self._worker.wake()
         return turn
 
     async def abort(self, session_id: str, *, team_id: str | None = DEFAULT_TEAM_ID) -> bool:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
+from lap_core import _tracing
 from lap_core._engine.resume import from_harness, plan_attempt, restarts_in
 from lap_core._engine.sandboxes import sandbox_name
 from lap_core._engine.tails import read_log
@@ -276,9 +277,11 @@ class TurnRunner:
         """
         # Read the session now: the turn before may have set the harness's native session id.
         session = await self._store.update_session(turn.session_id, status="starting", status_detail="")
-        current.sandbox, bring_up = await self._sandboxes.get(
-            session, agent, harness, functools.partial(self._bring_up_event, turn.session_id, turn=turn)
-        )
+        with _tracing.span("lap.sandbox.bring_up", _tracing.session_attributes(session)) as span:
+            current.sandbox, bring_up = await self._sandboxes.get(
+                session, agent, harness, functools.partial(self._bring_up_event, turn.session_id, turn=turn)
+            )
+            span.set_attribute("lap.sandbox.created", bring_up.created)
         known = None
         if logged is not None and not bring_up.created:
             known = await self._knows(current.sandbox, process_id(turn.id, restarts_in(logged)))
@@ -311,8 +314,22 @@ class TurnRunner:
         current.turn = Turn(
             id=turn.id, session_id=session.id, text=text, agent=agent, native_session_id=native, attempt=plan.attempt
         )
-        events = harness.run_turn(current.sandbox, current.turn)
-        replay, replayed = plan.replay, 0
+        attributes = _tracing.session_attributes(
+            session, turn_id=turn.id, harness=agent.harness, model=agent.model, attempt=plan.attempt
+        )
+        with (
+            _tracing.span("lap.harness", attributes) as span,
+            _tracing.harness_span(session.id, span),  # the parent of the model calls the proxy relays
+        ):
+            return await self._drive(turn, harness, current.sandbox, current.turn, plan.replay)
+
+    async def _drive(
+        self, turn: TurnRecord, harness: Harness, sandbox: SandboxClient, run: Turn, replay: list[SessionEvent]
+    ) -> TurnStatus:
+        """Run the harness's process in the sandbox, logging its events (`replay`: those logged already)."""
+        session_id = turn.session_id
+        events = harness.run_turn(sandbox, run)
+        replayed = 0
         try:
             async for event in events:
                 if replayed < len(replay) and from_harness(event):
@@ -322,7 +339,7 @@ class TurnRunner:
                     replayed += 1
                     continue
                 if isinstance(event, HarnessSession):
-                    await self._store.update_session(session.id, native_session_id=event.native_session_id)
+                    await self._store.update_session(session_id, native_session_id=event.native_session_id)
                 if isinstance(event, TurnEnd):
                     await self._end(turn, event.status, event)
                     return event.status

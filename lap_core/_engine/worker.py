@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 import structlog
+from opentelemetry.trace import SpanKind, StatusCode
 
+from lap_core import _tracing
 from lap_core._engine.bus import EventBus
 from lap_core._engine.jobs import KINDS, EngineJob, RestartJob, SuspendJob, TurnJob, work_of
 from lap_core._engine.reconciler import Decisions
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
 
     from lap_core._engine.turns import TurnRunner
-    from lap_core._models import TurnRecord
+    from lap_core._models import Agent, TurnRecord
     from lap_core._store import SessionStore
 
 log = structlog.get_logger("lap.worker")
@@ -252,6 +254,27 @@ class Worker:
         except (NotFound, IndexError) as error:
             return "failed", f"the job names no runnable turn: {error!r}"
         assert isinstance(message, UserMessage)
+        # The trace of the request that sent the message (the same parent when another worker resumes it).
+        attributes = _tracing.session_attributes(
+            session,
+            turn_id=turn.id,
+            harness=agent.harness,
+            model=agent.model,
+            job_attempt=job.attempts,
+            turn_resumed=turn.status != "queued",
+            worker=self.name,
+        )
+        context = _tracing.context_of(work.traceparent)
+        with _tracing.span("lap.turn", attributes, context=context, kind=SpanKind.CONSUMER) as span:
+            outcome = await self._resume_or_run(job, turn, agent, message, tasks)
+            span.set_attribute("lap.turn.outcome", "handed_off" if outcome is None else outcome[0])
+            if outcome is not None and outcome[0] == "failed":
+                span.set_status(StatusCode.ERROR, outcome[1])
+            return outcome
+
+    async def _resume_or_run(
+        self, job: Job, turn: TurnRecord, agent: Agent, message: UserMessage, tasks: TaskGroup
+    ) -> tuple[Literal["done", "failed"], str] | None:
         logged = None
         if turn.status != "queued":  # taken over from a worker that stopped
             logged = await self._runner.logged_events(turn)

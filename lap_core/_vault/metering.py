@@ -179,6 +179,8 @@ class MeteredCall:
         self.hide_usage = hide_usage
         self._id = new_id("use")
         self.outcome: str | None = None
+        self.tokens: Tokens | None = None
+        """What the call used, once its usage was read (the proxy's span reports it)."""
 
     async def relay(self, status: int, headers: httpx.Headers, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Yield the answer's bytes to pass on, recording the call before those that carry its usage."""
@@ -224,7 +226,7 @@ class MeteredCall:
             self._end("cut")
 
     def _end(self, outcome: str, tokens: Tokens | None = None) -> None:
-        self.outcome = outcome
+        self.outcome, self.tokens = outcome, tokens
         self._meter.counters.count(self._scope.team_id, outcome, tokens)
 
     async def _record(self, tokens: Tokens | None, header_cost: float | None = None) -> None:

@@ -33,6 +33,7 @@ import httpx
 import msgspec
 import structlog
 
+from lap_core import _tracing
 from lap_core._errors import StoreError
 from lap_core._vault.body import BodyError, SpooledBody
 from lap_core._vault.metering import INCLUDE_USAGE, Meter, UsageCounters, pass_on
@@ -286,10 +287,12 @@ class LLMProxy:
         if model not in scope.models:
             log.warning("vault.forbidden_model", model=model[:200])
             raise Refusal(403, "forbidden_model", f"model {model[:200]!r} is not this agent's model")
-        call = None if self._meter is None else await self._meter.admit(grant.session_id, scope, route.path, fields)
-        if call is not None and call.hide_usage and not body.extend_object(INCLUDE_USAGE):
-            raise Refusal(400, "invalid_body", "the body is not a JSON object")
-        status = await self._forward(conn, stream, request, route, body, call)
+        with _tracing.model_call(grant.session_id, scope.team_id, scope.agent_id, model, route.path) as span:
+            call = None if self._meter is None else await self._meter.admit(grant.session_id, scope, route.path, fields)
+            if call is not None and call.hide_usage and not body.extend_object(INCLUDE_USAGE):
+                raise Refusal(400, "invalid_body", "the body is not a JSON object")
+            status = await self._forward(conn, stream, request, route, body, call)
+            _tracing.model_call_ended(span, status, None if call is None else call.tokens)
         log.debug(
             "vault.forwarded",
             path=route.path,
@@ -356,6 +359,7 @@ class LLMProxy:
         call: MeteredCall | None,
     ) -> int:
         headers = [(name, value) for name, value in request.headers if _forwardable(name)]
+        headers = _tracing.with_traceparent(headers)  # the gateway's spans join the turn's trace
         headers.append((b"authorization", b"Bearer " + self._api_key.encode()))
         if any(name == b"x-api-key" for name, _ in request.headers):
             headers.append((b"x-api-key", self._api_key.encode()))

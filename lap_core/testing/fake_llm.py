@@ -14,7 +14,8 @@ HTTP error. Title requests (no tools, a system prompt about titles) get a short 
 script it and read what it received over `/_control/*` too, so it can run in another process:
 `python -m lap_core.testing.fake_llm --port N`.
 
-Each recorded request says when it came (`started`, `time.monotonic()` of the server's process)
+Each recorded request says when it came (`started`, `time.monotonic()` of the server's process),
+the W3C `traceparent` header it carried (None without one)
 and, streamed, how its answer went: `deltas` sent so far, `ended` (when), `outcome` (`completed`,
 or `broken`: the client went away mid-stream).
 Each reply reports the script's `usage` (`{"input": 12, "output": 7, "cached": 0}` by default;
@@ -198,6 +199,7 @@ def _handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 "key": key.removeprefix("Bearer "),
                 "body": body,
                 "started": time.monotonic(),
+                "traceparent": self.headers.get("traceparent"),
             }
             n = fake._record(entry)
             script = fake.current()

@@ -1,4 +1,4 @@
-"""Request ids, one log line per request (logger `lap.http`) and the app's Prometheus metrics.
+"""Request ids, one log line and one trace span per request (logger `lap.http`) and the app's Prometheus metrics.
 
 `RequestObserver` wraps the whole app, outside Litestar's routing and error handling, so unknown
 paths and errors that became 500s are logged and counted like every other request.
@@ -6,6 +6,7 @@ paths and errors that became 500s are logged and counted like every other reques
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -16,6 +17,9 @@ from litestar import Response, get
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.exceptions import PermissionDeniedException
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
@@ -30,12 +34,20 @@ from lap_core import DecisionCollector, UsageCollector
 from lap_server.auth import Principal
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from litestar.handlers import HTTPRouteHandler
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span
 
     from lap_core import JobStatus, Lap
 
 log = structlog.get_logger("lap.http")
+# One span per request (a no-op unless the runtime installed an exporter: OTEL_EXPORTER_OTLP_ENDPOINT).
+tracer = trace.get_tracer("lap.http")
+_propagator = TraceContextTextMapPropagator()
+_NO_SPAN = contextlib.nullcontext(trace.INVALID_SPAN)
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # Anything else a client sends as a method is counted as "OTHER": labels must stay few.
@@ -127,6 +139,45 @@ def _caller_fields(scope: Scope) -> dict[str, Any]:
     return {"team_id": principal.team_id, "key_prefix": principal.key_prefix}
 
 
+def request_span(scope: Scope, method: str) -> AbstractContextManager[Span]:
+    """Start the request's span (renamed after its route by `_describe`), as the current span.
+
+    With no tracer provider installed (tracing off), a shared do-nothing context: the API's no-op
+    spans cost more than this.
+    """
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return _NO_SPAN
+    return tracer.start_as_current_span(method, _trace_context(scope), SpanKind.SERVER, record_exception=False)
+
+
+def _trace_context(scope: Scope) -> Context | None:
+    """The context of the client's W3C `traceparent`, if it sent one (the request's span joins its trace)."""
+    for name, value in scope["headers"]:
+        if name == b"traceparent":
+            return _propagator.extract({"traceparent": value.decode("latin-1")})
+    return None
+
+
+def _describe(span: Span, scope: Scope, method: str, template: str | None, status: int, fields: dict[str, Any]) -> None:
+    """Name the request's span after its route and give it the request's attributes."""
+    if template:
+        span.update_name(f"{method} {template}")
+    attributes: dict[str, str | int] = {
+        "http.request.method": method,
+        "http.route": template or UNMATCHED_ROUTE,
+        "http.response.status_code": status,
+        "lap.request.id": fields["request_id"],
+    }
+    if "team_id" in fields:
+        attributes["lap.team.id"] = fields["team_id"]
+    session_id = scope.get("path_params", {}).get("session_id")
+    if isinstance(session_id, str):
+        attributes["lap.session.id"] = session_id
+    span.set_attributes(attributes)
+    if status >= 500:
+        span.set_status(StatusCode.ERROR)
+
+
 class RequestObserver:
     """Pure ASGI middleware: request id (bound in structlog's contextvars), access log and metrics."""
 
@@ -159,7 +210,10 @@ class RequestObserver:
                 message = {**message, "headers": headers}
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=rid, method=method, path=scope["path"]):
+        with (
+            request_span(scope, method) as span,
+            structlog.contextvars.bound_contextvars(request_id=rid, method=method, path=scope["path"]),
+        ):
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
@@ -179,6 +233,8 @@ class RequestObserver:
                     "duration_ms": round(elapsed * 1000, 1),
                     **_caller_fields(scope),
                 }
+                if span.is_recording():
+                    _describe(span, scope, method, template, status, fields)
                 if status >= 500:
                     log.error("http.request", **fields)
                 else:
