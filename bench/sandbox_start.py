@@ -69,8 +69,9 @@ def _self_cpu() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-async def _round(backend: SandboxBackend, root: Path, ways: int, tag: str) -> tuple[list[float], float]:
-    """Create `ways` sandboxes at once; return each one's create -> ready time and the CPU per sandbox."""
+async def _round(backend: SandboxBackend, root: Path, ways: int, tag: str) -> tuple[list[float], float, float]:
+    """Create `ways` sandboxes at once; return each one's create -> ready time, the CPU per sandbox, and the
+    share of it spent by the sandbox's own processes (bwrap, sandboxd)."""
     names = [f"bench-{tag}-{index}" for index in range(ways)]
     times: list[float] = []
     sandbox_cpu = 0.0
@@ -91,7 +92,7 @@ async def _round(backend: SandboxBackend, root: Path, ways: int, tag: str) -> tu
     async with anyio.create_task_group() as group:
         for name in names:
             group.start_soon(backend.delete, name)
-    return times, cpu / ways
+    return times, cpu / ways, sandbox_cpu / ways
 
 
 def _memory(root: Path, name: str) -> str:
@@ -130,13 +131,16 @@ async def main() -> None:
             for n in ways:
                 samples: list[float] = []
                 cpus: list[float] = []
+                inside: list[float] = []
                 for round_ in range(args.rounds * (10 if n == 1 else 1)):
-                    times, cpu = await _round(backend, root, n, f"{n}-{round_}")
+                    times, cpu, sandbox_cpu = await _round(backend, root, n, f"{n}-{round_}")
                     samples += times
                     cpus.append(cpu)
+                    inside.append(sandbox_cpu)
                 p50s[n] = sorted(samples)[len(samples) // 2]
                 print(line(f"create -> ready, {n}-way", samples))
-                print(line(f"  CPU per sandbox, {n}-way (per round)", cpus))
+                print(line("  CPU per sandbox (per round)", cpus))
+                print(line("    of which bwrap + sandboxd", inside))
             for n in ways:
                 if n != ways[0]:
                     print(f"ratio p50 {n}-way / {ways[0]}-way: {p50s[n] / p50s[ways[0]]:.1f}x")

@@ -152,8 +152,8 @@ class LocalBackend(SandboxBackend):
 
     @functools.cached_property
     def _python_lib_version(self) -> str:
-        """A digest of sandboxd's and msgspec's files: taken once per process, not per sandbox."""
-        digest = hashlib.sha256()
+        """A digest of sandboxd's and msgspec's files and of the Python compiling them: once per process."""
+        digest = hashlib.sha256(self._python.encode())
         for source in _PYTHON_LIB_SOURCES:
             for file in sorted(source.rglob("*")):
                 if file.is_file() and "__pycache__" not in file.parts:
@@ -161,13 +161,25 @@ class LocalBackend(SandboxBackend):
         return digest.hexdigest()[:12]
 
     def _python_lib(self) -> Path:
-        """Copy sandboxd and msgspec where the sandbox's user can read them (once per version)."""
+        """Copy sandboxd and msgspec where the sandbox's user can read them (once per version), compiled.
+
+        The sandbox's Python compiles them into the copy (its `.pyc` are what it looks for): sandboxd
+        runs with -B on a read-only mount, so it would otherwise compile every module at every start.
+        """
         sources = _PYTHON_LIB_SOURCES
         target = self._root / "runtime" / self._python_lib_version
         if not target.exists():
             staging = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
             for source in sources:
                 shutil.copytree(source, staging / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+            compiled = subprocess.run(
+                [self._python, "-I", "-S", "-m", "compileall", "-q", str(staging)],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=False,
+            )
+            if compiled.returncode != 0:  # sandboxd still runs, only slower to start
+                log.warning("sandbox.runtime_not_compiled", output=compiled.stdout[-2000:].decode(errors="replace"))
             try:
                 staging.rename(target)
             except OSError:  # another LAP process put the same copy there first
