@@ -6,12 +6,14 @@ by one warm-up sandbox first, so the figures are those of every later create). E
 sandboxes at once (`create` then `wait_ready`, timed per sandbox from the call of `create`), then deletes
 them; 1-way runs `--rounds` x 10 times, the others `--rounds` times.
 
-Prints, per N: p50/p90/p99/max of create -> ready; the CPU per sandbox; the ratio of the N-way p50 to the
-1-way p50. CPU per sandbox is measured as (this process's CPU time delta over the round, all threads, +
-the delta of RUSAGE_CHILDREN, i.e. the waited-for launchers, + for each sandbox the utime+stime+cutime+cstime
-of every live process of its tree from /proc, read once it is ready) / N; it includes LAP's own share
-(launching, waiting, the health check). Then the RSS (VmRSS, and PSS from smaps_rollup) of an idle sandboxd
-and the sum over the sandbox's whole process tree (bwrap's two processes and sandboxd).
+Prints, per N: p50/p90/p99/max of create -> ready; the CPU per sandbox until ready; then, once all N are
+ready, the time of each one's first answer (a health check from a new client: sandboxd loads its API with
+the first connection); the ratio of the N-way p50 to the 1-way p50. CPU per sandbox is (this process's CPU
+time over the round, all threads, + the delta of RUSAGE_CHILDREN, i.e. the waited-for launchers, + for each
+sandbox the run time of every live process of its tree, from /proc/PID/task/*/schedstat, and what their
+reaped children used, read once it is ready) / N: LAP's share (launching, waiting) included. Then the RSS
+(VmRSS, and PSS from smaps_rollup) of an idle sandboxd and the sum over its sandbox's whole process tree
+(bwrap's two processes and sandboxd).
 """
 
 from __future__ import annotations
@@ -52,12 +54,13 @@ def _tree(pid: int) -> list[int]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """utime + stime + cutime + cstime of a process (0 when it is gone)."""
+    """CPU time of a live process: its threads' run time (ns, from schedstat) + its reaped children's (0: gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        threads = sum(int(task.read_text().split()[0]) for task in Path(f"/proc/{pid}/task").glob("*/schedstat"))
     except OSError:
         return 0.0
-    return sum(int(value) for value in fields[11:15]) / _TICK
+    return threads / 1e9 + sum(int(value) for value in fields[13:15]) / _TICK
 
 
 def _bwrap_pid(root: Path, name: str) -> int:
@@ -69,30 +72,45 @@ def _self_cpu() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-async def _round(backend: SandboxBackend, root: Path, ways: int, tag: str) -> tuple[list[float], float, float]:
-    """Create `ways` sandboxes at once; return each one's create -> ready time, the CPU per sandbox, and the
+async def _round(
+    backend: SandboxBackend, root: Path, ways: int, tag: str
+) -> tuple[list[float], list[float], float, float]:
+    """Create `ways` sandboxes at once; return each one's create -> ready time and ready -> first answer time
+    (sandboxd's health, from a new client, as a session's first call), the CPU per sandbox until ready, and the
     share of it spent by the sandbox's own processes (bwrap, sandboxd)."""
     names = [f"bench-{tag}-{index}" for index in range(ways)]
     times: list[float] = []
+    answers: list[float] = []
     sandbox_cpu = 0.0
+    done = anyio.Event()
+    ready = 0
 
     async def one(name: str) -> None:
-        nonlocal sandbox_cpu
+        nonlocal sandbox_cpu, ready
         start = time.perf_counter()
         await backend.create(SandboxSpec(name=name, harness="none", volume=name))
         await backend.wait_ready(name, timeout=120)
         times.append(time.perf_counter() - start)
         sandbox_cpu += sum(_cpu_seconds(pid) for pid in _tree(_bwrap_pid(root, name)))
+        ready += 1
+        if ready == ways:
+            done.set()
+        await done.wait()  # the first answers after every sandbox is ready: the CPU above stays until ready
+        start = time.perf_counter()
+        async with await backend.connect(name) as client:
+            await client.health()
+        answers.append(time.perf_counter() - start)
 
     cpu_before = _self_cpu()
     async with anyio.create_task_group() as group:
         for name in names:
             group.start_soon(one, name)
-    cpu = _self_cpu() - cpu_before + sandbox_cpu
+        await done.wait()
+        cpu = _self_cpu() - cpu_before + sandbox_cpu
     async with anyio.create_task_group() as group:
         for name in names:
             group.start_soon(backend.delete, name)
-    return times, cpu / ways, sandbox_cpu / ways
+    return times, answers, cpu / ways, sandbox_cpu / ways
 
 
 def _memory(root: Path, name: str) -> str:
@@ -118,29 +136,40 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ways", default="1,20,50", help="comma-separated concurrency levels")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per level (1-way: 10x this)")
+    parser.add_argument(
+        "--disk-mb",
+        help="LAP_SANDBOX_DISK_MB (default: the backend's; as root a new volume then gets an ext4 image: mkfs + mount)",
+    )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     ways = [int(value) for value in args.ways.split(",")]
     with data_dir() as root:
-        env = lap_env(root, LITELLM_API_BASE="http://127.0.0.1:9", LITELLM_API_KEY="k")
+        disk = {"LAP_SANDBOX_DISK_MB": args.disk_mb} if args.disk_mb is not None else {}
+        env = lap_env(root, LITELLM_API_BASE="http://127.0.0.1:9", LITELLM_API_KEY="k", **disk)
         async with Lap(env=env) as lap:
             backend = lap.backend
             await _round(backend, root, 1, "warmup")  # copies sandboxd's runtime once
             p50s: dict[int, float] = {}
-            print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, uid {os.geteuid()}")
+            limit = getattr(getattr(backend, "volumes", None), "limit_mb", None)  # lap-local's
+            print(
+                f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, uid {os.geteuid()}, volume limit {limit} MB"
+            )
             for n in ways:
                 samples: list[float] = []
+                firsts: list[float] = []
                 cpus: list[float] = []
                 inside: list[float] = []
                 for round_ in range(args.rounds * (10 if n == 1 else 1)):
-                    times, cpu, sandbox_cpu = await _round(backend, root, n, f"{n}-{round_}")
+                    times, answers, cpu, sandbox_cpu = await _round(backend, root, n, f"{n}-{round_}")
                     samples += times
+                    firsts += answers
                     cpus.append(cpu)
                     inside.append(sandbox_cpu)
                 p50s[n] = sorted(samples)[len(samples) // 2]
                 print(line(f"create -> ready, {n}-way", samples))
-                print(line("  CPU per sandbox (per round)", cpus))
+                print(line("  CPU per sandbox until ready", cpus))
                 print(line("    of which bwrap + sandboxd", inside))
+                print(line("  then the first answer", firsts))
             for n in ways:
                 if n != ways[0]:
                     print(f"ratio p50 {n}-way / {ways[0]}-way: {p50s[n] / p50s[ways[0]]:.1f}x")

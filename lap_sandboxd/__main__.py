@@ -1,5 +1,5 @@
 """`python -m lap_sandboxd (--socket PATH | --socket-fd N) [--token-fd N] --state DIR [--listen HOST:PORT]
-[--egress HOST:PORT=TARGET ...]`."""
+[--egress HOST:PORT=TARGET ...] [--ready-fd N]`."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ import os
 import re
 import select
 import socket
-import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from lap_sandboxd.log import log
 from lap_sandboxd.processes import SandboxStopping, count_descendants, run_exec
 from lap_sandboxd.protocol import (
     VERSION,
@@ -51,11 +51,6 @@ def _traceback() -> str:
     import traceback  # only on errors: sandboxd's start imports as little as it can
 
     return traceback.format_exc()
-
-
-def log(message: str) -> None:
-    """Write one line to sandboxd's log (stderr)."""
-    print(f"lap_sandboxd: {message}", file=sys.stderr, flush=True)
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -4,6 +4,7 @@ hydrate, exec, the egress forwarder, and what it needs to run (see `sandboxd_dae
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
 import signal
@@ -24,7 +25,7 @@ import pytest
 from lap_core._sandbox_client import SandboxClient, SandboxdError
 from lap_sandboxd.egress import parse_egress
 from lap_sandboxd.protocol import FileSpec, HydrateRequest, StartProcess
-from tests.unit.sandboxd_daemon import TOKEN, WAIT, Daemon, alive, collect, new_id, running_daemon
+from tests.unit.sandboxd_daemon import TOKEN, WAIT, Daemon, alive, bootstrap, collect, new_id, running_daemon
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -231,3 +232,50 @@ def test_sandboxd_needs_only_the_stdlib_and_msgspec(lib: Path, isolated: bool) -
     out = subprocess.run(argv, env=env, cwd=lib, check=True, capture_output=True, text=True).stdout
     assert "lap_core" not in out
     assert out.strip() == "['__main__', 'lap_sandboxd', 'msgspec']"
+
+
+def test_sandboxd_starts_without_its_api(lib: Path) -> None:
+    """Every sandbox waits for sandboxd to start: its HTTP server, msgspec and the process table come with the first
+    connection, not before (see lap_sandboxd.daemon)."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(lib)!r}); import lap_sandboxd.daemon; "
+        "print(sorted(m for m in ('http.server', 'msgspec', 'subprocess', 'ssl', 'lap_sandboxd.server') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_sandboxd_says_on_its_ready_fd_that_it_listens_then_serves(lib: Path) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="sbd-", dir="/tmp"))
+    ready, ready_write = os.pipe()
+    argv = [
+        *bootstrap(lib),
+        "--socket",
+        str(directory / "sandboxd.sock"),
+        "--state",
+        str(directory / "state"),
+        "--ready-fd",
+        str(ready_write),
+    ]
+    env = {"PATH": "/usr/bin:/bin", "LAP_SANDBOXD_TOKEN": TOKEN}
+    proc = subprocess.Popen(argv, env=env, pass_fds=(ready_write,), stdin=subprocess.DEVNULL)
+    os.close(ready_write)
+    try:
+        with os.fdopen(ready, "rb") as said:
+            assert said.readline() == b"ready\n"
+            assert said.read() == b""  # closed: no process sandboxd starts inherits it
+        # Listening already: the first request, which loads the API, is answered.
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.settimeout(WAIT)
+            raw.connect(str(directory / "sandboxd.sock"))
+            raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: sandboxd\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := raw.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert b'"version"' in answer
+    finally:
+        proc.terminate()
+        proc.wait(WAIT)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -53,12 +53,13 @@ def bwrap_argv(
     info_fd: int,
     socket_fd: int,
     token_fd: int,
+    ready_fd: int,
 ) -> list[str]:
     """Return the argv that starts sandboxd in a new sandbox; run it with `sandbox_env`.
 
     sandboxd serves the listening socket LAP made outside the sandbox (`socket_fd`) and reads its
     token from `token_fd`: no path inside the sandbox leads to its API, and the token is in no
-    environment an agent process can read.
+    environment an agent process can read. It writes a line to `ready_fd` (a pipe) once it listens.
     """
     argv = [
         bwrap,
@@ -125,6 +126,8 @@ def bwrap_argv(
         str(socket_fd),
         "--token-fd",
         str(token_fd),
+        "--ready-fd",
+        str(ready_fd),
         "--state",
         f"{RUN_DIR}/state",
         "--egress",
