@@ -17,7 +17,7 @@ little imported, and imports its API (the HTTP server, msgspec, the process tabl
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import ctypes
 import functools
 import os
@@ -28,7 +28,6 @@ import stat
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lap_sandboxd.egress import EgressServer, Target, parse_egress
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
     from lap_sandboxd.server import Handler
     from lap_sandboxd.state import Sandboxd
 
-__all__ = ["main", "parse_args", "protect_process"]
+__all__ = ["USAGE", "Options", "main", "parse_args", "protect_process"]
 
 TOKEN_ENV = "LAP_SANDBOXD_TOKEN"
 SHUTDOWN_GRACE = 5.0
@@ -84,7 +83,7 @@ class _TCPServer(socketserver.ThreadingTCPServer):
 class _API:
     """sandboxd's API, made when the first connection comes (see the module's docstring)."""
 
-    def __init__(self, token: str, state: Path, egress: dict[str, EgressServer]) -> None:
+    def __init__(self, token: str, state: str, egress: dict[str, EgressServer]) -> None:
         self._token, self._state, self._egress = token, state, egress
         self._started_at = time.time()
         self._lock = threading.Lock()
@@ -98,10 +97,12 @@ class _API:
     def _make(self) -> Callable[..., Handler]:
         with self._lock:
             if self._handler is None:
+                from pathlib import Path
+
                 from lap_sandboxd.server import Handler
                 from lap_sandboxd.state import Sandboxd
 
-                sandboxd = Sandboxd(self._token, self._state, self._egress)
+                sandboxd = Sandboxd(self._token, Path(self._state), self._egress)
                 sandboxd.started_at = self._started_at
                 self.sandboxd = sandboxd
                 self._handler = functools.partial(Handler, sandboxd)
@@ -120,38 +121,83 @@ def _say_ready(fd: int | None) -> None:
         os.close(fd)
 
 
+USAGE = (
+    "usage: lap_sandboxd (--socket PATH | --socket-fd N) [--token-fd N] --state DIR [--listen HOST:PORT]\n"
+    "                    [--egress HOST:PORT=TARGET ...] [--ready-fd N]\n"
+    "  --socket PATH        unix socket to serve the API on (made here)\n"
+    "  --socket-fd N        an inherited listening unix socket to serve the API on\n"
+    f"  --token-fd N         read the token from this descriptor (else ${TOKEN_ENV})\n"
+    "  --state DIR          directory for process output and info\n"
+    "  --listen HOST:PORT   also serve the API on HOST:PORT (TCP)\n"
+    "  --egress HOST:PORT=TARGET  forward TCP HOST:PORT to TARGET, a unix socket path or a TCP HOST:PORT\n"
+    "  --ready-fd N         write a line to this descriptor, then close it, once listening"
+)
+
+
+class Options:
+    """sandboxd's command line, parsed (see `USAGE`)."""
+
+    socket: str | None = None
+    socket_fd: int | None = None
+    token_fd: int | None = None
+    state: str = ""
+    listen: tuple[str, int] | None = None
+    ready_fd: int | None = None
+
+    def __init__(self) -> None:
+        self.egress: list[tuple[tuple[str, int], Target]] = []
+
+
 def _host_port(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
 
 
-def _egress(value: str) -> tuple[tuple[str, int], Target]:
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "--socket": str,
+    "--socket-fd": int,
+    "--token-fd": int,
+    "--state": str,
+    "--listen": _host_port,
+    "--egress": parse_egress,
+    "--ready-fd": int,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    """Parse sandboxd's command line (`sys.argv` by default); on a mistake print `USAGE` and exit with 2.
+
+    By hand rather than with argparse, whose import (with re and gettext) every sandbox's start would pay.
+    """
+    options, args = Options(), list(sys.argv[1:] if argv is None else argv)
     try:
-        return parse_egress(value)
+        while args:
+            name, inline, value = args.pop(0).partition("=")
+            if name in ("-h", "--help"):
+                print(USAGE)
+                raise SystemExit(0)
+            parse = _PARSERS.get(name)
+            if parse is None:
+                raise ValueError(f"unknown argument {name!r}")
+            if not inline:
+                if not args:
+                    raise ValueError(f"{name} needs a value")
+                value = args.pop(0)
+            parsed = parse(value)
+            if name == "--egress":
+                options.egress.append(parsed)  # type: ignore[arg-type]
+            else:
+                setattr(options, name[2:].replace("-", "_"), parsed)
+        if (options.socket is None) == (options.socket_fd is None):
+            raise ValueError("give one of --socket and --socket-fd")
+        if not options.state:
+            raise ValueError("--state is required")
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse sandboxd's command line."""
-    parser = argparse.ArgumentParser(prog="lap_sandboxd", description="The daemon inside every LAP sandbox.")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--socket", help="unix socket to serve the API on (made here)")
-    where.add_argument("--socket-fd", type=int, help="an inherited listening unix socket to serve the API on")
-    parser.add_argument("--token-fd", type=int, help=f"read the token from this descriptor (else ${TOKEN_ENV})")
-    parser.add_argument("--state", required=True, type=Path, help="directory for process output and info")
-    parser.add_argument("--listen", type=_host_port, help="also serve the API on HOST:PORT (TCP)")
-    parser.add_argument("--ready-fd", type=int, help="write a line to this descriptor, then close it, once listening")
-    parser.add_argument(
-        "--egress",
-        type=_egress,
-        action="append",
-        default=[],
-        help="forward TCP HOST:PORT=TARGET; TARGET is a unix socket path or a TCP HOST:PORT",
-    )
-    return parser.parse_args(argv)
+        print(f"{USAGE}\nlap_sandboxd: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return options
 
 
 def protect_process() -> bool:
@@ -167,7 +213,7 @@ def protect_process() -> bool:
     return bool(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
 
 
-def _read_token(args: argparse.Namespace) -> str:
+def _read_token(args: Options) -> str:
     token = os.environ.pop(TOKEN_ENV, "")
     if args.token_fd is not None:
         with os.fdopen(args.token_fd, "rb") as source:
@@ -194,15 +240,15 @@ def main(argv: list[str] | None = None) -> int:
         for address, target in args.egress:
             egress[f"{address[0]}:{address[1]}"] = EgressServer(address, target)
         servers += egress.values()
-        (args.state / "processes").mkdir(parents=True, exist_ok=True)  # its failure said now, not later
+        os.makedirs(os.path.join(args.state, "processes"), exist_ok=True)  # its failure said now, not later
         api = _API(token, args.state, egress)
         handler = api.handle
         if args.listen:
             servers.append(_TCPServer(args.listen, handler))
         if args.socket_fd is not None:
             servers.append(_UnixServer.from_fd(args.socket_fd, handler))
-        else:
-            Path(args.socket).parent.mkdir(parents=True, exist_ok=True)
+        elif args.socket is not None:  # one of them: parse_args sees to it
+            os.makedirs(os.path.dirname(args.socket) or ".", exist_ok=True)
             servers.append(_UnixServer(args.socket, handler))
     except OSError as error:
         log(f"cannot listen: {error}")
@@ -222,5 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     if api.sandboxd is not None:
         api.sandboxd.processes.terminate_all(SHUTDOWN_GRACE)
     if args.socket:
-        Path(args.socket).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(args.socket)
     return 0

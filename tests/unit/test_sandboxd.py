@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from lap_core._sandbox_client import SandboxClient, SandboxdError
+from lap_sandboxd.daemon import parse_args
 from lap_sandboxd.egress import parse_egress
 from lap_sandboxd.protocol import FileSpec, HydrateRequest, StartProcess
 from tests.unit.sandboxd_daemon import TOKEN, WAIT, Daemon, alive, bootstrap, collect, new_id, running_daemon
@@ -279,3 +280,32 @@ def test_sandboxd_says_on_its_ready_fd_that_it_listens_then_serves(lib: Path) ->
         proc.terminate()
         proc.wait(WAIT)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_sandboxds_command_line() -> None:
+    fds = ["--socket-fd", "3", "--token-fd=4", "--ready-fd", "5"]
+    egress = ["--egress", "127.0.0.1:4000=/v/llm.sock", "--egress=127.0.0.1:4001=vault:4001"]
+    options = parse_args([*fds, "--state", "/run/lap/state", "--listen", "[::]:7000", *egress])
+    assert (options.socket, options.socket_fd, options.token_fd, options.ready_fd) == (None, 3, 4, 5)
+    assert (options.state, options.listen) == ("/run/lap/state", ("::", 7000))
+    assert options.egress == [(("127.0.0.1", 4000), "/v/llm.sock"), (("127.0.0.1", 4001), ("vault", 4001))]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--state", "s"],
+        ["--socket", "a", "--socket-fd", "3", "--state", "s"],
+        ["--socket", "a"],
+        ["--socket", "a", "--state"],
+        ["--socket", "a", "--state", "s", "--bogus", "1"],
+        ["--socket", "a", "--state", "s", "--listen", "nope"],
+        ["--socket-fd", "x", "--state", "s"],
+        ["--socket", "a", "--state", "s", "--egress", "nope"],
+    ],
+)
+def test_a_wrong_command_line_is_refused_with_the_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: lap_sandboxd")
