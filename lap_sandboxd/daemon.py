@@ -28,13 +28,14 @@ import stat
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
 
 from lap_sandboxd.egress import EgressServer, Target, parse_egress
 from lap_sandboxd.log import log
 
+TYPE_CHECKING = False  # typing itself (with re) is an import every sandbox's start would pay
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from lap_sandboxd.server import Handler
     from lap_sandboxd.state import Sandboxd

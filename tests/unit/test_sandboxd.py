@@ -240,8 +240,8 @@ def test_sandboxd_starts_without_its_api(lib: Path) -> None:
     connection, not before (see lap_sandboxd.daemon)."""
     code = (
         f"import sys; sys.path.insert(0, {str(lib)!r}); import lap_sandboxd.daemon; "
-        "print(sorted(m for m in ('http.server', 'msgspec', 'subprocess', 'ssl', 'lap_sandboxd.server') "
-        "if m in sys.modules))"
+        "print(sorted(m for m in ('http.server', 'msgspec', 'subprocess', 'ssl', 'lap_sandboxd.server', 'argparse', "
+        "'pathlib', 're', 'typing') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
