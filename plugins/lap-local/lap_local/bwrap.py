@@ -1,4 +1,4 @@
-"""The bubblewrap command line of a sandbox, and the files it needs.
+"""The bubblewrap command line of a sandbox, the files and socket it needs, and how to tell its process alive.
 
 Mount order matters to bwrap: later mounts go on top of earlier ones (so /tmp comes before
 anything mounted under it).
@@ -7,6 +7,7 @@ anything mounted under it).
 from __future__ import annotations
 
 import os
+import socket
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -147,3 +148,34 @@ def sandbox_env() -> dict[str, str]:
         "TMPDIR": "/tmp",
         "PATH": f"{HARNESS_ROOT}/node_modules/.bin:/usr/local/bin:/usr/bin:/bin",
     }
+
+
+def listening_socket(path: Path) -> socket.socket:
+    """Return a unix socket listening at `path` that only this user (LAP) may connect to.
+
+    Its directory is this user's alone (the umask is the process's: threads launching other
+    sandboxes would see a changed one).
+    """
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.parent.chmod(0o700)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+    except OSError:
+        listener.close()
+        raise
+    listener.listen(64)
+    return listener
+
+
+def alive(pid: int) -> bool:
+    """Return whether `pid` is a live bwrap process (not a zombie, not a recycled pid)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"bwrap" in cmdline.read().split(b"\0", 1)[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
