@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import msgspec
@@ -27,6 +28,7 @@ class Runtime:
     def __init__(self, root: Path, python: str) -> None:
         self.root = root
         self.python = python
+        self._lock = threading.Lock()  # a burst of first sandboxes makes (and compiles) one copy, not one each
 
     @functools.cached_property
     def version(self) -> str:
@@ -45,18 +47,22 @@ class Runtime:
         read-only mount, so it would otherwise compile every module at every start.
         """
         target = self.root / self.version
-        if not target.exists():
-            staging = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
-            for source in SOURCES:
-                shutil.copytree(source, staging / source.name, ignore=shutil.ignore_patterns("__pycache__"))
-            self._compile(staging)
-            try:
-                staging.rename(target)
-            except OSError:  # another LAP process put the same copy there first
-                shutil.rmtree(staging, ignore_errors=True)
-                if not target.is_dir():
-                    raise
+        with self._lock:
+            if not target.exists():
+                self._make(target)
         return target
+
+    def _make(self, target: Path) -> None:
+        staging = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        for source in SOURCES:
+            shutil.copytree(source, staging / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+        self._compile(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another LAP process put the same copy there first
+            shutil.rmtree(staging, ignore_errors=True)
+            if not target.is_dir():
+                raise
 
     def _compile(self, directory: Path) -> None:
         try:

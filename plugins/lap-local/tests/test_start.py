@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,3 +77,16 @@ async def test_a_process_that_did_not_start_the_sandbox_waits_for_it_too(lap: La
         async with await other.backend.connect("start-c") as client:
             assert (await client.exec(["true"])).exit_code == 0
     assert (await lap.backend.wait_ready("start-c", timeout=20)).state == "ready"
+
+
+def test_a_burst_of_first_sandboxes_makes_one_runtime_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lap_local.runtime import Runtime
+
+    compiled: list[Path] = []
+    monkeypatch.setattr(Runtime, "_compile", lambda self, directory: compiled.append(directory))
+    runtime = Runtime(tmp_path / "runtime", sys.executable)
+    with ThreadPoolExecutor(8) as pool:
+        paths = set(pool.map(lambda _: runtime.path(), range(8)))
+    assert paths == {tmp_path / "runtime" / runtime.version}
+    assert len(compiled) == 1
+    assert [path.name for path in (tmp_path / "runtime").iterdir()] == [runtime.version]
