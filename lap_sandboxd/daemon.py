@@ -9,11 +9,15 @@ their reach:
   no path inside leads to it;
 - sandboxd makes itself non-dumpable at start (`protect_process`): processes of the same user
   can then neither read its memory, environment and descriptors through /proc nor ptrace it.
+
+Every sandbox waits for its sandboxd to start, and a warm pool's wait idle: sandboxd listens with
+little imported, and imports its API (the HTTP server, msgspec, the process table: ~30 ms of CPU and
+~6 MiB) when the first connection comes. It says it is ready on `--ready-fd` once it listens.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import ctypes
 import functools
 import os
@@ -23,18 +27,20 @@ import socketserver
 import stat
 import sys
 import threading
-from http.server import ThreadingHTTPServer
-from pathlib import Path
-from typing import TYPE_CHECKING
+import time
 
 from lap_sandboxd.egress import EgressServer, Target, parse_egress
-from lap_sandboxd.server import Handler, log
-from lap_sandboxd.state import Sandboxd
+from lap_sandboxd.log import log
 
+TYPE_CHECKING = False  # typing itself (with re) is an import every sandbox's start would pay
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
-__all__ = ["main", "parse_args", "protect_process"]
+    from lap_sandboxd.server import Handler
+    from lap_sandboxd.state import Sandboxd
+
+__all__ = ["USAGE", "Options", "main", "parse_args", "protect_process"]
 
 TOKEN_ENV = "LAP_SANDBOXD_TOKEN"
 SHUTDOWN_GRACE = 5.0
@@ -66,43 +72,133 @@ class _UnixServer(socketserver.ThreadingUnixStreamServer):
         os.chmod(path, 0o600)
 
 
-class _TCPServer(ThreadingHTTPServer):
+class _TCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
     def __init__(self, address: tuple[str, int], handler: Callable[..., Handler]) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, handler)
 
 
+class _API:
+    """sandboxd's API, made when the first connection comes (see the module's docstring)."""
+
+    def __init__(self, token: str, state: str, egress: dict[str, EgressServer]) -> None:
+        self._token, self._state, self._egress = token, state, egress
+        self._started_at = time.time()
+        self._lock = threading.Lock()
+        self._handler: Callable[..., Handler] | None = None
+        self.sandboxd: Sandboxd | None = None
+
+    def handle(self, request: Any, client_address: Any, server: socketserver.BaseServer) -> Handler:
+        """Serve one connection (socketserver's request handler)."""
+        return (self._handler or self._make())(request, client_address, server)
+
+    def _make(self) -> Callable[..., Handler]:
+        with self._lock:
+            if self._handler is None:
+                from pathlib import Path
+
+                from lap_sandboxd.server import Handler
+                from lap_sandboxd.state import Sandboxd
+
+                sandboxd = Sandboxd(self._token, Path(self._state), self._egress)
+                sandboxd.started_at = self._started_at
+                self.sandboxd = sandboxd
+                self._handler = functools.partial(Handler, sandboxd)
+            return self._handler
+
+
+def _say_ready(fd: int | None) -> None:
+    """Tell whoever started sandboxd that it listens (and close the descriptor: no child inherits it)."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, b"ready\n")
+    except OSError:
+        pass  # nobody waits any more
+    finally:
+        os.close(fd)
+
+
+USAGE = (
+    "usage: lap_sandboxd (--socket PATH | --socket-fd N) [--token-fd N] --state DIR [--listen HOST:PORT]\n"
+    "                    [--egress HOST:PORT=TARGET ...] [--ready-fd N]\n"
+    "  --socket PATH        unix socket to serve the API on (made here)\n"
+    "  --socket-fd N        an inherited listening unix socket to serve the API on\n"
+    f"  --token-fd N         read the token from this descriptor (else ${TOKEN_ENV})\n"
+    "  --state DIR          directory for process output and info\n"
+    "  --listen HOST:PORT   also serve the API on HOST:PORT (TCP)\n"
+    "  --egress HOST:PORT=TARGET  forward TCP HOST:PORT to TARGET, a unix socket path or a TCP HOST:PORT\n"
+    "  --ready-fd N         write a line to this descriptor, then close it, once listening"
+)
+
+
+class Options:
+    """sandboxd's command line, parsed (see `USAGE`)."""
+
+    socket: str | None = None
+    socket_fd: int | None = None
+    token_fd: int | None = None
+    state: str = ""
+    listen: tuple[str, int] | None = None
+    ready_fd: int | None = None
+
+    def __init__(self) -> None:
+        self.egress: list[tuple[tuple[str, int], Target]] = []
+
+
 def _host_port(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
 
 
-def _egress(value: str) -> tuple[tuple[str, int], Target]:
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "--socket": str,
+    "--socket-fd": int,
+    "--token-fd": int,
+    "--state": str,
+    "--listen": _host_port,
+    "--egress": parse_egress,
+    "--ready-fd": int,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    """Parse sandboxd's command line (`sys.argv` by default); on a mistake print `USAGE` and exit with 2.
+
+    By hand rather than with argparse, whose import (with re and gettext) every sandbox's start would pay.
+    """
+    options, args = Options(), list(sys.argv[1:] if argv is None else argv)
     try:
-        return parse_egress(value)
+        while args:
+            name, inline, value = args.pop(0).partition("=")
+            if name in ("-h", "--help"):
+                print(USAGE)
+                raise SystemExit(0)
+            parse = _PARSERS.get(name)
+            if parse is None:
+                raise ValueError(f"unknown argument {name!r}")
+            if not inline:
+                if not args:
+                    raise ValueError(f"{name} needs a value")
+                value = args.pop(0)
+            parsed = parse(value)
+            if name == "--egress":
+                options.egress.append(parsed)  # type: ignore[arg-type]
+            else:
+                setattr(options, name[2:].replace("-", "_"), parsed)
+        if (options.socket is None) == (options.socket_fd is None):
+            raise ValueError("give one of --socket and --socket-fd")
+        if not options.state:
+            raise ValueError("--state is required")
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse sandboxd's command line."""
-    parser = argparse.ArgumentParser(prog="lap_sandboxd", description="The daemon inside every LAP sandbox.")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--socket", help="unix socket to serve the API on (made here)")
-    where.add_argument("--socket-fd", type=int, help="an inherited listening unix socket to serve the API on")
-    parser.add_argument("--token-fd", type=int, help=f"read the token from this descriptor (else ${TOKEN_ENV})")
-    parser.add_argument("--state", required=True, type=Path, help="directory for process output and info")
-    parser.add_argument("--listen", type=_host_port, help="also serve the API on HOST:PORT (TCP)")
-    parser.add_argument(
-        "--egress",
-        type=_egress,
-        action="append",
-        default=[],
-        help="forward TCP HOST:PORT=TARGET; TARGET is a unix socket path or a TCP HOST:PORT",
-    )
-    return parser.parse_args(argv)
+        print(f"{USAGE}\nlap_sandboxd: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return options
 
 
 def protect_process() -> bool:
@@ -118,7 +214,7 @@ def protect_process() -> bool:
     return bool(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
 
 
-def _read_token(args: argparse.Namespace) -> str:
+def _read_token(args: Options) -> str:
     token = os.environ.pop(TOKEN_ENV, "")
     if args.token_fd is not None:
         with os.fdopen(args.token_fd, "rb") as source:
@@ -145,14 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         for address, target in args.egress:
             egress[f"{address[0]}:{address[1]}"] = EgressServer(address, target)
         servers += egress.values()
-        sandboxd = Sandboxd(token, args.state, egress)
-        handler = functools.partial(Handler, sandboxd)
+        os.makedirs(os.path.join(args.state, "processes"), exist_ok=True)  # its failure said now, not later
+        api = _API(token, args.state, egress)
+        handler = api.handle
         if args.listen:
             servers.append(_TCPServer(args.listen, handler))
         if args.socket_fd is not None:
             servers.append(_UnixServer.from_fd(args.socket_fd, handler))
-        else:
-            Path(args.socket).parent.mkdir(parents=True, exist_ok=True)
+        elif args.socket is not None:  # one of them: parse_args sees to it
+            os.makedirs(os.path.dirname(args.socket) or ".", exist_ok=True)
             servers.append(_UnixServer(args.socket, handler))
     except OSError as error:
         log(f"cannot listen: {error}")
@@ -161,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for server in servers:
         threading.Thread(target=server.serve_forever, name=type(server).__name__, daemon=True).start()
+    _say_ready(args.ready_fd)
     log(f"ready on {args.socket or f'descriptor {args.socket_fd}'} (pid {os.getpid()})")
     while not stop.wait(1.0):
         pass
@@ -168,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     for server in servers:
         server.shutdown()
         server.server_close()
-    sandboxd.processes.terminate_all(SHUTDOWN_GRACE)
+    if api.sandboxd is not None:
+        api.sandboxd.processes.terminate_all(SHUTDOWN_GRACE)
     if args.socket:
-        Path(args.socket).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(args.socket)
     return 0

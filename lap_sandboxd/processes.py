@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -32,6 +30,7 @@ from lap_sandboxd.protocol import (
 )
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Callable, Generator
     from pathlib import Path
 
@@ -104,6 +103,8 @@ def _write_json(path: Path, value: object) -> None:
 
 def _spawn(argv: list[str], env: dict[str, str], cwd: str | None, stdin: str | None) -> subprocess.Popen[bytes]:
     """Start a process in its own process group (so a signal reaches all it starts), output piped."""
+    import subprocess  # here, not at start: every sandbox waits for its sandboxd to start
+
     return subprocess.Popen(
         argv,
         cwd=cwd,
@@ -117,6 +118,8 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: str | None, stdin: str | N
 
 def run_exec(req: ExecRequest, env: dict[str, str], cwd: str | None) -> ExecResult:
     """Run a command to completion in its own process group; on timeout kill the whole group."""
+    import subprocess  # not at start (see _spawn)
+
     proc = _spawn(req.argv, env, cwd, req.stdin)
     stdin = req.stdin.encode() if req.stdin is not None else None
     timed_out = False
@@ -286,6 +289,8 @@ class ProcessTable:
             if existing is not None:
                 return existing.info()
             directory = self._root / req.id
+            import shutil  # not at start (see _spawn)
+
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir()
             try:
@@ -334,6 +339,8 @@ class ProcessTable:
 
     def terminate_all(self, grace: float) -> None:
         """TERM every running process group, KILL what is left after `grace` seconds, record the exits."""
+        import subprocess  # not at start (see _spawn)
+
         with self._lock:
             running = [(self._procs[pid], popen) for pid, popen in self._popens.items()]
         for proc, _ in running:

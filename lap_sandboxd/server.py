@@ -7,13 +7,10 @@ Threaded HTTP/1.1 (served on the sockets `lap_sandboxd.daemon` sets up). Every r
 from __future__ import annotations
 
 import functools
-import hmac
 import os
 import re
 import select
 import socket
-import sys
-import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from lap_sandboxd.log import log
 from lap_sandboxd.processes import SandboxStopping, count_descendants, run_exec
 from lap_sandboxd.protocol import (
     VERSION,
@@ -49,9 +47,10 @@ _PROCESS_PATH = re.compile(r"/processes/([^/]+)(/output|/signal)?")
 _encode = msgspec.json.Encoder().encode
 
 
-def log(message: str) -> None:
-    """Write one line to sandboxd's log (stderr)."""
-    print(f"lap_sandboxd: {message}", file=sys.stderr, flush=True)
+def _traceback() -> str:
+    import traceback  # only on errors: sandboxd's start imports as little as it can
+
+    return traceback.format_exc()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -135,10 +134,12 @@ class Handler(BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError):
             self.close_connection = True  # the client left; nobody to answer
         except Exception as error:
-            log(f"{self.command} {url.path} failed:\n{traceback.format_exc()}")
+            log(f"{self.command} {url.path} failed:\n{_traceback()}")
             self._send_json(500, ErrorBody(error=f"internal error: {type(error).__name__}: {error}"), close=True)
 
     def _authorized(self) -> bool:
+        import hmac  # not at start: it loads OpenSSL's libcrypto, and /healthz needs no token
+
         given = self.headers.get("Authorization", "").encode()
         return hmac.compare_digest(given, self.sandboxd.expected_auth)
 
@@ -243,7 +244,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # cut, without the last chunk: the client sees the sandbox go
         except Exception:
             # Too late for an error response: cut the stream so the client sees it incomplete.
-            log(f"output of {process_id} failed:\n{traceback.format_exc()}")
+            log(f"output of {process_id} failed:\n{_traceback()}")
             self.close_connection = True
         finally:
             chunks.close()

@@ -48,7 +48,7 @@ def platform(harness_root: Path) -> Iterator[Platform]:
         platform.start()
         platform.setup()
         # One sandbox first: two LAP processes bringing up a data directory's first sandboxes at once race to copy
-        # sandboxd's runtime into it (lap-local's `_python_lib`: "File exists"), and one of those turns fails.
+        # sandboxd's runtime into it (lap-local's `Runtime.path`: "File exists"), and one of those turns fails.
         first = run_everywhere(platform, ["a1"], "noop")
         first |= run_everywhere(platform, [key for key in SESSIONS if key != "a1"], "noop")
         for key, run in first.items():

@@ -46,10 +46,7 @@ class Daemon:
 
 def bootstrap(lib: Path) -> list[str]:
     """The command line a sandbox starts sandboxd with (see lap_local.bwrap)."""
-    code = (
-        f"import sys; sys.path.insert(0, {str(lib)!r}); "
-        "import runpy; runpy.run_module('lap_sandboxd', run_name='__main__')"
-    )
+    code = f"import sys; sys.path.insert(0, {str(lib)!r}); from lap_sandboxd.__main__ import run; sys.exit(run())"
     return [sys.executable, "-I", "-S", "-B", "-c", code]
 
 

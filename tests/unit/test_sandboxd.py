@@ -4,6 +4,7 @@ hydrate, exec, the egress forwarder, and what it needs to run (see `sandboxd_dae
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
 import signal
@@ -22,9 +23,10 @@ import httpx
 import pytest
 
 from lap_core._sandbox_client import SandboxClient, SandboxdError
+from lap_sandboxd.daemon import parse_args
 from lap_sandboxd.egress import parse_egress
 from lap_sandboxd.protocol import FileSpec, HydrateRequest, StartProcess
-from tests.unit.sandboxd_daemon import TOKEN, WAIT, Daemon, alive, collect, new_id, running_daemon
+from tests.unit.sandboxd_daemon import TOKEN, WAIT, Daemon, alive, bootstrap, collect, new_id, running_daemon
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -231,3 +233,79 @@ def test_sandboxd_needs_only_the_stdlib_and_msgspec(lib: Path, isolated: bool) -
     out = subprocess.run(argv, env=env, cwd=lib, check=True, capture_output=True, text=True).stdout
     assert "lap_core" not in out
     assert out.strip() == "['__main__', 'lap_sandboxd', 'msgspec']"
+
+
+def test_sandboxd_starts_without_its_api(lib: Path) -> None:
+    """Every sandbox waits for sandboxd to start: its HTTP server, msgspec and the process table come with the first
+    connection, not before (see lap_sandboxd.daemon)."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(lib)!r}); import lap_sandboxd.daemon; "
+        "print(sorted(m for m in ('http.server', 'msgspec', 'subprocess', 'ssl', 'lap_sandboxd.server', 'argparse', "
+        "'pathlib', 're', 'typing') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_sandboxd_says_on_its_ready_fd_that_it_listens_then_serves(lib: Path) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="sbd-", dir="/tmp"))
+    ready, ready_write = os.pipe()
+    argv = [
+        *bootstrap(lib),
+        "--socket",
+        str(directory / "sandboxd.sock"),
+        "--state",
+        str(directory / "state"),
+        "--ready-fd",
+        str(ready_write),
+    ]
+    env = {"PATH": "/usr/bin:/bin", "LAP_SANDBOXD_TOKEN": TOKEN}
+    proc = subprocess.Popen(argv, env=env, pass_fds=(ready_write,), stdin=subprocess.DEVNULL)
+    os.close(ready_write)
+    try:
+        with os.fdopen(ready, "rb") as said:
+            assert said.readline() == b"ready\n"
+            assert said.read() == b""  # closed: no process sandboxd starts inherits it
+        # Listening already: the first request, which loads the API, is answered.
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.settimeout(WAIT)
+            raw.connect(str(directory / "sandboxd.sock"))
+            raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: sandboxd\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := raw.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert b'"version"' in answer
+    finally:
+        proc.terminate()
+        proc.wait(WAIT)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_sandboxds_command_line() -> None:
+    fds = ["--socket-fd", "3", "--token-fd=4", "--ready-fd", "5"]
+    egress = ["--egress", "127.0.0.1:4000=/v/llm.sock", "--egress=127.0.0.1:4001=vault:4001"]
+    options = parse_args([*fds, "--state", "/run/lap/state", "--listen", "[::]:7000", *egress])
+    assert (options.socket, options.socket_fd, options.token_fd, options.ready_fd) == (None, 3, 4, 5)
+    assert (options.state, options.listen) == ("/run/lap/state", ("::", 7000))
+    assert options.egress == [(("127.0.0.1", 4000), "/v/llm.sock"), (("127.0.0.1", 4001), ("vault", 4001))]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--state", "s"],
+        ["--socket", "a", "--socket-fd", "3", "--state", "s"],
+        ["--socket", "a"],
+        ["--socket", "a", "--state"],
+        ["--socket", "a", "--state", "s", "--bogus", "1"],
+        ["--socket", "a", "--state", "s", "--listen", "nope"],
+        ["--socket-fd", "x", "--state", "s"],
+        ["--socket", "a", "--state", "s", "--egress", "nope"],
+    ],
+)
+def test_a_wrong_command_line_is_refused_with_the_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: lap_sandboxd")

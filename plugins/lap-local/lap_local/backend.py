@@ -9,19 +9,16 @@ Layout under the data directory:
 The sandbox writes everything under its volume; the host never opens anything there (it mounts
 it, measures it and deletes it).
   sandboxes/.locks/<name>             flock held while the sandbox is created or deleted
-  runtime/<hash>/                     lap_sandboxd + msgspec for the sandbox's Python
+  runtime/<hash>/                     lap_sandboxd + msgspec for the sandbox's Python (see `runtime`)
 """
 
 from __future__ import annotations
 
 import fcntl
-import functools
-import hashlib
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from contextlib import asynccontextmanager
@@ -32,7 +29,6 @@ import anyio
 import msgspec
 import structlog
 
-import lap_sandboxd
 from lap_core import (
     Check,
     DiskUsage,
@@ -44,16 +40,15 @@ from lap_core import (
     SandboxSpec,
 )
 from lap_local import cgroups
-from lap_local.bwrap import bwrap_argv, sandbox_env, write_etc
+from lap_local.bwrap import alive, bwrap_argv, listening_socket, sandbox_env, write_etc
 from lap_local.disk import Volumes
 from lap_local.doctor import diagnose, unreachable
+from lap_local.runtime import Runtime
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 log = structlog.get_logger("lap.local")
-_PYTHON_LIB_SOURCES = (Path(lap_sandboxd.__file__).parent, Path(msgspec.__file__).parent)
-"""What sandboxd runs on, copied into the data directory (the sandbox's user reads nothing else of LAP's)."""
 DEFAULT_SANDBOX_UID = 64000
 SOCKET_NAME = "api/sandboxd.sock"
 
@@ -80,37 +75,6 @@ class _Meta(msgspec.Struct, kw_only=True):
     child_pid: int = 0
 
 
-def _listening_socket(path: Path) -> socket.socket:
-    """Return a unix socket listening at `path` that only this user (LAP) may connect to.
-
-    Its directory is this user's alone (the umask is the process's: threads launching other
-    sandboxes would see a changed one).
-    """
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    path.parent.chmod(0o700)
-    path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(str(path))
-    except OSError:
-        listener.close()
-        raise
-    listener.listen(64)
-    return listener
-
-
-def _alive(pid: int) -> bool:
-    """Return whether `pid` is a live bwrap process (not a zombie, not a recycled pid)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return b"bwrap" in cmdline.read().split(b"\0", 1)[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
 class LocalBackend(SandboxBackend):
     """Sandboxes on this host with bubblewrap (`--unshare-all`), run as an unprivileged user."""
 
@@ -127,6 +91,12 @@ class LocalBackend(SandboxBackend):
         self._python = settings.lap_sandbox_python or (
             "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
         )
+        # As root the launcher drops to the sandbox's user through setpriv (util-linux), so that this
+        # (large) process is not forked: subprocess's user=/group= rule out vfork (~8 ms per sandbox).
+        self._setpriv = shutil.which("setpriv") if os.geteuid() == 0 else None
+        # The read ends of the pipes on which sandboxes this process started say they are ready, by name.
+        self._ready: dict[str, int] = {}
+        self._runtime = Runtime(self._root / "runtime", self._python)
         self.volumes = Volumes(self._root / "volumes", uid=self._uid, limit_mb=settings.lap_sandbox_disk_mb)
         if problem := unreachable(self._root, self._uid):
             log.warning("sandbox.data_dir_unreachable", problem=problem)  # every sandbox will fail: say so now
@@ -149,32 +119,6 @@ class LocalBackend(SandboxBackend):
         with os.fdopen(fd, "wb") as file:
             file.write(msgspec.json.encode(meta))
         tmp.replace(path)
-
-    @functools.cached_property
-    def _python_lib_version(self) -> str:
-        """A digest of sandboxd's and msgspec's files: taken once per process, not per sandbox."""
-        digest = hashlib.sha256()
-        for source in _PYTHON_LIB_SOURCES:
-            for file in sorted(source.rglob("*")):
-                if file.is_file() and "__pycache__" not in file.parts:
-                    digest.update(str(file.relative_to(source.parent)).encode() + file.read_bytes())
-        return digest.hexdigest()[:12]
-
-    def _python_lib(self) -> Path:
-        """Copy sandboxd and msgspec where the sandbox's user can read them (once per version)."""
-        sources = _PYTHON_LIB_SOURCES
-        target = self._root / "runtime" / self._python_lib_version
-        if not target.exists():
-            staging = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
-            for source in sources:
-                shutil.copytree(source, staging / source.name, ignore=shutil.ignore_patterns("__pycache__"))
-            try:
-                staging.rename(target)
-            except OSError:  # another LAP process put the same copy there first
-                shutil.rmtree(staging, ignore_errors=True)
-                if not target.is_dir():
-                    raise
-        return target
 
     def _chown(self, *paths: Path) -> None:
         if os.geteuid() == 0:
@@ -202,11 +146,13 @@ class LocalBackend(SandboxBackend):
         token_read, token_write = os.pipe()
         os.write(token_write, meta.token.encode())
         os.close(token_write)
+        ready, ready_write = os.pipe()
         with (
             open(info, "wb") as info_file,
             open(directory / "sandbox.log", "ab") as log_file,
-            _listening_socket(directory / SOCKET_NAME) as listener,
+            listening_socket(directory / SOCKET_NAME) as listener,
             os.fdopen(token_read, "rb") as token_file,
+            os.fdopen(ready_write, "wb") as ready_file,
         ):
             argv = bwrap_argv(
                 bwrap=self._settings.lap_bwrap,
@@ -216,11 +162,12 @@ class LocalBackend(SandboxBackend):
                 run=run,
                 etc=directory / "etc",
                 vault_socket=self._vault_socket,
-                python_lib=self._python_lib(),
+                python_lib=self._runtime.path(),
                 harness_root=harness_root,
                 info_fd=info_file.fileno(),
                 socket_fd=listener.fileno(),
                 token_fd=token_file.fileno(),
+                ready_fd=ready_file.fileno(),
             )
             procs: list[Path] = []
             if cgroups.available():
@@ -236,26 +183,32 @@ class LocalBackend(SandboxBackend):
                 'for f in $LAP_CGROUPS; do echo $$ > "$f" || exit 97; done; unset LAP_CGROUPS; '
                 '"$@" </dev/null >&2 & echo $!'
             )
-            root = os.geteuid() == 0
+            drop: list[str] = []
+            if self._setpriv:
+                drop = [self._setpriv, f"--reuid={self._uid}", f"--regid={self._uid}", "--clear-groups", "--"]
+            fork_as_user = os.geteuid() == 0 and not drop  # no setpriv here: subprocess drops, forking
             launcher = subprocess.run(
-                ["/bin/sh", "-c", script, "sh", *argv],
+                [*drop, "/bin/sh", "-c", script, "sh", *argv],
                 env=sandbox_env() | {"LAP_CGROUPS": " ".join(map(str, procs))},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log_file,
-                pass_fds=(info_file.fileno(), listener.fileno(), token_file.fileno()),
+                pass_fds=(info_file.fileno(), listener.fileno(), token_file.fileno(), ready_file.fileno()),
                 start_new_session=True,
-                user=self._uid if root else None,
-                group=self._uid if root else None,
-                extra_groups=[] if root else None,
+                user=self._uid if fork_as_user else None,
+                group=self._uid if fork_as_user else None,
+                extra_groups=[] if fork_as_user else None,
                 check=False,
             )
         if launcher.returncode != 0 or not launcher.stdout.strip().isdigit():
+            os.close(ready)
             raise SandboxError(
                 f"could not launch sandbox {spec.name}: {self._log_tail(spec.name) or launcher.returncode}"
             )
         meta.pid = int(launcher.stdout)
         self._write_meta(meta)
+        self._forget_ready(spec.name)
+        self._ready[spec.name] = ready
         log.info("sandbox.launched", sandbox=spec.name, pid=meta.pid, uid=self._uid)
 
     @asynccontextmanager
@@ -300,7 +253,7 @@ class LocalBackend(SandboxBackend):
         return meta.pid, child_pid
 
     def _running(self, meta: _Meta) -> bool:
-        return _alive(meta.pid)
+        return alive(meta.pid)
 
     def _log_tail(self, name: str) -> str:
         try:
@@ -324,9 +277,26 @@ class LocalBackend(SandboxBackend):
                 return SandboxRef(name=name, state="starting", labels=meta.labels)
         return SandboxRef(name=name, state="ready", labels=meta.labels)
 
+    def _forget_ready(self, name: str) -> None:
+        ready = self._ready.pop(name, None)
+        if ready is not None:
+            os.close(ready)
+
     async def wait_ready(self, name: str, *, timeout: float) -> SandboxRef:
-        """Poll until sandboxd answers; fail at once, with its log, if the sandbox dies."""
+        """Wait until sandboxd is ready; fail at once, with its log, if the sandbox dies.
+
+        A sandbox this process started says so on a pipe (its end closes if sandboxd dies first);
+        another's is polled (sandboxd's health).
+        """
         with anyio.move_on_after(timeout):
+            if (ready := self._ready.pop(name, None)) is not None:
+                try:
+                    await anyio.wait_readable(ready)
+                    said = os.read(ready, 64)
+                finally:
+                    os.close(ready)
+                if said and (meta := self._read_meta(name)) is not None:
+                    return SandboxRef(name=name, state="ready", labels=meta.labels)
             while True:
                 ref = await self.status(name)
                 if ref is None:
@@ -352,12 +322,13 @@ class LocalBackend(SandboxBackend):
             await self._delete(name)
 
     async def _delete(self, name: str) -> None:
+        self._forget_ready(name)
         meta = self._read_meta(name)
         if meta is not None:
             pid, child_pid = self._pids(meta)
             # Killing the namespace's first process kills all others in it; then bwrap itself.
             for target in (child_pid, pid):
-                if target and (self._running(meta) or _alive(target)):
+                if target and (self._running(meta) or alive(target)):
                     try:
                         os.kill(target, signal.SIGKILL)
                     except ProcessLookupError:

@@ -1,4 +1,4 @@
-"""The bubblewrap command line of a sandbox, and the files it needs.
+"""The bubblewrap command line of a sandbox, the files and socket it needs, and how to tell its process alive.
 
 Mount order matters to bwrap: later mounts go on top of earlier ones (so /tmp comes before
 anything mounted under it).
@@ -7,6 +7,7 @@ anything mounted under it).
 from __future__ import annotations
 
 import os
+import socket
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -22,11 +23,9 @@ LLM_PORT = urlsplit(LLM_BASE_URL).port
 EGRESS_PORT = urlsplit(EGRESS_PROXY_URL).port
 # The parts of the host's /etc that programs need (TLS roots, library cache, time zone); never all of it.
 ETC_FILES = ("ssl", "ca-certificates", "alternatives", "ld.so.cache", "nsswitch.conf", "localtime", "mime.types")
-# sandboxd runs from a directory of its own code and msgspec; -I keeps the host's env and site out.
-BOOTSTRAP = (
-    f"import sys; sys.path.insert(0, {PYTHON_DIR!r}); "
-    "import runpy; runpy.run_module('lap_sandboxd', run_name='__main__')"
-)
+# sandboxd runs from a directory of its own code and msgspec, compiled (`.pyc`) when it was copied there;
+# -I keeps the host's env out, -S the host's site-packages (and the time `site` takes), -B writes nothing.
+BOOTSTRAP = f"import sys; sys.path.insert(0, {PYTHON_DIR!r}); from lap_sandboxd.__main__ import run; sys.exit(run())"
 
 
 def write_etc(etc: Path) -> None:
@@ -55,12 +54,13 @@ def bwrap_argv(
     info_fd: int,
     socket_fd: int,
     token_fd: int,
+    ready_fd: int,
 ) -> list[str]:
     """Return the argv that starts sandboxd in a new sandbox; run it with `sandbox_env`.
 
     sandboxd serves the listening socket LAP made outside the sandbox (`socket_fd`) and reads its
     token from `token_fd`: no path inside the sandbox leads to its API, and the token is in no
-    environment an agent process can read.
+    environment an agent process can read. It writes a line to `ready_fd` (a pipe) once it listens.
     """
     argv = [
         bwrap,
@@ -119,6 +119,7 @@ def bwrap_argv(
         WORKSPACE_DIR,
         python,
         "-I",
+        "-S",
         "-B",
         "-c",
         BOOTSTRAP,
@@ -126,6 +127,8 @@ def bwrap_argv(
         str(socket_fd),
         "--token-fd",
         str(token_fd),
+        "--ready-fd",
+        str(ready_fd),
         "--state",
         f"{RUN_DIR}/state",
         "--egress",
@@ -145,3 +148,34 @@ def sandbox_env() -> dict[str, str]:
         "TMPDIR": "/tmp",
         "PATH": f"{HARNESS_ROOT}/node_modules/.bin:/usr/local/bin:/usr/bin:/bin",
     }
+
+
+def listening_socket(path: Path) -> socket.socket:
+    """Return a unix socket listening at `path` that only this user (LAP) may connect to.
+
+    Its directory is this user's alone (the umask is the process's: threads launching other
+    sandboxes would see a changed one).
+    """
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.parent.chmod(0o700)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+    except OSError:
+        listener.close()
+        raise
+    listener.listen(64)
+    return listener
+
+
+def alive(pid: int) -> bool:
+    """Return whether `pid` is a live bwrap process (not a zombie, not a recycled pid)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"bwrap" in cmdline.read().split(b"\0", 1)[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
