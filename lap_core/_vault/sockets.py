@@ -43,10 +43,34 @@ def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+def _owner_alive(path: Path) -> bool | None:
+    """Whether the process a socket is named after (`<pid>-<token>.sock`) runs; None: not such a name."""
+    pid, dash, _ = path.stem.partition("-")
+    if not dash or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_stale_sockets(directory: Path, keep: set[Path]) -> None:
-    """Remove the sockets in `directory` that nobody listens on (left by processes that died)."""
+    """Remove the sockets in `directory` left by processes that died.
+
+    A process's own socket is named after its pid: it is stale once that process is gone, and
+    never before (another process may have bound it a moment ago and not listen yet: refusing a
+    connection then does not make it stale). Other sockets are stale when nobody listens.
+    """
     for path in directory.glob("*.sock"):
         if path in keep:
+            continue
+        alive = _owner_alive(path)
+        if alive is not None:
+            if not alive:
+                path.unlink(missing_ok=True)
             continue
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
             probe.settimeout(1)

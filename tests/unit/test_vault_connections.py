@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 import threading
 from typing import TYPE_CHECKING
 
@@ -84,15 +86,25 @@ async def test_a_gateway_that_is_down_is_a_clear_502(tmp_path: Path, keys: StubK
     assert "unreachable" in response.json()["error"]["message"]
 
 
+def _pid_of_a_finished_process() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
 async def test_each_process_serves_its_own_socket_and_clears_dead_ones(
     tmp_path: Path, gateway: Recorded, keys: StubKeys, scopes: Scopes
 ) -> None:
-    stale = tmp_path / "123-dead.sock"
+    stale = tmp_path / f"{_pid_of_a_finished_process()}-dead.sock"
     with socket.socket(socket.AF_UNIX) as dead:
         dead.bind(str(stale))  # bound, never listening: what a killed process leaves
+    starting = tmp_path / f"{os.getpid()}-starting.sock"
+    with socket.socket(socket.AF_UNIX) as other:
+        other.bind(str(starting))  # a live process's, bound a moment ago and not listening yet
     own = tmp_path / "456-own.sock"
     async with running_proxy(tmp_path, gateway[0], keys, scopes, own_socket=own) as running:
         assert not stale.exists()
+        assert starting.exists()  # never taken for a dead one's (CI saw a worker lose it and die)
         with forwarder(str(own), keys.identity("ses_1", 1)) as url:
             async with httpx.AsyncClient(base_url=url) as client:
                 response = await client.post("/v1/responses", json={"model": MODEL}, headers=running.stub())
