@@ -124,8 +124,12 @@ class DiskUsage(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def full(self) -> bool:
-        """Whether (almost) nothing is left: less than 1 MiB, or 0.1 % of the limit."""
-        return self.limit - self.used < max(1024 * 1024, self.limit // 1000)
+        """Whether (almost) nothing is left: less than 8 MiB, or 2 % of the limit.
+
+        Not "nothing": after a write fails with ENOSPC, a filesystem may give back what it had
+        set aside for the file (ext4 frees its preallocation when the file is closed).
+        """
+        return self.limit - self.used < max(8 * 1024 * 1024, self.limit // 50)
 
 
 class Check(msgspec.Struct, frozen=True, kw_only=True):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from lap_core import InvalidInput, Lap, NotFound
+from lap_core import DiskUsage, InvalidInput, Lap, NotFound
 from tests.fakes.plugin import FakesPlugin
 from tests.fixtures import lap_env
 
@@ -62,3 +62,11 @@ async def test_usage_and_health(lap: Lap) -> None:
     (totals,) = await lap.usage.totals()
     assert totals.calls == 0
     await lap.health()
+
+
+def test_a_volume_is_full_when_almost_nothing_is_left() -> None:
+    mib = 1024 * 1024
+    assert DiskUsage(used=57 * mib, limit=64 * mib).full  # 7 MiB back after ENOSPC: still full
+    assert not DiskUsage(used=40 * mib, limit=64 * mib).full
+    assert DiskUsage(used=10_100 * mib, limit=10_240 * mib).full  # under 2 % of a large one
+    assert not DiskUsage(used=9_000 * mib, limit=10_240 * mib).full
