@@ -14,8 +14,9 @@ docs/plugins.md (implement them with `hookimpl`). Everything public is importabl
 in any release. docs/api.md is the reference of every name in `__all__`.
 """
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from lap_core._lazy import lazy_attribute
 
 if TYPE_CHECKING:
     from lap_core._config import read_settings
@@ -293,13 +294,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    try:
-        module = _SOURCES[name]
-    except KeyError:
-        raise AttributeError(f"module 'lap_core' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, _SOURCES, globals(), name)
 
 
 def __dir__() -> list[str]:

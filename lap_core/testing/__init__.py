@@ -5,8 +5,9 @@ Names are imported on first use, as in `lap_core`: loading the pytest plugin, wh
 run of a project with LAP installed may do, costs only what it uses.
 """
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from lap_core._lazy import lazy_attribute
 
 if TYPE_CHECKING:
     import pluggy
@@ -66,13 +67,7 @@ def plugin_manager(*plugins: object) -> "pluggy.PluginManager":
 
 
 def __getattr__(name: str) -> Any:
-    try:
-        module = _SOURCES[name]
-    except KeyError:
-        raise AttributeError(f"module 'lap_core.testing' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, _SOURCES, globals(), name)
 
 
 def __dir__() -> list[str]:

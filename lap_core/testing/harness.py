@@ -96,9 +96,6 @@ def _describe(event: SessionEvent) -> str:
     return f"{type(event).__name__}:{detail}"
 
 
-_is_harness_event = from_harness  # the platform's phases are defined once, by the engine
-
-
 class HarnessConformance(Suite):
     """The harness conformance suite; a subclass names `harness` (the kit's pytest plugin gives `lap` and `lap_llm`)."""
 
@@ -316,7 +313,7 @@ class HarnessConformance(Suite):
         records = await self._completed(lap, session.id, f"go {token}")
         turn_id = next(record.turn_id for record in records if record.turn_id is not None)
         # The turn's own events: the platform's notes (egress_denied, say) belong to no turn.
-        logged = [record.event for record in records if record.turn_id == turn_id and _is_harness_event(record.event)]
+        logged = [record.event for record in records if record.turn_id == turn_id and from_harness(record.event)]
         assert turn_id is not None
         sandbox_name = (await lap.sessions.get(session.id)).sandbox_name
         assert sandbox_name is not None
@@ -328,7 +325,7 @@ class HarnessConformance(Suite):
         finally:
             await client.aclose()
         assert replayed[-1] == TurnEnd(status="completed")
-        assert [event for event in replayed if _is_harness_event(event)] == logged
+        assert [event for event in replayed if from_harness(event)] == logged
 
     async def test_options_are_validated_by_the_harness(self, lap: Lap) -> None:
         with pytest.raises(InvalidInput) as raised:
